@@ -1,0 +1,47 @@
+# Curved Latents: the two commands are `make book` and `make test` (see README.md).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+.PHONY: setup book student test unit nbval strict-book browser quick lab clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+## The web book, every notebook executed on the CPU, warnings are errors -> _build/html
+book: setup
+	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
+
+## The student edition: same book, exercise solutions removed -> _build/student/_build/html
+student: setup
+	$(BIN)/python scripts/build_student_edition.py
+
+## Everything CI checks: unit tests, nbval over every notebook, the strict build, the browser tests
+test: unit nbval strict-book browser
+
+unit: setup
+	$(BIN)/python -m pytest tests -m "not slow" -q
+
+nbval: setup
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider book -q
+
+strict-book: book
+
+browser: setup
+	$(BIN)/python -m pytest tests -m slow -q
+
+## Faster loop while writing: unit tests only
+quick: unit
+
+## Open the book's notebooks in JupyterLab
+lab: setup
+	$(BIN)/jupyter lab book
+
+clean:
+	rm -rf _build
