@@ -1,1 +1,389 @@
-"""(being written)"""
+"""The local basis: the top singular triplets of a Jacobian, without ever building the Jacobian.
+
+For a differentiable map f: X → H (later: noisy latent x_t → U-Net bottleneck h_t) the
+Jacobian J = ∂f/∂x at x is a linear map from the tangent space T_x X (n = x.numel()
+coordinates) to T_h H (m = f(x).numel() coordinates). Its singular value decomposition
+
+    J = U Σ Vᵀ,    J v_i = σ_i u_i,    Jᵀ J = V Σ² Vᵀ
+
+gives the *local basis*: v_1 is the unit direction in X that moves h furthest, v_2 the furthest
+one orthogonal to v_1, and so on. For a U-Net J has millions of entries, so we only ever touch
+it through two products that automatic differentiation makes cheap:
+
+- a JVP (Jacobian-vector product, forward mode)  v ↦ J v,   one costs about one forward pass;
+- a VJP (vector-Jacobian product, reverse mode)  u ↦ Jᵀ u,  one costs about one backward pass.
+
+Three methods, all returning the same `LocalBasis`:
+
+- ``"exact"``   the full Jacobian (``torch.func.jacfwd`` or ``jacrev``) and ``torch.linalg.svd``;
+  the reference, for small maps only.
+- ``"power"``   block subspace iteration on JᵀJ with block size k (the method of
+  Park et al. 2023): Q ← orth(Jᵀ(J Q)) until converged, then Rayleigh–Ritz.
+- ``"krylov"``  randomized block Krylov iteration with oversampling and Rayleigh–Ritz
+  (Musco & Musco 2015): far fewer products when the singular values are close together.
+
+Every result carries a certificate, the relative residual ‖JᵀJ v_i − σ_i² v_i‖ / σ_i², which is
+zero exactly when v_i is a right singular vector.
+
+Explained in: book/part1-geometry/05_svd.ipynb (JVPs and VJPs: book/part1-geometry/03_jacobians.ipynb)
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+Map = Callable[[Tensor], Tensor]
+
+METHODS = ("exact", "power", "krylov")
+# Above this many Jacobian entries (200 MB in float32) "exact" refuses and points to "krylov".
+EXACT_MAX_ENTRIES = 50_000_000
+DEFAULT_MAX_ITER = {"power": 500, "krylov": 50}
+
+
+@dataclass(frozen=True)
+class LocalBasis:
+    """The top-k singular triplets of J = ∂f/∂x at x, with J v_i = sigma_i u_i."""
+
+    v: Tensor  # (k, *x.shape)  right singular vectors: unit directions in X
+    sigma: Tensor  # (k,)  singular values, descending
+    u: Tensor  # (k, *y.shape)  left singular vectors: unit directions in H
+    residual: Tensor  # (k,)  ‖JᵀJ v_i − sigma_i² v_i‖ / sigma_i², the certificate
+    n_jvp: int  # Jacobian-vector products used (J v)
+    n_vjp: int  # vector-Jacobian products used (Jᵀ u)
+    method: str
+    iterations: int  # blocks (krylov) or sweeps (power); 1 for exact
+
+
+def jvps(f: Map, x: Tensor, V: Tensor, *, chunk_size: int | None = None) -> Tensor:
+    """Forward mode: J v for each row v of V.  V: (b, *x.shape) → (b, *f(x).shape).
+
+    One ``torch.func.jvp``, vectorised over the tangents with ``torch.func.vmap``. Only the
+    tangents are batched, not the primal x, so f(x) itself is evaluated once per call.
+    ``chunk_size`` (passed to vmap) pushes that many tangents at a time, to bound memory.
+
+    Explained in: book/part1-geometry/03_jacobians.ipynb
+    """
+    _check_tangents(V, x, "V", "x")
+
+    def push_forward(v: Tensor) -> Tensor:
+        return torch.func.jvp(f, (x,), (v,))[1]
+
+    return torch.func.vmap(push_forward, chunk_size=chunk_size)(V)
+
+
+def vjps(f: Map, x: Tensor, U: Tensor, *, chunk_size: int | None = None) -> Tensor:
+    """Reverse mode: Jᵀ u for each row u of U.  U: (b, *f(x).shape) → (b, *x.shape).
+
+    One forward pass records the graph (``torch.func.vjp``); the backward pass is vectorised
+    over the cotangents with ``torch.func.vmap`` (``chunk_size`` at a time, to bound memory).
+
+    Explained in: book/part1-geometry/03_jacobians.ipynb
+    """
+    y, pull_back = torch.func.vjp(f, x)
+    _check_tangents(U, y, "U", "f(x)")
+    return _pull_back_rows(pull_back, U, chunk_size)
+
+
+def local_basis(
+    f: Map,
+    x: Tensor,
+    k: int,
+    method: str = "krylov",
+    *,
+    tol: float = 1e-4,
+    max_iter: int | None = None,
+    oversample: int = 10,
+    block: int | None = None,
+    seed: int = 0,
+    chunk_size: int | None = None,
+    progress: bool = False,
+) -> LocalBasis:
+    """The top-k right singular vectors v_i, singular values σ_i and left singular vectors u_i
+    of J = ∂f/∂x at x, found from JVPs and VJPs alone (except for method="exact").
+
+    v_1 = argmax_{‖v‖=1} ‖J v‖² = argmax vᵀ JᵀJ v: the most sensitive direction in X for the
+    pulled-back metric JᵀJ; v_i maximises the same under orthogonality to v_1 … v_{i-1}.
+
+    f: any differentiable torch function from a tensor to a tensor; x keeps its batch
+    dimension (e.g. (1, 1, 28, 28)) and the returned v has shape (k, *x.shape), u has shape
+    (k, *f(x).shape). Works in x's dtype (float32 or float64) and on x's device.
+
+    method: "krylov" (default), "power" or "exact", see the module docstring.
+    tol: stop when every one of the top-k residuals ‖JᵀJ v_i − σ_i² v_i‖ / σ_i² is ≤ tol.
+      Both iterative methods use this same certificate, so their product counts compare.
+    max_iter: most blocks (krylov, default 50) or sweeps (power, default 500); a warning says
+      so if tol was not reached.
+    oversample, block: krylov's block size is p = k + oversample, or ``block`` if given (≥ k).
+    seed: the random start block comes from its own torch.Generator: same seed, same output.
+    chunk_size: tangents pushed through f at a time (vmap chunk_size), to bound memory.
+    progress: a tqdm bar over the iterations, showing the largest residual.
+
+    Signs: each v_i is flipped so that its largest-magnitude entry is positive, and u_i is
+    flipped with it so J v_i = σ_i u_i still holds.
+
+    Explained in: book/part1-geometry/05_svd.ipynb
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; valid methods are {', '.join(map(repr, METHODS))}")
+    y = _check_map_and_point(f, x)
+    n, m = x.numel(), y.numel()
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"k must be an int, got {type(k).__name__}")
+    if not 1 <= k <= min(n, m):
+        raise ValueError(
+            f"k must be between 1 and min(n, m) = {min(n, m)} (n = x.numel() = {n}, "
+            f"m = f(x).numel() = {m}), got k = {k}"
+        )
+    if not tol > 0:
+        raise ValueError(f"tol must be positive, got {tol}")
+    if max_iter is not None and max_iter < 1:
+        raise ValueError(f"max_iter must be at least 1, got {max_iter}")
+
+    if method == "exact":
+        return _exact(f, x, y, k, chunk_size)
+
+    max_iter = DEFAULT_MAX_ITER[method] if max_iter is None else max_iter
+    if method == "power":
+        p = k
+    else:
+        if oversample < 0:
+            raise ValueError(f"oversample must be ≥ 0, got {oversample}")
+        p = k + oversample if block is None else block
+        if p < k:
+            raise ValueError(f"block must be at least k = {k}, got {block}")
+    p = min(p, n)
+
+    # Random orthonormal start block, rows are directions in X. Drawn on the CPU so the same
+    # seed gives the same start on any device.
+    generator = torch.Generator().manual_seed(seed)
+    start = torch.randn(p, n, generator=generator, dtype=x.dtype).to(x.device)
+    Q = _orthonormal_rows(start)
+
+    # J and Jᵀ as functions of row blocks (b, n) → (b, m) and (b, m) → (b, n). The forward
+    # pass for Jᵀ is recorded once and reused by every VJP.
+    _, pull_back = torch.func.vjp(f, x)
+
+    def J(rows: Tensor) -> Tensor:
+        return jvps(f, x, rows.reshape(-1, *x.shape), chunk_size=chunk_size).reshape(len(rows), m)
+
+    def Jt(rows: Tensor) -> Tensor:
+        return _pull_back_rows(pull_back, rows.reshape(-1, *y.shape), chunk_size).reshape(len(rows), n)
+
+    iterate = _power if method == "power" else _krylov
+    v, sigma, u, residual, n_products, iterations = iterate(J, Jt, Q, k, n, tol, max_iter, progress)
+    if residual.max() > tol:
+        warnings.warn(
+            f"local_basis(method={method!r}) stopped after {iterations} iterations with largest "
+            f"residual {residual.max().item():.2e} > tol = {tol:g}; raise max_iter"
+            + (" or use method='krylov'" if method == "power" else " or oversample"),
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return _finish(v, sigma, u, residual, x, y, n_products, n_products, method, iterations)
+
+
+def principal_angles(A: Tensor, B: Tensor) -> Tensor:
+    """Principal angles (radians, ascending) between the spans of the rows of A and of B.
+
+    A: (k, *shape), B: (l, *shape), rows need not be orthonormal. Returns min(k, l) angles
+    θ_1 ≤ θ_2 ≤ …, where cos θ_i are the singular values of Q_Aᵀ Q_B for orthonormal bases
+    Q_A, Q_B. They depend only on the two subspaces: not on signs, order or rotations of
+    the rows. Small angles come from sines, large ones from cosines, for accuracy (Björck &
+    Golub); computed in float64.
+
+    Explained in: book/part1-geometry/05_svd.ipynb
+    """
+    if A.shape[1:] != B.shape[1:]:
+        raise ValueError(f"rows of A and B must have the same shape, got {tuple(A.shape[1:])} and {tuple(B.shape[1:])}")
+    QA = _orthonormal_rows(A.reshape(len(A), -1).double())
+    QB = _orthonormal_rows(B.reshape(len(B), -1).double().to(A.device))
+    if len(QA) < len(QB):
+        QA, QB = QB, QA  # angles are symmetric; let B be the smaller subspace
+    C = QB @ QA.T  # (l, k)
+    cos = torch.linalg.svdvals(C).clamp(0.0, 1.0)  # descending → angles ascending
+    sin = torch.linalg.svdvals(QB - C @ QA).clamp(0.0, 1.0).flip(0)  # ascending
+    return torch.where(cos**2 > 0.5, torch.arcsin(sin), torch.arccos(cos))
+
+
+def subspace_distance(A: Tensor, B: Tensor) -> Tensor:
+    """Geodesic distance on the Grassmann manifold between span(rows of A) and span(rows of B):
+    ‖θ‖₂, the norm of the principal angles. Zero iff the subspaces agree (for equal k),
+    whatever the signs and order of the basis vectors.
+
+    Explained in: book/part1-geometry/05_svd.ipynb
+    """
+    return torch.linalg.vector_norm(principal_angles(A, B))
+
+
+# ---------------------------------------------------------------------------------------------
+# The three methods
+
+
+def _exact(f: Map, x: Tensor, y: Tensor, k: int, chunk_size: int | None) -> LocalBasis:
+    """Full Jacobian and SVD. jacfwd costs n JVPs, jacrev m VJPs: take the cheaper."""
+    n, m = x.numel(), y.numel()
+    if n * m > EXACT_MAX_ENTRIES:
+        raise ValueError(
+            f"method='exact' would build a {m}×{n} Jacobian ({n * m:,} entries); "
+            "use method='krylov', which needs only JVPs and VJPs."
+        )
+    forward = n <= m
+    if forward:
+        Jmat = torch.func.jacfwd(f)(x).reshape(m, n)
+    else:
+        Jmat = torch.func.jacrev(f, chunk_size=chunk_size)(x).reshape(m, n)
+    U, S, Vh = torch.linalg.svd(Jmat, full_matrices=False)
+    v, sigma, u = Vh[:k], S[:k], U[:, :k].T
+    residual = _residual(v @ Jmat.T @ Jmat, v, sigma)
+    return _finish(v, sigma, u, residual, x, y, n if forward else 0, 0 if forward else m, "exact", 1)
+
+
+def _power(J, Jt, Q, k, n, tol, max_iter, progress):
+    """Block subspace iteration on JᵀJ: Q ← orth(Jᵀ(J Q)), with Rayleigh–Ritz each sweep.
+
+    The Ritz step and its residual reuse the products of the sweep, so a sweep costs k JVPs
+    and k VJPs and nothing else.
+    """
+    bar = tqdm(range(1, max_iter + 1), desc="power", disable=not progress)
+    for sweep in bar:
+        JQ = J(Q)
+        W = Jt(JQ)  # rows of (JᵀJ Q)ᵀ
+        v, sigma, u, residual = _rayleigh_ritz(Q, JQ, W, k)
+        bar.set_postfix(residual=f"{residual.max().item():.1e}")
+        if residual.max() <= tol:
+            break
+        Q = _orthonormal_rows(W)
+    bar.close()
+    return v, sigma, u, residual, sweep * len(Q), sweep
+
+
+def _krylov(J, Jt, Q, k, n, tol, max_iter, progress):
+    """Randomized block Krylov iteration with Rayleigh–Ritz (Musco & Musco 2015).
+
+    Keeps every block Q_j (rows orthonormal, together the basis K of the Krylov space
+    span{Q_0, JᵀJ Q_0, (JᵀJ)² Q_0, …}), its image J Q_j and W_j = JᵀJ Q_j. Since JᵀJ K is then
+    known, the residual of the Ritz vectors costs no extra products. The next block is W_j
+    made orthonormal to K; the basis stops growing at n, where the Ritz triplets are exact.
+    """
+    blocks, images, W = [], [], []
+    bar = tqdm(range(1, max_iter + 1), desc="krylov", disable=not progress)
+    for iteration in bar:
+        blocks.append(Q)
+        images.append(J(Q))
+        W.append(Jt(images[-1]))
+        K = torch.cat(blocks)
+        v, sigma, u, residual = _rayleigh_ritz(K, torch.cat(images), torch.cat(W), k)
+        bar.set_postfix(residual=f"{residual.max().item():.1e}", dim=len(K))
+        if residual.max() <= tol or len(K) == n or iteration == max_iter:
+            break
+        Q = _next_block(W[-1], K, n)
+    bar.close()
+    return v, sigma, u, residual, len(K), iteration
+
+
+# ---------------------------------------------------------------------------------------------
+# Small linear-algebra steps shared by the methods
+
+
+def _rayleigh_ritz(K: Tensor, JK: Tensor, JtJK: Tensor, k: int):
+    """Best approximations to the top-k singular triplets of J within span(rows of K).
+
+    K: (d, n) orthonormal rows; JK: (d, m) rows J K_i; JtJK: (d, n) rows JᵀJ K_i.
+    The SVD of J restricted to the subspace, (J Kᵀ) = Û Σ Ŵᵀ, gives v = Ŵᵀ K, u = Û, σ;
+    then JᵀJ v = Ŵᵀ (JᵀJ K) gives the residual for free.
+    """
+    Wh, S, Uh = torch.linalg.svd(JK, full_matrices=False)  # JK = Wh S Uh, i.e. (J Kᵀ) = Uhᵀ S Whᵀ
+    top = Wh[:, :k].T  # (k, d)
+    v, sigma, u = top @ K, S[:k], Uh[:k]
+    return v, sigma, u, _residual(top @ JtJK, v, sigma)
+
+
+def _residual(JtJv: Tensor, v: Tensor, sigma: Tensor) -> Tensor:
+    """‖JᵀJ v_i − σ_i² v_i‖ / σ_i² for rows v_i; σ_i² is floored at eps·σ_1² so a zero
+    singular value gives a large (not infinite) residual."""
+    floor = torch.finfo(sigma.dtype).eps * sigma[0] ** 2
+    lam = (sigma**2).clamp_min(floor).clamp_min(torch.finfo(sigma.dtype).tiny)
+    return torch.linalg.vector_norm(JtJv - sigma[:, None] ** 2 * v, dim=1) / lam
+
+
+def _orthonormal_rows(rows: Tensor) -> Tensor:
+    """An orthonormal basis (as rows) of the span of the rows, via QR."""
+    return torch.linalg.qr(rows.T).Q.T
+
+
+def _next_block(W: Tensor, K: Tensor, n: int) -> Tensor:
+    """The next Krylov block: the rows of W made orthogonal to span(K) and orthonormal.
+
+    Projecting out K and re-orthonormalising is done twice ("twice is enough"): once is not
+    accurate in floating point when W lies nearly inside span(K). If fewer than len(W)
+    directions remain in X, the block is the rest of X, which completes the basis.
+    """
+    if len(K) + len(W) >= n:
+        complete = torch.linalg.qr(K.T, mode="complete").Q.T  # (n, n), first len(K) rows span K
+        return complete[len(K):]
+    for _ in range(2):
+        W = _orthonormal_rows(W - (W @ K.T) @ K)
+    return W
+
+
+def _finish(v, sigma, u, residual, x, y, n_jvp, n_vjp, method, iterations) -> LocalBasis:
+    """Fix signs (largest-|.| entry of v_i positive, u_i flipped with it) and restore shapes."""
+    largest = v.gather(1, v.abs().argmax(dim=1, keepdim=True)).squeeze(1)
+    sign = torch.where(largest < 0, -1.0, 1.0).to(v.dtype)
+    k = len(sigma)
+    return LocalBasis(
+        v=(sign[:, None] * v).reshape(k, *x.shape),
+        sigma=sigma,
+        u=(sign[:, None] * u).reshape(k, *y.shape),
+        residual=residual,
+        n_jvp=int(n_jvp),
+        n_vjp=int(n_vjp),
+        method=method,
+        iterations=int(iterations),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks
+
+
+def _pull_back_rows(pull_back: Callable, U: Tensor, chunk_size: int | None) -> Tensor:
+    return torch.func.vmap(lambda u: pull_back(u)[0], chunk_size=chunk_size)(U)
+
+
+def _check_tangents(V: Tensor, point: Tensor, name: str, point_name: str) -> None:
+    if not isinstance(V, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(V).__name__}")
+    if V.shape[1:] != point.shape:
+        raise ValueError(
+            f"{name} must have shape (b, *{point_name}.shape) = (b, {', '.join(map(str, point.shape))}), "
+            f"got {tuple(V.shape)}; stack the vectors along a new first dimension"
+        )
+
+
+def _check_map_and_point(f: Map, x: Tensor) -> Tensor:
+    """Check f and x and return y = f(x)."""
+    if not callable(f):
+        raise TypeError(f"f must be a function from a tensor to a tensor, got {type(f).__name__}")
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor (float32 or float64), got {x.dtype}")
+    if not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or infinite values; the Jacobian is only defined at a finite point")
+    with torch.no_grad():
+        y = f(x)
+    if not isinstance(y, Tensor):
+        raise TypeError(
+            f"f(x) must return a torch.Tensor, got {type(y).__name__}; "
+            "wrap f so it returns the one tensor whose Jacobian you want (e.g. lambda x: model(x).sample)"
+        )
+    if not torch.isfinite(y).all():
+        raise ValueError("f(x) contains NaN or infinite values; the Jacobian at this x is not usable")
+    return y
