@@ -1,4 +1,4 @@
-"""Training the embedded default model: a small DDPM on 5,000 MNIST digits.
+"""Training the embedded default model, a small DDPM on 5,000 MNIST digits, and its digit classifier.
 
 The model is a ``diffusers.UNet2DModel`` (ε-prediction, linear β from 1e-4 to 0.02, T = 1000,
 the schedule of Google's DDPM checkpoints) with self-attention in its mid-block, so that h-space
@@ -10,6 +10,10 @@ writes resumable checkpoints under ``OUT/checkpoint`` (safetensors + JSON; rerun
 command resumes) and, at the end, the EMA weights in diffusers' pipeline layout (``OUT/unet``,
 ``OUT/scheduler``, ``OUT/model_index.json``), the layout ``labkit.load_model`` and
 ``DDPMPipeline.from_pretrained`` read.
+
+    python -m labkit.train classifier --out labkit/embedded/classifier
+
+trains the small digit classifier (labkit.classifier) that judges the model's samples.
 
 Explained in: book/part2-diffusion/03_diffusion.ipynb (and the model card, labkit/embedded/README.md)
 """
@@ -29,6 +33,7 @@ from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from labkit.classifier import DigitClassifier
 from labkit.data import IMAGE_SIZE, batches, load_digits
 
 
@@ -75,6 +80,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     checkpoint_every: int = 250
+    limit: int | None = None  # train on the first `limit` digits only (tests)
+    model_config: dict | None = None  # UNet2DModel arguments; None: embedded_unet_config() (tests pass a tiny one)
 
 
 def _resolve_device(name: str) -> torch.device:
@@ -84,7 +91,7 @@ def _resolve_device(name: str) -> torch.device:
     return device
 
 
-def _save_checkpoint(folder: Path, step: int, model, ema: EMAModel, optimizer, lr_sched, gen, config) -> None:
+def _save_checkpoint(folder: Path, step: int, seconds: float, model, ema: EMAModel, optimizer, lr_sched, gen, config) -> None:
     """Everything needed to resume, as safetensors + JSON, written atomically (tmp dir, rename)."""
     tmp = folder.with_name(folder.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
@@ -99,6 +106,7 @@ def _save_checkpoint(folder: Path, step: int, model, ema: EMAModel, optimizer, l
     save_file(tensors, tmp / "optimizer.safetensors")
     meta = {
         "step": step,
+        "seconds": round(seconds, 1),
         "ema_optimization_step": ema.optimization_step,
         "param_groups": opt_state["param_groups"],
         "lr_scheduler": lr_sched.state_dict(),
@@ -116,7 +124,8 @@ def _save_checkpoint(folder: Path, step: int, model, ema: EMAModel, optimizer, l
         tmp.rename(folder)
 
 
-def _load_checkpoint(folder: Path, model, ema: EMAModel, optimizer, lr_sched, gen) -> int:
+def _load_checkpoint(folder: Path, model, ema: EMAModel, optimizer, lr_sched, gen) -> tuple[int, float]:
+    """Restore everything `_save_checkpoint` wrote; returns (step, training seconds so far)."""
     model.load_state_dict(load_file(folder / "model.safetensors"))
     shadow = load_file(folder / "ema.safetensors")
     ema.shadow_params = [shadow[f"shadow.{i}"].to(p.device) for i, p in enumerate(ema.shadow_params)]
@@ -130,7 +139,7 @@ def _load_checkpoint(folder: Path, model, ema: EMAModel, optimizer, lr_sched, ge
         state.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     lr_sched.load_state_dict(meta["lr_scheduler"])
-    return int(meta["step"])
+    return int(meta["step"]), float(meta.get("seconds", 0.0))
 
 
 def train_ddpm(config: TrainConfig) -> Path:
@@ -147,19 +156,19 @@ def train_ddpm(config: TrainConfig) -> Path:
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
 
-    model = UNet2DModel(**embedded_unet_config()).to(device)
+    model = UNet2DModel(**(config.model_config or embedded_unet_config())).to(device)
     scheduler = ddpm_scheduler()
     ema = EMAModel(model.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=3 / 4)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
     lr_sched = get_cosine_schedule_with_warmup(optimizer, config.warmup, config.steps)
 
-    start = 0
+    start, seconds_before = 0, 0.0
     ckpt = out / "checkpoint"
     if (ckpt / "state.json").exists():
-        start = _load_checkpoint(ckpt, model, ema, optimizer, lr_sched, gen)
+        start, seconds_before = _load_checkpoint(ckpt, model, ema, optimizer, lr_sched, gen)
         print(f"resuming from step {start}")
 
-    images, _ = load_digits()
+    images, _ = load_digits(limit=config.limit)
     data = batches(images, config.batch_size, gen)
     # A resumed run continues from the saved generator state: statistically the same run,
     # though not bit-identical batches (a fresh permutation is drawn at resume).
@@ -181,14 +190,110 @@ def train_ddpm(config: TrainConfig) -> Path:
         ema.step(model.parameters())
         progress.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
-            _save_checkpoint(ckpt, step + 1, model, ema, optimizer, lr_sched, gen, config)
+            seconds = seconds_before + time.perf_counter() - t0
+            _save_checkpoint(ckpt, step + 1, seconds, model, ema, optimizer, lr_sched, gen, config)
 
-    elapsed = time.perf_counter() - t0
+    # Training time over all sessions of a resumed run (checkpoints carry the time so far).
+    elapsed = seconds_before + time.perf_counter() - t0
     ema.copy_to(model.parameters())
     DDPMPipeline(unet=model.cpu(), scheduler=scheduler).save_pretrained(out, safe_serialization=True)
     log = {"steps": config.steps, "resumed_from": start, "seconds": round(elapsed, 1), "device": str(device),
+           "parameters": sum(p.numel() for p in model.parameters()), "images": len(images),
            "torch": torch.__version__, "config": asdict(config)}
     (out / "training_log.json").write_text(json.dumps(log, indent=1))
+    return out
+
+
+@dataclass
+class ClassifierConfig:
+    out: str
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    max_shift: int = 2  # augmentation: random moves of up to this many pixels
+    heldout_fraction: float = 0.1
+    seed: int = 0
+    device: str = "cpu"
+    limit: int | None = None  # train on the first `limit` digits only (tests)
+
+
+def heldout_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train_index, heldout_index) of n items: a seeded permutation, its first ⌈fraction·n⌉ held out."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"heldout_fraction must be between 0 and 1, got {fraction}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_heldout = max(1, int(round(fraction * n)))
+    return order[n_heldout:], order[:n_heldout]
+
+
+def _random_shifts(images: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Move each image by up to ``max_shift`` pixels along each axis, background filling in.
+
+    MNIST digits are centred by their centre of mass; generated ones are only roughly centred,
+    and the classifier must not care.
+    """
+    if max_shift == 0:
+        return images
+    padded = torch.nn.functional.pad(images, (max_shift,) * 4, value=-1.0)
+    offsets = torch.randint(0, 2 * max_shift + 1, (len(images), 2), generator=gen).tolist()
+    return torch.stack([padded[i, :, dy : dy + IMAGE_SIZE, dx : dx + IMAGE_SIZE] for i, (dy, dx) in enumerate(offsets)])
+
+
+def train_classifier(config: ClassifierConfig) -> Path:
+    """Train the digit classifier (labkit.classifier) with cross-entropy; returns the output folder.
+
+    Holds out ``heldout_fraction`` of the digits (`heldout_split`) and records the accuracy on
+    them, and the share classified with confidence ≥ 0.9, in ``OUT/config.json`` next to
+    ``OUT/model.safetensors``. ``labkit.classifier.load_classifier(OUT)`` loads it.
+    """
+    from labkit.classifier import classify
+
+    if config.epochs < 1 or config.batch_size < 1:
+        raise ValueError("epochs and batch_size must be positive")
+    device = _resolve_device(config.device)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+
+    images, labels = load_digits(limit=config.limit)
+    train_index, heldout_index = heldout_split(len(labels), config.heldout_fraction, config.seed)
+    batch_size = min(config.batch_size, len(train_index))
+    steps_per_epoch = len(train_index) // batch_size
+    model = DigitClassifier().to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    lr_sched = get_cosine_schedule_with_warmup(optimizer, 0, config.epochs * steps_per_epoch)
+
+    t0 = time.perf_counter()
+    progress = tqdm(range(config.epochs), desc="training classifier")
+    for _ in progress:
+        order = train_index[torch.randperm(len(train_index), generator=gen)]
+        for start in range(0, steps_per_epoch * batch_size, batch_size):
+            batch = order[start : start + batch_size]
+            x = _random_shifts(images[batch], config.max_shift, gen).to(device)
+            loss = torch.nn.functional.cross_entropy(model(x), labels[batch].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            lr_sched.step()
+        progress.set_postfix(loss=f"{loss.item():.4f}")
+    elapsed = time.perf_counter() - t0
+
+    model = model.cpu().eval()
+    heldout = classify(images[heldout_index], model)
+    record = {
+        "architecture": {"channels": list(model.channels), "parameters": sum(p.numel() for p in model.parameters())},
+        "heldout": {
+            "images": len(heldout_index),
+            "accuracy": round((heldout.label == labels[heldout_index]).float().mean().item(), 4),
+            "share_confident_0.9": round((heldout.confidence >= 0.9).float().mean().item(), 4),
+        },
+        "training": {"images": len(train_index), "seconds": round(elapsed, 1), "device": str(device),
+                     "torch": torch.__version__, "config": asdict(config)},
+    }
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / "model.safetensors")
+    (out / "config.json").write_text(json.dumps(record, indent=1))
     return out
 
 
@@ -202,10 +307,21 @@ def main(argv: list[str] | None = None) -> None:
     for field in ("lr", "ema_decay"):
         p.add_argument("--" + field.replace("_", "-"), type=float, default=getattr(TrainConfig, field))
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    c = sub.add_parser("classifier", help="train the digit classifier that judges samples")
+    c.add_argument("--out", required=True, help="output folder (config.json, model.safetensors)")
+    for field in ("epochs", "batch_size", "max_shift", "seed"):
+        c.add_argument("--" + field.replace("_", "-"), type=int, default=getattr(ClassifierConfig, field))
+    for field in ("lr", "weight_decay", "heldout_fraction"):
+        c.add_argument("--" + field.replace("_", "-"), type=float, default=getattr(ClassifierConfig, field))
+    c.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args(argv)
+    fields = {k: v for k, v in vars(args).items() if k != "what"}
     if args.what == "ddpm":
-        fields = {k: v for k, v in vars(args).items() if k != "what"}
         print(train_ddpm(TrainConfig(**fields)))
+    else:
+        out = train_classifier(ClassifierConfig(**fields))
+        heldout = json.loads((out / "config.json").read_text())["heldout"]
+        print(f"{out}: held-out accuracy {heldout['accuracy']:.2%} on {heldout['images']} digits")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,85 @@
+"""A small digit classifier, the judge of what the embedded model draws.
+
+Trained by ``python -m labkit.train classifier --out DIR`` on 90% of the same 5,000 MNIST digits
+as the diffusion model (the other 10% measure its accuracy). Three 3×3 convolutions
+(16, 32, 64 channels, ReLU, 2×2 max-pooling after each: 28 → 14 → 7 → 3) and one linear layer
+to the 10 classes: about 29,000 parameters. The trained one ships in
+``labkit/embedded/classifier`` (config.json + model.safetensors).
+
+Explained in: labkit/embedded/README.md (the model card) and book/part2-diffusion/03_diffusion.ipynb
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+from labkit.data import IMAGE_SIZE, NUM_CLASSES
+
+EMBEDDED_CLASSIFIER = Path(__file__).parent / "embedded" / "classifier"
+
+
+class DigitClassifier(nn.Module):
+    """CNN from (N, 1, 28, 28) images in [-1, 1] to (N, 10) logits."""
+
+    def __init__(self, channels: tuple[int, int, int] = (16, 32, 64)):
+        super().__init__()
+        if len(channels) != 3 or min(channels) < 1:
+            raise ValueError(f"channels must be three positive numbers, got {channels}")
+        self.channels = tuple(channels)
+        layers: list[nn.Module] = []
+        previous = 1
+        for c in channels:
+            layers += [nn.Conv2d(previous, c, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+            previous = c
+        self.features = nn.Sequential(*layers)
+        side = IMAGE_SIZE // 2 // 2 // 2  # 28 → 14 → 7 → 3
+        self.head = nn.Linear(previous * side * side, NUM_CLASSES)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.features(images).flatten(1))
+
+
+def load_classifier(path: str | Path | None = None) -> DigitClassifier:
+    """The trained classifier in ``path`` (default: the shipped one), on CPU, in eval mode.
+
+    ``path`` is a folder written by ``python -m labkit.train classifier --out DIR``:
+    config.json (architecture and training record) and model.safetensors.
+    """
+    folder = Path(path) if path is not None else EMBEDDED_CLASSIFIER
+    config_file, weights_file = folder / "config.json", folder / "model.safetensors"
+    if not (config_file.exists() and weights_file.exists()):
+        raise FileNotFoundError(
+            f"no classifier in {folder} (needs config.json and model.safetensors); "
+            "train one with: python -m labkit.train classifier --out DIR"
+        )
+    config = json.loads(config_file.read_text())
+    model = DigitClassifier(tuple(config["architecture"]["channels"]))
+    model.load_state_dict(load_file(weights_file))
+    return model.eval()
+
+
+@dataclass(frozen=True)
+class DigitPrediction:
+    label: Tensor  # (N,) int64      the most probable digit
+    confidence: Tensor  # (N,)       its probability
+    probabilities: Tensor  # (N, 10) softmax of the logits
+
+
+@torch.no_grad()
+def classify(images: Tensor, classifier: DigitClassifier | None = None, batch_size: int = 500) -> DigitPrediction:
+    """Classify (N, 1, 28, 28) images in [-1, 1] (default classifier: the shipped one)."""
+    if not isinstance(images, Tensor) or images.ndim != 4 or tuple(images.shape[1:]) != (1, IMAGE_SIZE, IMAGE_SIZE):
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"images must be a tensor of shape (N, 1, {IMAGE_SIZE}, {IMAGE_SIZE}) in [-1, 1], got {shape}")
+    model = classifier if classifier is not None else load_classifier()
+    device = next(model.parameters()).device
+    logits = torch.cat([model(chunk.to(device)).cpu() for chunk in images.float().split(batch_size)])
+    probabilities = logits.softmax(dim=1)
+    confidence, label = probabilities.max(dim=1)
+    return DigitPrediction(label=label, confidence=confidence, probabilities=probabilities)
