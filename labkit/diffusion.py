@@ -338,6 +338,7 @@ def ddim_sample(
     eta: float = 0.0,
     eta_below: int | None = None,
     seed: int = 0,
+    shared_noise: bool = False,
     progress: bool = False,
 ) -> Tensor:
     """Run DDIM from x at timestep ``t_from`` down to timestep ``t_to`` (−1 means x_0).
@@ -346,6 +347,8 @@ def ddim_sample(
     x_{t−Δ}, Δ = T / num_steps. ``t_from`` defaults to the first DDIM timestep (x is pure
     noise). ``eta`` is DDIM's stochasticity (0: deterministic ODE); with ``eta_below`` set,
     steps with t ≤ eta_below use η = 1 instead (the paper's "quality boosting" at the end).
+    The η-noise comes from ``seed``; with ``shared_noise`` every batch element gets the same
+    noise (an edit strip: its images then differ only by the edit).
 
     Explained in: book/part2-diffusion/03_diffusion.ipynb
     """
@@ -362,7 +365,8 @@ def ddim_sample(
     with torch.no_grad():
         for t in tqdm(todo, desc="DDIM", disable=not progress, leave=False):
             step_eta = 1.0 if (eta_below is not None and t <= eta_below) else eta
-            noise = torch.randn(x.shape, generator=gen).to(x) if step_eta > 0 else None
+            shape = (1, *x.shape[1:]) if shared_noise else x.shape
+            noise = torch.randn(shape, generator=gen).to(x).expand_as(x) if step_eta > 0 else None
             x = scheduler.step(model.eps(x, t), t, x, eta=step_eta, variance_noise=noise).prev_sample
     return x
 

@@ -257,10 +257,12 @@ def discrete_geodesic(
     steps: int = 300,
     tol: float = 1e-12,
     progress: bool = False,
+    init: Tensor | None = None,
 ) -> Tensor:
     """A discrete geodesic from x0 to x1: the path of n_points that minimises the energy through f.
 
-    Starts from the straight line in the chart, keeps the endpoints fixed and minimises
+    Starts from ``init`` (shape (n_points, *x0.shape), e.g. a slerp path for Gaussian latents)
+    or else from the straight line in the chart, keeps the endpoints fixed and minimises
     ``curve_energy(path, f)`` over the interior points with L-BFGS (at most ``steps`` iterations;
     stops early once the gradient or the energy change falls below ``tol``). Returns the path, shape
     (n_points, *x0.shape), with path[0] = x0 and path[-1] = x1. Finds a *local* minimum: on a
@@ -276,6 +278,10 @@ def discrete_geodesic(
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be a non-negative int, got {steps!r}.")
     line = lerp(x0, x1, torch.linspace(0, 1, n_points, dtype=x0.dtype))
+    if init is not None:
+        if init.shape != line.shape:
+            raise ValueError(f"init must have shape {tuple(line.shape)} (n_points, *x0.shape), got {tuple(init.shape)}.")
+        line = torch.cat([x0[None], init[1:-1].to(line), x1[None]])
     if n_points == 2 or steps == 0:
         return line
     inner = line[1:-1].clone().requires_grad_(True)

@@ -10,7 +10,9 @@ import time
 
 import pytest
 import torch
-from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+from conftest import TINY_UNET as TINY
+from conftest import linear_schedule as _schedule
+from diffusers import UNet2DModel
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
 from labkit import spectral
@@ -24,24 +26,6 @@ from labkit.diffusion import (
     prepare_for_forward_ad,
     sample_noise,
 )
-
-TINY = dict(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16, 16), layers_per_block=1,
-            down_block_types=("DownBlock2D",) * 3, up_block_types=("UpBlock2D",) * 3, norm_num_groups=4,
-            attention_head_dim=8)
-
-
-def _schedule() -> DDPMScheduler:
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    unet = UNet2DModel(**TINY)
-    path = tmp_path_factory.mktemp("tiny") / "pipeline"
-    DDPMPipeline(unet=unet, scheduler=_schedule()).save_pretrained(path)
-    return path
-
 
 @pytest.fixture(scope="module")
 def tiny(tiny_dir):
