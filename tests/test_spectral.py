@@ -293,3 +293,18 @@ def test_bad_input_raises_clear_errors():
     side = math.isqrt(EXACT_MAX_ENTRIES) + 1
     with pytest.raises(ValueError, match="use method='krylov'"):
         local_basis(lambda z: 2.0 * z, torch.zeros(side), k=1, method="exact")
+
+
+def test_reference_port_agrees_with_power_and_exact():
+    """The port of the reference power method reaches the same basis, with k JVPs + k VJPs per sweep."""
+    torch.manual_seed(3)
+    A = torch.randn(12, 9, dtype=torch.float64)
+    f = lambda x: torch.tanh(A @ x) * 2.0  # noqa: E731
+    x = torch.randn(9, dtype=torch.float64)
+    exact = local_basis(f, x, 3, method="exact")
+    ref = local_basis(f, x, 3, method="reference", tol=1e-10, max_iter=2000)
+    power = local_basis(f, x, 3, method="power", tol=1e-10, max_iter=2000)
+    assert principal_angles(ref.v, exact.v).max() < 1e-6
+    torch.testing.assert_close(ref.sigma, exact.sigma, rtol=1e-8, atol=0)
+    assert ref.n_jvp == ref.n_vjp == 3 * ref.iterations
+    assert ref.iterations == power.iterations  # same iteration, same start block
