@@ -39,6 +39,11 @@ def clean_cell(cell: dict) -> dict:
                     kept.append({"output_type": out["output_type"], "data": data, "metadata": {},
                                  **({"execution_count": None} if out["output_type"] == "execute_result" else {})})
     cell["outputs"] = kept
+    if kept:  # nbval treats a cell with outputs but no execution count as "unrun" and fails
+        cell["execution_count"] = 1
+        for out in kept:
+            if out["output_type"] == "execute_result":
+                out["execution_count"] = 1
     return cell
 
 
