@@ -103,7 +103,7 @@ def local_basis(
     *,
     tol: float = 1e-4,
     max_iter: int | None = None,
-    oversample: int = 10,
+    oversample: int = 2,
     block: int | None = None,
     seed: int = 0,
     chunk_size: int | None = None,
@@ -396,6 +396,8 @@ def _pull_back_rows(pull_back: Callable, U: Tensor, chunk_size: int | None) -> T
 def _check_tangents(V: Tensor, point: Tensor, name: str, point_name: str) -> None:
     if not isinstance(V, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(V).__name__}")
+    if V.dtype != point.dtype:
+        raise TypeError(f"{name} must have the dtype of {point_name} ({point.dtype}), got {V.dtype}")
     if V.shape[1:] != point.shape:
         raise ValueError(
             f"{name} must have shape (b, *{point_name}.shape) = (b, {', '.join(map(str, point.shape))}), "
@@ -409,8 +411,11 @@ def _check_map_and_point(f: Map, x: Tensor) -> Tensor:
         raise TypeError(f"f must be a function from a tensor to a tensor, got {type(f).__name__}")
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor (float32 or float64), got {x.dtype}")
+    if x.dtype not in (torch.float32, torch.float64):
+        raise TypeError(
+            f"x must be a float32 or float64 tensor, got {x.dtype}; the QR and SVD steps need "
+            "single or double precision (for a half-precision model, wrap it: lambda x: model(x.half()).float())"
+        )
     if not torch.isfinite(x).all():
         raise ValueError("x contains NaN or infinite values; the Jacobian is only defined at a finite point")
     with torch.no_grad():
