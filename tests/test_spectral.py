@@ -282,8 +282,12 @@ def test_bad_input_raises_clear_errors():
         local_basis(lambda z: (z, z), x, k=2)
     with pytest.raises(TypeError, match="k must be an int"):
         local_basis(f, x, k=2.0)
-    with pytest.raises(TypeError, match="floating-point"):
+    with pytest.raises(TypeError, match="float32 or float64"):
         local_basis(f, torch.zeros(5, dtype=torch.long), k=2)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        local_basis(f, torch.zeros(5, dtype=torch.float16), k=2)
+    with pytest.raises(TypeError, match="V must have the dtype of x"):
+        jvps(f, x, torch.zeros(2, 5, dtype=torch.float32))
     with pytest.raises(ValueError, match="block must be at least k"):
         local_basis(f, x, k=3, block=2)
     with pytest.raises(ValueError, match=r"V must have shape \(b, \*x.shape\)"):
