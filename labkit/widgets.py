@@ -203,7 +203,11 @@ class FrameExplorer:
             self._play_link = widgets.jslink((self.play, "value"), (self.slider, "value"))
             controls.insert(0, self.play)
         heading = [widgets.HTML(f"<b>{html.escape(title)}</b>")] if title else []
-        self.widget = widgets.VBox([*heading, self.image, widgets.HBox(controls), widgets.HBox([self.progress, self.status])])
+        self.widget = widgets.VBox([*heading, self.image, widgets.HBox(controls), widgets.HBox([self.progress, self.status])],
+                                   layout={"align_items": "flex-start"})  # images at their own size, not stretched
+        # CSS classes let the JupyterLab test find the explorer and its frame slider on the page.
+        self.widget.add_class("labkit-explorer")
+        self.slider.add_class("labkit-frame-slider")
         self.slider.observe(self._on_slider, names="value")
         self._request(value)
 
