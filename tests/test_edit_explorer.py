@@ -1,0 +1,147 @@
+"""labkit.widgets.edit_explorer, headless, on a tiny random U-Net: controls drive the image,
+strips are computed once per selection, the static player carries every strength."""
+
+import base64
+import io
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from labkit.diffusion import ddim_sample, load_model
+from labkit.editing import sample_at, timestep_at
+from labkit.widgets import EditExplorer, edit_explorer
+
+STRENGTHS = torch.tensor([-8.0, -4.0, 0.0, 4.0, 8.0])
+STEPS = 10  # a short DDIM schedule keeps each strip at a few milliseconds
+# The tiny random U-Net's images are far outside [-1, 1], so most edits vanish in the clipped
+# PNG; γ = -8 (slider index 0) along v1 or v2 of sample 0 is visible, so the tests look there.
+
+
+@pytest.fixture(scope="module")
+def model(tiny_dir):
+    return load_model(tiny_dir)
+
+
+@pytest.fixture
+def explorer(model, tmp_path) -> EditExplorer:
+    explorer = edit_explorer(model, seeds=(0, 1, 2, 3), t_fractions=(0.6, 1.0), k=2, strengths=STRENGTHS,
+                             cache_dir=tmp_path / "bases", save_dir=tmp_path / "strips", num_steps=STEPS)
+    explorer.wait(30)
+    return explorer
+
+
+def decode(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)))
+
+
+def test_opens_at_strength_zero_with_the_sample_on_both_sides(explorer):
+    assert explorer.slider.value == 2 and explorer.readout.value == "γ = +0"
+    pixels = decode(explorer.image.value)
+    scale = pixels.shape[0] // 8  # 8×8 latents, enlarged
+    left, right = pixels[:, : 8 * scale], pixels[:, -8 * scale:]
+    assert pixels.shape[1] == (16 + 2) * scale  # original, a 2-pixel gap, the edit
+    assert np.array_equal(left, right)
+    assert "labkit-explorer" in explorer.widget._dom_classes
+    assert "labkit-frame-slider" in explorer.slider._dom_classes
+
+
+def test_strength_slider_changes_the_image_without_computing(explorer):
+    before = bytes(explorer.image.value)
+    explorer.slider.value = 0
+    assert bytes(explorer.image.value) != before  # shown at once: no wait()
+    assert explorer.readout.value == "γ = -8"
+    pixels = decode(explorer.image.value)
+    assert not np.array_equal(pixels[:, : pixels.shape[0]], pixels[:, -pixels.shape[0]:])  # the edit differs
+    explorer.slider.value = 4
+    assert bytes(explorer.image.value) == explorer._frames[explorer.key][4]
+    assert explorer.computed == [(0, 0.6, 0, "guidance")]
+
+
+def test_strength_zero_frame_is_the_unedited_sample(model, explorer):
+    sample = sample_at(model, 0, timestep_at(model, 0.6, STEPS), STEPS)
+    unedited = ddim_sample(model, sample.x_t, sample.num_steps, t_from=sample.t, eta_below=200, seed=0,
+                           shared_noise=True)
+    for method in ("guidance", "naive"):
+        explorer.method.value = method
+        explorer.wait(30)
+        strip = explorer.strip()
+        assert strip.shape == (5, 1, 8, 8)
+        torch.testing.assert_close(strip[2:3], unedited, atol=1e-4, rtol=1e-5)  # batched vs alone: float noise
+        assert (strip[0] - strip[2]).abs().max() > 1e-3  # and γ ≠ 0 does change it
+
+
+def test_new_direction_recomputes_and_going_back_is_instant(explorer):
+    explorer.slider.value = 0
+    first = bytes(explorer.image.value)
+    explorer.direction.value = 1
+    explorer.wait(30)
+    assert explorer.computed == [(0, 0.6, 0, "guidance"), (0, 0.6, 1, "guidance")]
+    assert bytes(explorer.image.value) != first
+    explorer.direction.value = 0
+    assert bytes(explorer.image.value) == first  # from the cache, at once
+    assert explorer._worker is None
+    assert len(explorer.computed) == 2
+
+
+def test_rapid_control_changes_compute_only_the_newest(explorer):
+    compute = explorer._compute
+
+    def slow_compute(key):
+        time.sleep(0.3)  # every change below arrives while this runs
+        compute(key)
+
+    explorer._compute = slow_compute
+    for seed in (1, 2, 3):
+        explorer.seed.value = seed
+    explorer.wait(30)
+    seeds = [key[0] for key in explorer.computed]
+    # seed 1 may or may not have started before the later changes; seed 2 never runs
+    assert seeds in ([0, 1, 3], [0, 3])
+    assert explorer.image.value == explorer._frames[(3, 0.6, 0, "guidance")][explorer.slider.value]
+    assert explorer.progress.layout.visibility == "hidden" and explorer.status.value == ""
+
+
+def test_bases_are_cached_on_disk(model, explorer, tmp_path):
+    assert len(list((tmp_path / "bases").glob("*.safetensors"))) == 1
+    again = edit_explorer(model, seeds=(0,), t_fractions=(0.6,), k=2, strengths=STRENGTHS, cache_dir=tmp_path / "bases",
+                          num_steps=STEPS)
+    again.wait(30)
+    assert bytes(again.image.value) == bytes(explorer.image.value)
+
+
+def test_static_player_holds_every_strength(explorer):
+    bundle = explorer._repr_mimebundle_()
+    page = bundle["text/html"]
+    for png in explorer._frames[explorer.key]:
+        assert base64.b64encode(png).decode() in page
+    labels = json.dumps(["γ = -8", "γ = -4", "γ = +0", "γ = +4", "γ = +8"])  # as the player's script holds them
+    assert 'max="4"' in page and labels in page
+    assert "direction v1" in page and "guidance" in page
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == explorer.widget.model_id
+    assert bundle["text/plain"] == "EditExplorer(4 samples, k=2, 5 strengths)"
+
+
+def test_save_strip_writes_every_strength(explorer, tmp_path):
+    explorer.save_button.click()
+    path = tmp_path / "strips" / f"edit-seed0-t{timestep_at(explorer.model, 0.6, STEPS)}-v1-guidance.png"
+    assert path.exists() and str(path) in explorer.saved.value
+    assert decode(path.read_bytes()).shape == (8 * 4, (5 * 8 + 4 * 2) * 4)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(k=0), "positive integer"),
+        (dict(seeds=()), "at least one noise seed"),
+        (dict(method="magic"), "method must be one of"),
+        (dict(t_fractions=(1.5,)), "fractions of T"),
+        (dict(strengths=[]), "non-empty"),
+    ],
+)
+def test_bad_input_fails_early_and_says_what_to_do(model, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        edit_explorer(model, **{"num_steps": STEPS, **kwargs})
