@@ -30,7 +30,7 @@ EDITING_CHAPTER = REPO / "book" / "part2-diffusion" / "05_editing.ipynb"
 FIXTURE = REPO / "tests" / "fixtures" / "widget_demo.ipynb"
 # The editing chapter once it exists; until then a small notebook with a frame explorer.
 NOTEBOOK = EDITING_CHAPTER if EDITING_CHAPTER.exists() else FIXTURE
-RUN_TIMEOUT_S = 90  # running every cell of the notebook, in the browser's kernel
+RUN_TIMEOUT_S = 180  # running every cell of the notebook in JupyterLab's kernel, on a busy CPU
 
 
 def wait_for_server(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
@@ -119,8 +119,13 @@ def test_explorer_slider_changes_the_image_in_jupyterlab(lab):
 
             run_all(page)
 
+            # every code cell has run (a slider move would otherwise wait behind the queued cells)
+            page.wait_for_function(
+                r"""() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]
+                          .every(prompt => /\[\d+\]/.test(prompt.textContent))""",
+                timeout=RUN_TIMEOUT_S * 1000)
             explorer = page.locator(".labkit-explorer").first
-            explorer.wait_for(timeout=RUN_TIMEOUT_S * 1000)
+            explorer.wait_for()
             image = explorer.locator("img").first
             page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
             explorer.scroll_into_view_if_needed()
