@@ -15,7 +15,7 @@ widget view; the book's ``_config.yml`` tells myst-nb to prefer ``text/html``
 
 The edit and interpolation explorers of Part II are built on `FrameExplorer`.
 
-Explained in: book/part2-diffusion/05_editing.ipynb
+Explained in: book/part2-diffusion/05_editing.ipynb and 06_interpolation.ipynb
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import base64
 import html
 import io
 import json
+import math
 import os
 import threading
 import uuid
@@ -38,7 +39,7 @@ from PIL import Image as PILImage
 from tqdm.auto import tqdm
 
 from labkit.diffusion import DiffusionModel
-from labkit.editing import edit, sample_at, sample_basis, timestep_at
+from labkit.editing import Interpolation, edit, interpolate, sample_at, sample_basis, timestep_at
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DISPLAY_SIZE = 256  # small images are enlarged (nearest neighbour) to about this many pixels
@@ -623,3 +624,231 @@ def edit_explorer(
     """
     return EditExplorer(model, seeds=seeds, t_fractions=t_fractions, k=k, strengths=strengths, method=method,
                         cache_dir=cache_dir, num_steps=num_steps, save_dir=save_dir, edit_options=edit_options)
+
+
+# --------------------------------------------------------------------------------------------
+# The interpolation explorer (Part II, chapter 6)
+# --------------------------------------------------------------------------------------------
+
+INTERPOLATION_METHODS = ("lerp", "slerp", "geodesic")
+
+
+class InterpolationExplorer:
+    """Walk along an interpolation between two samples; live widget in JupyterLab, static player in the book.
+
+    Controls: the method (lerp, slerp, or a geodesic of the pullback metric, see
+    `labkit.editing.interpolate`) and a slider over the n points of the path. The image is the
+    finished sample (DDIM from t to 0) of the point the slider selects; a label gives the path's
+    length in X and in H, and the point's latent norm ‖x_t‖ (typical Gaussian latents have
+    ‖x‖ ≈ √n, n = the latent's size).
+
+    What is computed when (one background thread that always serves the newest request):
+    - a new method: the whole path and all n images, in one `labkit.editing.interpolate` call;
+    - a slider move: nothing; the cached frame is shown at once.
+
+    Attributes for tests and notebooks: ``slider`` (point index, CSS class "labkit-frame-slider"),
+    ``method`` (the method control), ``image`` (ipywidgets.Image with the PNG shown), ``lengths``
+    (the label with the path lengths), ``widget`` (the box, CSS class "labkit-explorer"),
+    ``computed`` (methods computed so far, in order), ``interpolation(method)``, ``wait()``.
+    Build one with `interpolation_explorer`.
+
+    Explained in: book/part2-diffusion/06_interpolation.ipynb
+    """
+
+    def __init__(
+        self,
+        model: DiffusionModel,
+        seed_a: int = 0,
+        seed_b: int = 1,
+        t_fraction: float = 1.0,
+        n: int = 9,
+        methods: Sequence[str] = INTERPOLATION_METHODS,
+        num_steps: int = 50,
+        geodesic_steps: int = 60,
+        interpolations: dict[str, Interpolation] | None = None,
+    ) -> None:
+        methods = list(methods)
+        if not methods or any(m not in INTERPOLATION_METHODS for m in methods):
+            raise ValueError(f"methods must be a non-empty list drawn from {INTERPOLATION_METHODS}, got {methods}")
+        if not isinstance(n, int) or n < 2:
+            raise ValueError(f"n (the number of path points) must be an integer ≥ 2, got {n!r}")
+        if not 0.0 <= t_fraction <= 1.0:
+            raise ValueError(f"t_fraction must be a fraction of T in [0, 1], got {t_fraction}")
+        interpolations = dict(interpolations or {})
+        for method, result in interpolations.items():
+            if method not in methods:
+                raise ValueError(f"interpolations has a path for {method!r}, which is not among methods {methods}")
+            if len(result.images) != n:
+                raise ValueError(f"the given {method} interpolation has {len(result.images)} points, but n={n}; "
+                                 "compute it with the same n")
+        self.model = model
+        self.n = n
+        self.geodesic_steps = geodesic_steps
+        t = timestep_at(model, t_fraction, num_steps)
+        self.a = sample_at(model, seed_a, t, num_steps)
+        self.b = sample_at(model, seed_b, t, num_steps)
+        self.title = f"samples {seed_a} → {seed_b} at t = {t} ({t_fraction:g} T)"
+        self._results: dict[str, Interpolation] = {}
+        self._frames: dict[str, list[bytes]] = {}
+        for method, result in interpolations.items():
+            self._store(method, result)
+        self.computed: list[str] = []  # methods computed here (not given), in order
+        self._lock = threading.Lock()
+        self._wanted: str | None = None
+        self._worker: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+        self.method = widgets.ToggleButtons(options=methods, value=methods[0], description="method")
+        self.slider = widgets.IntSlider(value=0, min=0, max=n - 1, readout=False, description="point",
+                                        continuous_update=True)
+        self.readout = widgets.Label("")
+        self.image = widgets.Image(format="png")
+        self.lengths = widgets.Label("")
+        self.progress = widgets.IntProgress(min=0, max=1, value=0, layout={"visibility": "hidden"})
+        self.status = widgets.Label("")
+        self.widget = widgets.VBox(
+            [widgets.HTML(f"<b>{html.escape(self.title)}</b>"), self.method, self.image,
+             widgets.HBox([self.slider, self.readout]), self.lengths, widgets.HBox([self.progress, self.status])],
+            layout={"align_items": "flex-start"})
+        self.widget.add_class("labkit-explorer")
+        self.slider.add_class("labkit-frame-slider")
+        self.method.observe(lambda change: self._request(), names="value")
+        self.slider.observe(lambda change: self._show(), names="value")
+        self._request()
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _store(self, method: str, result: Interpolation) -> None:
+        self._results[method] = result
+        self._frames[method] = [to_png(image, value_range=(-1, 1)) for image in result.images.detach().cpu()]
+
+    def _point_label(self, method: str, index: int) -> str:
+        norm = float(self._results[method].path[index].norm())
+        return f"point {index + 1} of {self.n}: ‖x_t‖ = {norm:.3g}"
+
+    def _lengths_label(self, method: str) -> str:
+        result = self._results[method]
+        return (f"{method}: length in X {result.x_length:.4g}, in H {result.h_length:.4g} "
+                f"(typical ‖x_t‖ ≈ √n = {math.sqrt(self.a.x_t.numel()):.3g})")
+
+    # The live path ---------------------------------------------------------------------------
+
+    def _request(self) -> None:
+        # Show the method's path at once if cached, else hand it to the worker. While the worker
+        # computes, newer requests only replace the wanted method; it then computes just that one.
+        with self._lock:
+            self._wanted = self.method.value
+            if self._wanted in self._frames:
+                self._display(self._wanted)
+                return
+            if self._worker is not None:
+                return
+            self._worker = threading.Thread(target=self._work, daemon=True)
+            self._worker.start()
+
+    def _show(self) -> None:
+        with self._lock:
+            if self.method.value in self._frames:
+                self._display(self.method.value)
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                method = self._wanted
+                if method in self._frames:
+                    if method == self.method.value:
+                        self._display(method)
+                    self._busy(None)
+                    self._worker = None
+                    return
+                self._busy(f"computing the {method} path and its {self.n} images …")
+            try:
+                self._compute(method)
+            except Exception as error:  # shown in the widget, re-raised by wait()
+                with self._lock:
+                    self._error = error
+                    self._busy(None)
+                    self.status.value = f"failed: {error!r}"
+                    self._worker = None
+                return
+
+    def _compute(self, method: str) -> None:
+        result = interpolate(self.model, self.a, self.b, n=self.n, method=method, geodesic_steps=self.geodesic_steps)
+        with self._lock:
+            self._store(method, result)
+            self.computed.append(method)
+
+    def _display(self, method: str) -> None:
+        self.image.value = self._frames[method][self.slider.value]
+        self.readout.value = self._point_label(method, self.slider.value)
+        self.lengths.value = self._lengths_label(method)
+
+    def _busy(self, message: str | None) -> None:
+        self.progress.layout.visibility = "hidden" if message is None else "visible"
+        self.status.value = message or ""
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the background computation (if any) is done; re-raise its error."""
+        worker = self._worker
+        if worker is not None:
+            worker.join(timeout)
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise RuntimeError(f"computing the interpolation failed: {error!r}") from error
+
+    # Results -----------------------------------------------------------------------------------
+
+    def interpolation(self, method: str) -> Interpolation:
+        """The `labkit.editing.Interpolation` (path, images, lengths) of one method, computed if needed."""
+        if method not in self.method.options:
+            raise ValueError(f"method must be one of {list(self.method.options)}, got {method!r}")
+        self.wait()
+        if method not in self._results:
+            self._compute(method)
+        return self._results[method]
+
+    def to_html(self) -> str:
+        """One static player per method (all paths computed), for pages without a kernel."""
+        players = []
+        for method in self.method.options:
+            self.interpolation(method)
+            labels = [self._point_label(method, i) for i in range(self.n)]
+            title = f"{self.title}, {self._lengths_label(method)}"
+            players.append(static_player(self._frames[method], labels, title=title, value=self.slider.value))
+        return "\n".join(players)
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, Any]:
+        # As FrameExplorer: JupyterLab draws the widget view, the web book the static players.
+        bundle = dict(self.widget._repr_mimebundle_() or {})
+        bundle["text/html"] = self.to_html()
+        bundle["text/plain"] = f"InterpolationExplorer({self.title}, {self.n} points, {', '.join(self.method.options)})"
+        return bundle
+
+
+def interpolation_explorer(
+    model: DiffusionModel,
+    seed_a: int = 0,
+    seed_b: int = 1,
+    t_fraction: float = 1.0,
+    n: int = 9,
+    methods: Sequence[str] = INTERPOLATION_METHODS,
+    num_steps: int = 50,
+    geodesic_steps: int = 60,
+    interpolations: dict[str, Interpolation] | None = None,
+) -> InterpolationExplorer:
+    """An explorer of the paths between two samples (see `InterpolationExplorer`).
+
+    model: a `labkit.diffusion.DiffusionModel`; seed_a, seed_b: the noise seeds of the two
+    samples; t_fraction: where on the way from noise to image they are interpolated, as a fraction
+    of T (snapped to the DDIM schedule; 1.0 = the starting noise); n: points on each path;
+    methods: the methods offered ("lerp", "slerp", "geodesic"); num_steps: the DDIM schedule;
+    geodesic_steps: L-BFGS iterations for the geodesic; interpolations: paths already computed
+    with `labkit.editing.interpolate` for the same samples and n, keyed by method (shown without
+    recomputing).
+    Returns an `InterpolationExplorer`; display it (last expression of a cell) to show it.
+
+    Explained in: book/part2-diffusion/06_interpolation.ipynb
+    """
+    return InterpolationExplorer(model, seed_a=seed_a, seed_b=seed_b, t_fraction=t_fraction, n=n, methods=methods,
+                                 num_steps=num_steps, geodesic_steps=geodesic_steps, interpolations=interpolations)
