@@ -14,8 +14,10 @@ One module per idea, named as in the book:
 - ``labkit.train``     training the embedded model and its digit classifier
 """
 
-from labkit import data, geometry, plot, spectral
+from labkit import data, diffusion, editing, geometry, plot, spectral
+from labkit.diffusion import h_space, load_model
 from labkit.geometry import lerp, pullback_metric, slerp
 from labkit.spectral import LocalBasis, local_basis
 
-__all__ = ["data", "geometry", "plot", "spectral", "lerp", "slerp", "pullback_metric", "LocalBasis", "local_basis"]
+__all__ = ["data", "diffusion", "editing", "geometry", "plot", "spectral", "h_space", "load_model", "lerp", "slerp",
+           "pullback_metric", "LocalBasis", "local_basis"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,6 +151,13 @@ def _hub_reachable(timeout: float = 1.0) -> bool:
 
 def _load_unet_and_schedule(source: str, local_only: bool, dtype: torch.dtype) -> tuple[UNet2DModel, dict]:
     """Read a diffusers model in either layout: pipeline (unet/, scheduler/) or flat (root)."""
+    with warnings.catch_warnings():
+        # diffusers passes a deprecated argument to huggingface_hub; the warning is not the user's to fix
+        warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
+        return _read_model(source, local_only, dtype)
+
+
+def _read_model(source: str, local_only: bool, dtype: torch.dtype) -> tuple[UNet2DModel, dict]:
     kwargs = dict(use_safetensors=True, local_files_only=local_only, low_cpu_mem_usage=False, torch_dtype=dtype)
     # (low_cpu_mem_usage=False: the default needs `accelerate` and warns without it)
     path = Path(source)
