@@ -427,7 +427,8 @@ class EditExplorer:
         self.model = model
         self.k = k
         self.strengths = strengths
-        self.labels = [f"γ = {g:+.3g}" for g in strengths.tolist()]
+        # rounded, so that linspace's 1e-8 in place of 0 reads "+0"; adding 0.0 turns -0.0 into 0.0
+        self.labels = [f"γ = {round(g, 4) + 0.0:+g}" for g in strengths.tolist()]
         self.cache_dir = cache_dir
         self.num_steps = num_steps
         self.save_dir = save_dir
