@@ -46,6 +46,13 @@ from labkit.measures import digit_measures  # noqa: E402
 EMBEDDED_MODEL = Path(__file__).resolve().parents[1] / "labkit" / "embedded"
 
 
+def _shown(path: str) -> str:
+    """A path as the report shows it: relative to the repository when inside it (no home folders)."""
+    resolved = Path(path).resolve()
+    root = EMBEDDED_MODEL.parents[1]
+    return str(resolved.relative_to(root)) if resolved.is_relative_to(root) else path
+
+
 @torch.inference_mode()
 def ddim_samples(unet: UNet2DModel, scheduler: DDIMScheduler, n: int, batch_size: int, seed: int) -> tuple[torch.Tensor, float]:
     """n samples in [-1, 1] by deterministic DDIM (η = 0) from seeded noise; returns (samples, seconds)."""
@@ -132,8 +139,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     sample_measures, train_measures = digit_measures(samples), digit_measures(train)
     report = {
-        "model": args.model,
-        "classifier": args.classifier,
+        "model": _shown(args.model),
+        "classifier": _shown(args.classifier),
         "samples": args.samples,
         "sampler": {"name": "DDIM", "steps": args.steps, "eta": 0.0, "seed": args.seed, "batch_size": args.batch_size},
         "timing": {

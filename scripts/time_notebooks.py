@@ -3,18 +3,21 @@ table into the instructor guide.
 
     python scripts/time_notebooks.py                      # every notebook under book/
     python scripts/time_notebooks.py book/part1-geometry  # some of them (the others keep their rows)
+    python scripts/time_notebooks.py --save-outputs book  # and refresh the checked outputs nbval compares
 
 Each notebook is executed top to bottom with nbclient in a fresh kernel, in its own folder (as
 the book build runs it); the wall-clock time from kernel start to the last cell is measured. The
 table between the two marker comments in book/appendices/instructor_guide.md is rewritten; rows of
 notebooks not run this time are kept. A notebook that fails is reported and makes the script exit
-with status 1 (its row says so).
+with status 1 (its row says so). With ``--save-outputs`` each notebook that ran is written back
+through scripts/clean_notebooks.py's policy, so its ``NBVAL_CHECK_OUTPUT`` outputs are this run's.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import re
@@ -24,6 +27,8 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+
+from clean_notebooks import clean, dump
 
 REPO = Path(__file__).resolve().parent.parent
 GUIDE = REPO / "book" / "appendices" / "instructor_guide.md"
@@ -40,8 +45,10 @@ def title_of(notebook) -> str:
     return "(untitled)"
 
 
-def run(path: Path, timeout: int) -> tuple[str, float | None]:
-    """Execute one notebook; return its title and the seconds it took (None if it failed)."""
+def run(path: Path, timeout: int, save_outputs: bool = False) -> tuple[str, float | None]:
+    """Execute one notebook; return its title and the seconds it took (None if it failed).
+
+    With save_outputs, a notebook that ran is written back cleaned (see clean_notebooks.py)."""
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
@@ -51,7 +58,10 @@ def run(path: Path, timeout: int) -> tuple[str, float | None]:
     except Exception as error:  # report and go on with the others
         print(f"FAILED {path.relative_to(REPO)}: {type(error).__name__}: {str(error)[-500:]}", file=sys.stderr)
         return title_of(notebook), None
-    return title_of(notebook), time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    if save_outputs:
+        path.write_text(dump(clean(json.loads(nbformat.writes(notebook)))))
+    return title_of(notebook), seconds
 
 
 def existing_rows(text: str) -> dict[str, tuple[str, str]]:
@@ -85,6 +95,7 @@ def main() -> int:
     parser.add_argument("paths", nargs="*", type=Path, default=[REPO / "book"], help="notebooks or folders")
     parser.add_argument("--guide", type=Path, default=GUIDE, help="the page whose table is rewritten")
     parser.add_argument("--timeout", type=int, default=900, help="seconds allowed per cell")
+    parser.add_argument("--save-outputs", action="store_true", help="write each executed notebook back, cleaned")
     args = parser.parse_args()
     notebooks = sorted(
         notebook
@@ -103,7 +114,7 @@ def main() -> int:
     for path in notebooks:
         relative = str(path.relative_to(REPO))
         print(f"running {relative} …", flush=True)
-        title, seconds = run(path, args.timeout)
+        title, seconds = run(path, args.timeout, args.save_outputs)
         rows[relative] = (title, "failed" if seconds is None else f"{seconds:.0f}")
         if seconds is None:
             failed.append(relative)
