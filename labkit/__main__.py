@@ -39,12 +39,12 @@ def directions(args: argparse.Namespace) -> Path:
         images = to_pixel_range(edit(model, sample, basis.v[i], strengths).cpu())
         for j, image in enumerate(images):
             ax = axes[i, j]
-            ax.imshow(image.permute(1, 2, 0).squeeze(-1), cmap="gray", vmin=0, vmax=1)
+            ax.imshow(image.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
             ax.set_xticks([]), ax.set_yticks([])
             if j == 0:
-                ax.set_ylabel(f"v{i + 1}\nσ={basis.sigma[i]:.3g}", fontsize=8)
+                ax.set_ylabel(f"v{i + 1}\nσ={float(basis.sigma[i]):.3g}", fontsize=8)
             if i == args.k - 1:
-                ax.set_xlabel(f"γ={strengths[j]:.2g}", fontsize=8)
+                ax.set_xlabel(f"γ={float(strengths[j]):.2g}", fontsize=8)
     fig.suptitle(f"{model.name}: seed {args.seed}, t = {t}")
     fig.tight_layout()
     fig.savefig(out / "strip.png", dpi=120)
