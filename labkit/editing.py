@@ -32,7 +32,15 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from labkit.diffusion import DiffusionModel, check_latent, check_timestep, ddim_sample, h_space, sample_noise
+from labkit.diffusion import (
+    DiffusionModel,
+    check_latent,
+    check_timestep,
+    ddim_invert,
+    ddim_sample,
+    h_space,
+    sample_noise,
+)
 from labkit.geometry import curve_length, discrete_geodesic, lerp, slerp
 from labkit.spectral import LocalBasis, local_basis
 
@@ -67,6 +75,22 @@ def sample_at(model: DiffusionModel, seed: int, t: int, num_steps: int = 50) -> 
     if t != steps[0]:
         x = ddim_sample(model, x, num_steps, t_to=t)
     return Sample(x_t=x, t=t, num_steps=num_steps, seed=seed)
+
+
+def invert_image(model: DiffusionModel, image: Tensor, t: int, num_steps: int = 50) -> Sample:
+    """A given image x_0 (1, C, H, W) in [-1, 1] as a Sample at timestep t, by DDIM inversion.
+
+    The returned latent is the x_t that deterministic DDIM maps back to (approximately) this image
+    (book chapter "Diffusion models in one chapter"), so a real image can be edited like a generated
+    one: ``sample_basis`` then ``edit``. For a faithful round trip, edit with ``boost_below=None``
+    (η = 0 throughout): the default η = 1 near the end re-noises fine detail. The sample has no
+    seed (seed=None), so its basis is not cached.
+    """
+    check_latent(model, image)
+    t = check_timestep(model, t)
+    if t not in model.timesteps(num_steps):
+        raise ValueError(f"t={t} is not on the {num_steps}-step DDIM schedule; pick one of model.timesteps({num_steps})")
+    return Sample(x_t=ddim_invert(model, image, t_to=t, num_steps=num_steps), t=t, num_steps=num_steps, seed=None)
 
 
 def timestep_at(model: DiffusionModel, fraction: float, num_steps: int = 50) -> int:

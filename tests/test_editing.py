@@ -10,6 +10,7 @@ from labkit.editing import (
     edit,
     global_directions,
     interpolate,
+    invert_image,
     load_basis,
     naive_edit,
     parallel_transport,
@@ -156,3 +157,25 @@ def test_interpolation_endpoints_and_lengths(tiny):
     with pytest.raises(ValueError, match="same timestep"):
         interpolate(tiny, a, Sample(b.x_t, 500, 10, 4))
     assert f(a.x_t).shape[0] == 1
+
+
+def test_a_real_digit_inverted_then_edited_on_the_embedded_model():
+    """Invert a real MNIST digit to 0.6 T, then edit it: strength 0 gives the digit back within the
+    inversion error (mean |Δ| ≤ 0.05 on [-1, 1]; measured 0.024–0.026), and strength 1 along v_1
+    changes it far more than that (measured 0.17–0.35)."""
+    from labkit.data import load_digits
+
+    model = load_model()
+    image = load_digits(limit=1)[0]
+    sample = invert_image(model, image, timestep_at(model, 0.6))
+    assert sample.seed is None and sample.t == timestep_at(model, 0.6)
+    v1 = sample_basis(model, sample, k=2).v[0]
+    back, edited = edit(model, sample, v1, [0.0, 1.0], boost_below=None)
+    error = (back - image[0]).abs().mean()
+    assert error < 0.05
+    assert (edited - back).abs().mean() > 3 * error
+
+
+def test_invert_image_rejects_a_timestep_off_the_schedule(tiny):
+    with pytest.raises(ValueError, match="not on the 10-step DDIM schedule"):
+        invert_image(tiny, sample_noise(tiny, 1, seed=0), t=555, num_steps=10)
