@@ -2,8 +2,10 @@
 
     python -m labkit directions --t 0.6 --k 5 --seed 0 --out runs/directions
     python -m labkit directions --model google/ddpm-cifar10-32 --device cuda --t 0.8
+    python -m labkit directions --image my_digit.png --out runs/my_digit   # edit a given image
 
-For researchers who never open the book. It samples x_T from the seed, runs DDIM to t, finds
+For researchers who never open the book. It samples x_T from the seed and runs DDIM to t (or,
+with --image, inverts that image to t by DDIM inversion), finds
 the top-k right singular vectors of ∂h/∂x_t (labkit.spectral.local_basis), edits along each
 with x-space guidance at several strengths, and writes OUT/basis.safetensors and OUT/strip.png
 (one row per direction, one column per strength).
@@ -20,23 +22,30 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from labkit.data import to_pixel_range  # noqa: E402
+from labkit.data import read_image, to_pixel_range  # noqa: E402
 from labkit.diffusion import load_model  # noqa: E402
-from labkit.editing import edit, sample_at, sample_basis, save_basis, timestep_at  # noqa: E402
+from labkit.editing import edit, invert_image, sample_at, sample_basis, save_basis, timestep_at  # noqa: E402
 
 
 def directions(args: argparse.Namespace) -> Path:
     model = load_model(args.model, device=args.device)
     t = timestep_at(model, args.t, args.steps)
-    sample = sample_at(model, args.seed, t, args.steps)
+    if args.image is None:
+        sample = sample_at(model, args.seed, t, args.steps)
+    else:
+        image = read_image(args.image, model.sample_shape).to(model.device, model.dtype)
+        sample = invert_image(model, image, t, args.steps)
     basis = sample_basis(model, sample, args.k, method=args.method, progress=True)
     out = Path(args.out)
     save_basis(basis, out / "basis.safetensors",
-               {"model": model.name, "t": t, "seed": args.seed, "k": args.k, "num_steps": args.steps})
+               {"model": model.name, "t": t, "seed": sample.seed, "image": args.image, "k": args.k,
+                "num_steps": args.steps})
     strengths = torch.linspace(-args.strength, args.strength, args.columns)
     fig, axes = plt.subplots(args.k, args.columns, figsize=(1.2 * args.columns, 1.2 * args.k), squeeze=False)
     for i in range(args.k):
-        images = to_pixel_range(edit(model, sample, basis.v[i], strengths).cpu())
+        # A given image is finished with η = 0 throughout, so strength 0 gives it back.
+        boost = 0.2 if args.image is None else None
+        images = to_pixel_range(edit(model, sample, basis.v[i], strengths, boost_below=boost).cpu())
         for j, image in enumerate(images):
             ax = axes[i, j]
             ax.imshow(image.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
@@ -45,7 +54,7 @@ def directions(args: argparse.Namespace) -> Path:
                 ax.set_ylabel(f"v{i + 1}\nσ={float(basis.sigma[i]):.3g}", fontsize=8)
             if i == args.k - 1:
                 ax.set_xlabel(f"γ={float(strengths[j]):.2g}", fontsize=8)
-    fig.suptitle(f"{model.name}: seed {args.seed}, t = {t}")
+    fig.suptitle(f"{model.name}: {'seed ' + str(args.seed) if args.image is None else Path(args.image).name}, t = {t}")
     fig.tight_layout()
     fig.savefig(out / "strip.png", dpi=120)
     print(f"t = {t}; singular values: {', '.join(f'{s:.4g}' for s in basis.sigma.tolist())}")
@@ -63,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--t", type=float, default=0.6, help="timestep as a fraction of T (default 0.6)")
     p.add_argument("--k", type=int, default=5, help="number of directions (default 5)")
     p.add_argument("--seed", type=int, default=0, help="noise seed of the sample")
+    p.add_argument("--image", default=None, help="edit this image file instead (PNG; the model's size)")
     p.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
     p.add_argument("--method", default="krylov", choices=["krylov", "power", "exact"])
     p.add_argument("--strength", type=float, default=1.0, help="largest |γ| of the strip (default 1)")

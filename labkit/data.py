@@ -45,6 +45,33 @@ def to_pixel_range(images: Tensor) -> Tensor:
     return ((images + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
+def read_image(path: str, shape: tuple[int, int, int]) -> Tensor:
+    """An image file (PNG, or JPEG via Pillow) as a tensor (1, C, H, W) in [-1, 1].
+
+    ``shape`` is the model's (C, H, W): colour is averaged to grey for C = 1, a grey image is
+    repeated for C = 3, an alpha channel is dropped. The size must already match (no resizing,
+    which would change the image the user meant to edit); a mismatch raises a ValueError that
+    gives both sizes.
+    """
+    import matplotlib.image  # matplotlib reads PNG itself and other formats through Pillow
+
+    pixels = np.asarray(matplotlib.image.imread(path), dtype=np.float32)
+    if pixels.max() > 1.0:  # 8-bit formats come back as 0..255
+        pixels = pixels / 255.0
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    pixels = pixels[:, :, :3]
+    channels, height, width = shape
+    if pixels.shape[:2] != (height, width):
+        raise ValueError(f"{path} is {pixels.shape[1]}×{pixels.shape[0]} pixels; the model wants {width}×{height}: "
+                         "resize or crop it first")
+    if channels == 1:
+        pixels = pixels.mean(axis=2, keepdims=True)
+    elif pixels.shape[2] == 1:
+        pixels = np.repeat(pixels, channels, axis=2)
+    return torch.from_numpy(pixels).permute(2, 0, 1)[None] * 2.0 - 1.0
+
+
 def load_digits(digits: list[int] | None = None, limit: int | None = None) -> tuple[Tensor, Tensor]:
     """The MNIST digits as (images, labels).
 
