@@ -396,7 +396,7 @@ def _interpolation_times(a: Tensor, b: Tensor, t: float | Tensor) -> tuple[Tenso
     a, b = _check_tensor("a", a), _check_tensor("b", b)
     if a.shape != b.shape:
         raise ValueError(f"a and b must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}.")
-    t = torch.as_tensor(t, dtype=a.dtype)
+    t = torch.as_tensor(t, dtype=a.dtype, device=a.device)  # times given on the CPU work for a GPU latent
     if t.ndim > 1:
         raise ValueError(f"t must be a number or a 1-d tensor of times, got shape {tuple(t.shape)}.")
     if not bool(torch.isfinite(t).all()):

@@ -202,6 +202,20 @@ def test_lerp_shapes_and_values():
     assert torch.equal(out[0], a) and torch.equal(out[-1], b)
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
+def test_interpolation_times_follow_the_latents_device_and_dtype(device):
+    # interpolate() and discrete_geodesic() pass float CPU times (torch.linspace) for latents that
+    # may live on a GPU: the result must be on the latents' device, in their dtype, with the same values.
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2, 3, 4, generator=gen)
+    times = torch.linspace(0, 1, 5, dtype=torch.float64)
+    for interpolate in (g.lerp, g.slerp):
+        out = interpolate(a.to(device), b.to(device), times)
+        assert out.device.type == device and out.dtype == torch.float32 and out.shape == (5, 3, 4)
+        assert torch.allclose(out[2].cpu(), interpolate(a, b, 0.5), atol=1e-6)
+
+
 def test_slerp_keeps_the_norm_and_the_endpoints():
     gen = torch.Generator().manual_seed(0)
     a, b = torch.randn(2, 784, generator=gen, dtype=DT)
