@@ -118,13 +118,13 @@ def save_basis(basis: LocalBasis, path: str | os.PathLike, metadata: dict | None
             os.remove(tmp)
 
 
-def load_basis(path: str | os.PathLike) -> LocalBasis:
-    """Read a local basis written by ``save_basis``."""
+def load_basis(path: str | os.PathLike, device: str | torch.device = "cpu") -> LocalBasis:
+    """Read a local basis written by ``save_basis``, its tensors on ``device``."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata()
-    t = load_file(str(path))
+    t = load_file(str(path), device=str(device))
     return LocalBasis(v=t["v"], sigma=t["sigma"], u=t["u"], residual=t["residual"], n_jvp=int(meta["n_jvp"]),
                       n_vjp=int(meta["n_vjp"]), method=meta["method"], iterations=int(meta["iterations"]))
 
@@ -151,7 +151,7 @@ def sample_basis(
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         path = Path(cache_dir) / f"basis-t{sample.t}-k{k}-seed{sample.seed}-{digest}.safetensors"
         if sample.seed is not None and path.exists():
-            return load_basis(path)
+            return load_basis(path, device=sample.x_t.device)  # where a fresh basis would be: x_t's device
     basis = local_basis(h_space(model, sample.t), sample.x_t, k, method=method, **options)
     if path is not None and sample.seed is not None:
         save_basis(basis, path, {"model": model.name, "t": sample.t, "seed": sample.seed, "k": k})

@@ -141,6 +141,16 @@ def test_basis_cache_round_trip_is_atomic(tiny, sample, tmp_path):
     assert torch.equal(load_basis(tmp_path / "b.safetensors").u, first.u)
 
 
+def test_cached_basis_is_on_the_latents_device(tiny, sample, tmp_path):
+    # a basis read back from the cache must sit where a fresh one does (x_t's device), or
+    # mixing it with x_t fails on a GPU; on the CPU: same device, same values as the fresh one
+    first = sample_basis(tiny, sample, k=2, method="exact", cache_dir=tmp_path)
+    again = sample_basis(tiny, sample, k=2, method="exact", cache_dir=tmp_path)
+    for name in ("v", "sigma", "u", "residual"):
+        assert getattr(again, name).device == sample.x_t.device == getattr(first, name).device
+    assert torch.equal(first.u, again.u)
+
+
 # ---------------------------------------------------------------------------------- interpolation
 
 def test_interpolation_endpoints_and_lengths(tiny):
