@@ -26,7 +26,7 @@ student: setup
 test: unit nbval strict-book browser
 
 unit: setup
-	$(BIN)/python -m pytest tests -m "not slow" -q
+	$(BIN)/python -m pytest tests -m "not slow" -q -p no:cacheprovider
 
 nbval: setup
 	$(BIN)/python -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider book -q
@@ -34,7 +34,7 @@ nbval: setup
 strict-book: book
 
 browser: setup
-	$(BIN)/python -m pytest tests -m slow -q
+	$(BIN)/python -m pytest tests -m slow -q -p no:cacheprovider
 
 ## Faster loop while writing: unit tests only
 quick: unit
