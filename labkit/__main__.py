@@ -42,9 +42,9 @@ def directions(args: argparse.Namespace) -> Path:
                 "num_steps": args.steps})
     strengths = torch.linspace(-args.strength, args.strength, args.columns)
     fig, axes = plt.subplots(args.k, args.columns, figsize=(1.2 * args.columns, 1.2 * args.k), squeeze=False)
+    # A given image is finished with η = 0 throughout, so strength 0 gives it back.
+    boost = 0.2 if args.image is None else None
     for i in range(args.k):
-        # A given image is finished with η = 0 throughout, so strength 0 gives it back.
-        boost = 0.2 if args.image is None else None
         images = to_pixel_range(edit(model, sample, basis.v[i], strengths, boost_below=boost).cpu())
         for j, image in enumerate(images):
             ax = axes[i, j]

@@ -55,9 +55,9 @@ def read_image(path: str, shape: tuple[int, int, int]) -> Tensor:
     """
     import matplotlib.image  # matplotlib reads PNG itself and other formats through Pillow
 
-    pixels = np.asarray(matplotlib.image.imread(path), dtype=np.float32)
-    if pixels.max() > 1.0:  # 8-bit formats come back as 0..255
-        pixels = pixels / 255.0
+    raw = matplotlib.image.imread(path)
+    # PNG comes back as floats in [0, 1]; 8-bit formats (JPEG) as integers 0..255
+    pixels = raw.astype(np.float32) / (255.0 if raw.dtype == np.uint8 else 1.0)
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     pixels = pixels[:, :, :3]

@@ -65,12 +65,18 @@ class Sample:
     seed: int | None
 
 
-def sample_at(model: DiffusionModel, seed: int, t: int, num_steps: int = 50) -> Sample:
-    """Start from noise x_T(seed) and run DDIM down to timestep t (one of model.timesteps(num_steps))."""
+def _on_schedule(model: DiffusionModel, t: int, num_steps: int) -> tuple[int, list[int]]:
+    """t checked to be one of model.timesteps(num_steps); returns (t, that schedule)."""
     t = check_timestep(model, t)
     steps = model.timesteps(num_steps)
     if t not in steps:
         raise ValueError(f"t={t} is not on the {num_steps}-step DDIM schedule; pick one of model.timesteps({num_steps})")
+    return t, steps
+
+
+def sample_at(model: DiffusionModel, seed: int, t: int, num_steps: int = 50) -> Sample:
+    """Start from noise x_T(seed) and run DDIM down to timestep t (one of model.timesteps(num_steps))."""
+    t, steps = _on_schedule(model, t, num_steps)
     x = sample_noise(model, 1, seed)
     if t != steps[0]:
         x = ddim_sample(model, x, num_steps, t_to=t)
@@ -86,10 +92,7 @@ def invert_image(model: DiffusionModel, image: Tensor, t: int, num_steps: int = 
     (η = 0 throughout): the default η = 1 near the end re-noises fine detail. The sample has no
     seed (seed=None), so its basis is not cached.
     """
-    check_latent(model, image)
-    t = check_timestep(model, t)
-    if t not in model.timesteps(num_steps):
-        raise ValueError(f"t={t} is not on the {num_steps}-step DDIM schedule; pick one of model.timesteps({num_steps})")
+    t, _ = _on_schedule(model, t, num_steps)  # ddim_invert checks the image
     return Sample(x_t=ddim_invert(model, image, t_to=t, num_steps=num_steps), t=t, num_steps=num_steps, seed=None)
 
 

@@ -48,3 +48,12 @@ def test_directions_on_a_given_image(tiny_dir, tmp_path, capsys):
     assert load_basis(tmp_path / "out" / "basis.safetensors").v.shape == (2, 1, 1, 8, 8)
     assert (tmp_path / "out" / "strip.png").stat().st_size > 1000
     assert "singular values" in capsys.readouterr().out
+
+
+def test_read_image_scales_8bit_files_by_their_type_not_their_values(tmp_path):
+    from PIL import Image
+
+    # a nearly black JPEG: its 8-bit values are all ≤ 1, which must still mean ≤ 1/255
+    Image.fromarray(np.ones((8, 8), dtype=np.uint8)).save(tmp_path / "dark.jpg")
+    image = read_image(str(tmp_path / "dark.jpg"), (1, 8, 8))
+    assert torch.allclose(image, torch.full((1, 1, 8, 8), 2 / 255 - 1), atol=2 / 255)
