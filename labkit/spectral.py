@@ -124,7 +124,10 @@ def local_basis(
       Both iterative methods use this same certificate, so their product counts compare.
     max_iter: most blocks (krylov, default 50) or sweeps (power, default 500); a warning says
       so if tol was not reached.
-    oversample, block: krylov's block size is p = k + oversample, or ``block`` if given (≥ k).
+    oversample, block: krylov's block size is p = k + oversample, or ``block`` if given. A block
+      smaller than k is allowed: block=1 is Golub–Kahan–Lanczos, the fewest products, but in
+      more and smaller sequential batches (slower on most hardware), and a singular value
+      repeated more than ``block`` times is then found only by rounding error.
     seed: the random start block comes from its own torch.Generator: same seed, same output.
     chunk_size: tangents pushed through f at a time (vmap chunk_size), to bound memory.
     progress: a tqdm bar over the iterations, showing the largest residual.
@@ -162,8 +165,8 @@ def local_basis(
         if oversample < 0:
             raise ValueError(f"oversample must be ≥ 0, got {oversample}")
         p = k + oversample if block is None else block
-        if p < k:
-            raise ValueError(f"block must be at least k = {k}, got {block}")
+        if p < 1:
+            raise ValueError(f"block must be at least 1, got {block}")
     p = min(p, n)
 
     # Random orthonormal start block, rows are directions in X. Drawn on the CPU so the same
@@ -279,16 +282,19 @@ def _krylov(J, Jt, Q, k, n, tol, max_iter, progress):
     made orthonormal to K; the basis stops growing at n, where the Ritz triplets are exact.
     """
     blocks, images, W = [], [], []
+    # A block smaller than k needs ⌈k / block⌉ iterations before there are k Ritz vectors.
+    max_iter = max(max_iter, -(-k // len(Q)))
     bar = tqdm(range(1, max_iter + 1), desc="krylov", disable=not progress)
     for iteration in bar:
         blocks.append(Q)
         images.append(J(Q))
         W.append(Jt(images[-1]))
         K = torch.cat(blocks)
-        v, sigma, u, residual = _rayleigh_ritz(K, torch.cat(images), torch.cat(W), k)
-        bar.set_postfix(residual=f"{residual.max().item():.1e}", dim=len(K))
-        if residual.max() <= tol or len(K) == n or iteration == max_iter:
-            break
+        if len(K) >= k:
+            v, sigma, u, residual = _rayleigh_ritz(K, torch.cat(images), torch.cat(W), k)
+            bar.set_postfix(residual=f"{residual.max().item():.1e}", dim=len(K))
+            if residual.max() <= tol or len(K) == n or iteration == max_iter:
+                break
         Q = _next_block(W[-1], K, n)
     bar.close()
     return v, sigma, u, residual, len(K), iteration

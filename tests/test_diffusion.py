@@ -25,6 +25,7 @@ from labkit.diffusion import (
     load_model,
     prepare_for_forward_ad,
     sample_noise,
+    set_fp32_precision,
 )
 
 @pytest.fixture(scope="module")
@@ -97,6 +98,20 @@ def test_bad_model_names_and_folders(tmp_path):
 def test_cuda_on_a_cpu_machine_is_a_clear_error(tiny_dir):
     with pytest.raises(RuntimeError, match="no CUDA GPU"):
         load_model(tiny_dir, device="cuda")
+
+
+def test_cuda_precision_is_ieee_float32_unless_tf32_is_asked_for():
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    before = conv.fp32_precision, matmul.fp32_precision
+    try:
+        set_fp32_precision(torch.device("cpu"), tf32=False)         # other devices: flags untouched
+        assert (conv.fp32_precision, matmul.fp32_precision) == before
+        set_fp32_precision(torch.device("cuda"), tf32=False)
+        assert conv.fp32_precision == matmul.fp32_precision == "ieee"
+        set_fp32_precision(torch.device("cuda"), tf32=True)
+        assert conv.fp32_precision == matmul.fp32_precision == "tf32"
+    finally:
+        conv.fp32_precision, matmul.fp32_precision = before
 
 
 # ------------------------------------------------------------------------- forward-mode AD fixes

@@ -160,6 +160,22 @@ def test_krylov_needs_far_fewer_products_than_power_when_gaps_are_small():
     assert 3 * (krylov.n_jvp + krylov.n_vjp) <= power.n_jvp + power.n_vjp
 
 
+@pytest.mark.parametrize("block", [1, 2])
+def test_krylov_with_a_block_smaller_than_k_agrees_with_exact(block):
+    # block = 1 is Golub–Kahan–Lanczos: one JVP and one VJP per iteration.
+    f = mlp(20, 30)
+    x = torch.randn(20, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    basis = local_basis(f, x, k=4, block=block, tol=1e-8)
+    exact = local_basis(f, x, k=4, method="exact")
+    assert principal_angles(basis.v, exact.v).max() < 1e-6
+    torch.testing.assert_close(basis.sigma, exact.sigma, rtol=1e-8, atol=0)
+    assert basis.n_jvp == block * basis.iterations and basis.iterations >= 4 // block
+    # Too few iterations to converge still returns k vectors, with a warning.
+    with pytest.warns(RuntimeWarning, match="raise max_iter"):
+        short = local_basis(f, x, k=4, block=1, tol=1e-12, max_iter=1)
+    assert short.v.shape == (4, 20) and short.iterations == 4
+
+
 def test_power_warns_when_it_runs_out_of_iterations():
     s = 0.99 ** torch.arange(40, dtype=torch.float64)
     f, _, _ = linear_map(s, m=40)
@@ -288,8 +304,8 @@ def test_bad_input_raises_clear_errors():
         local_basis(f, torch.zeros(5, dtype=torch.float16), k=2)
     with pytest.raises(TypeError, match="V must have the dtype of x"):
         jvps(f, x, torch.zeros(2, 5, dtype=torch.float32))
-    with pytest.raises(ValueError, match="block must be at least k"):
-        local_basis(f, x, k=3, block=2)
+    with pytest.raises(ValueError, match="block must be at least 1"):
+        local_basis(f, x, k=3, block=0)
     with pytest.raises(ValueError, match=r"V must have shape \(b, \*x.shape\)"):
         jvps(f, x, torch.zeros(2, 6, dtype=torch.float64))
     with pytest.raises(ValueError, match="same shape"):
