@@ -146,6 +146,71 @@ def static_player(frames_png: Sequence[bytes], labels: Sequence[str], title: str
 </div>"""
 
 
+class LatestWins:
+    """The explorers' background worker: one computation at a time, always of the newest request.
+
+    A slider drag sends many requests. ``request(key)`` shows a cached result at once; otherwise
+    it records ``key`` as wanted and starts a worker thread unless one is running. The worker
+    computes the wanted key, then looks again and computes only the newest one, so dragging
+    across ten uncomputed frames costs at most two computations, not ten.
+
+    The explorer supplies, all called with ``lock`` held except ``compute``:
+      cached(key) → bool   is the result there?
+      show(key)            display a cached result
+      compute(key)         compute it and cache it (taking ``lock`` to store): the slow part
+      busy(key | None)     show that ``key`` is being computed, or (None) that nothing is
+    An error in ``compute`` stops the worker, appears in ``status``, and ``wait()`` re-raises it.
+    """
+
+    def __init__(self, lock: threading.Lock, cached: Callable[[Any], bool], show: Callable[[Any], None],
+                 compute: Callable[[Any], None], busy: Callable[[Any], None], status: widgets.Label, what: str):
+        self.lock, self.cached, self.show, self.compute, self.busy = lock, cached, show, compute, busy
+        self.status, self.what = status, what
+        self.wanted: Any = None
+        self.worker: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def request(self, key: Any) -> None:
+        with self.lock:
+            self.wanted = key
+            if self.cached(key):
+                self.show(key)
+                return
+            if self.worker is not None:
+                return  # the running worker picks up the new wanted key
+            self.worker = threading.Thread(target=self._work, daemon=True)
+            self.worker.start()
+
+    def _work(self) -> None:
+        while True:
+            with self.lock:
+                key = self.wanted
+                if self.cached(key):
+                    self.show(key)
+                    self.busy(None)
+                    self.worker = None
+                    return
+                self.busy(key)
+            try:
+                self.compute(key)
+            except Exception as error:  # shown in the widget, re-raised by wait()
+                with self.lock:
+                    self.error = error
+                    self.busy(None)
+                    self.status.value = f"computing {self.what} failed: {error!r}"
+                    self.worker = None
+                return
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the running computation (if any) is done; re-raise its error."""
+        worker = self.worker
+        if worker is not None:
+            worker.join(timeout)
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise RuntimeError(f"computing {self.what} failed: {error!r}") from error
+
+
 class FrameExplorer:
     """A slider over a sequence of frames; live widget in JupyterLab, static player in the book.
 
@@ -192,9 +257,6 @@ class FrameExplorer:
         if frames is not None:
             self._cache = {i: self._encode(frame) for i, frame in enumerate(frames)}
         self._lock = threading.Lock()
-        self._wanted = value
-        self._worker: threading.Thread | None = None
-        self._error: BaseException | None = None
         self.computed: list[int] = []  # indices computed so far, in order (tests read it)
 
         self.image = widgets.Image(format="png")
@@ -203,6 +265,8 @@ class FrameExplorer:
         self.readout = widgets.Label(labels[value])
         self.progress = widgets.IntProgress(min=0, max=count, value=len(self._cache), layout={"visibility": "hidden"})
         self.status = widgets.Label("")
+        self._worker = LatestWins(self._lock, cached=lambda index: index in self._cache, show=self._display,
+                                  compute=self._compute_frame, busy=self._set_busy, status=self.status, what="a frame")
         controls = [self.slider, self.readout]
         if play and count > 1:
             self.play = widgets.Play(value=value, min=0, max=count - 1, interval=interval_ms, description="play")
@@ -236,42 +300,13 @@ class FrameExplorer:
         self._request(change["new"])
 
     def _request(self, index: int) -> None:
-        # Show frame `index` at once if cached, else compute it in a background thread. While a
-        # computation runs, newer requests only replace the wanted index; the worker then
-        # computes just the latest one, so dragging the slider across ten uncomputed frames
-        # costs at most two computations, not ten.
-        with self._lock:
-            self._wanted = index
-            if index in self._cache:
-                self._display(index)
-                return
-            if self._worker is not None:
-                return  # the running worker picks up the new wanted index
-            self._worker = threading.Thread(target=self._work, daemon=True)
-            self._worker.start()
+        self._worker.request(index)
 
-    def _work(self) -> None:
-        while True:
-            with self._lock:
-                index = self._wanted
-                if index in self._cache:
-                    self._display(index)
-                    self._set_busy(None)
-                    self._worker = None
-                    return
-                self._set_busy(index)
-            try:
-                png = self._encode(self._compute(index))
-            except Exception as error:  # shown in the widget, re-raised by wait()
-                with self._lock:
-                    self._error = error
-                    self._set_busy(None)
-                    self.status.value = f"computing {self.labels[index]} failed: {error!r}"
-                    self._worker = None
-                return
-            with self._lock:
-                self._cache[index] = png
-                self.computed.append(index)
+    def _compute_frame(self, index: int) -> None:
+        png = self._encode(self._compute(index))
+        with self._lock:
+            self._cache[index] = png
+            self.computed.append(index)
 
     def _display(self, index: int) -> None:
         self.image.value = self._cache[index]
@@ -284,12 +319,7 @@ class FrameExplorer:
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until the background computation (if any) is done; re-raise its error."""
-        worker = self._worker
-        if worker is not None:
-            worker.join(timeout)
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise RuntimeError(f"computing a frame failed: {error!r}") from error
+        self._worker.wait(timeout)
 
     # All frames at once ----------------------------------------------------------------------
 
@@ -304,11 +334,8 @@ class FrameExplorer:
             self.progress.layout.visibility = "visible"
         for index in tqdm(missing, desc="frames", disable=not progress):
             self.status.value = f"computing {self.labels[index]} …"
-            png = self._encode(self._compute(index))
-            with self._lock:
-                self._cache[index] = png
-                self.computed.append(index)
-                self.progress.value = len(self._cache)
+            self._compute_frame(index)
+            self.progress.value = len(self._cache)
         self._set_busy(None)
         self._request(self.slider.value)
         return [self._cache[i] for i in range(len(self))]
@@ -438,9 +465,6 @@ class EditExplorer:
         self._strips: dict[tuple, Any] = {}  # same key → (S + 1, C, H, W) images, the original last
         self.computed: list[tuple] = []
         self._lock = threading.Lock()
-        self._wanted: tuple | None = None
-        self._worker: threading.Thread | None = None
-        self._error: BaseException | None = None
 
         start = int(torch.argmin(strengths.abs()))  # open at the strength nearest 0: the sample itself
         t_options = [(f"{f:g} T (t = {self._timestep(f)})", f) for f in t_fractions]
@@ -457,6 +481,8 @@ class EditExplorer:
         self.status = widgets.Label("")
         self.save_button = widgets.Button(description="save strip", tooltip="write every strength as one PNG")
         self.saved = widgets.Label("")
+        self._worker = LatestWins(self._lock, cached=lambda key: key in self._frames, show=self._display_if_selected,
+                                  compute=self._compute, busy=self._idle_when_done, status=self.status, what="the edit")
         self.widget = widgets.VBox(
             [widgets.HBox([self.seed, self.t]), widgets.HBox([self.direction, self.method]), self.image, self.caption,
              widgets.HBox([self.slider, self.readout]), widgets.HBox([self.progress, self.status]),
@@ -484,44 +510,17 @@ class EditExplorer:
     # The live path ---------------------------------------------------------------------------
 
     def _request(self) -> None:
-        # Show the selection at once if its strip is cached, else hand it to the worker. While
-        # the worker computes, newer requests only replace the wanted key; it then computes just
-        # the newest one.
-        with self._lock:
-            self._wanted = self.key
-            if self._wanted in self._frames:
-                self._display(self._wanted)
-                return
-            if self._worker is not None:
-                return
-            self._worker = threading.Thread(target=self._work, daemon=True)
-            self._worker.start()
+        self._worker.request(self.key)
 
     def _show(self) -> None:
         self.readout.value = self.labels[self.slider.value]
         with self._lock:
-            if self.key in self._frames:
-                self._display(self.key)
+            self._display_if_selected(self.key)
 
-    def _work(self) -> None:
-        while True:
-            with self._lock:
-                key = self._wanted
-                if key in self._frames:
-                    if key == self.key:
-                        self._display(key)
-                    self._busy(None)
-                    self._worker = None
-                    return
-            try:
-                self._compute(key)
-            except Exception as error:  # shown in the widget, re-raised by wait()
-                with self._lock:
-                    self._error = error
-                    self._busy(None)
-                    self.status.value = f"failed: {error!r}"
-                    self._worker = None
-                return
+    def _display_if_selected(self, key: tuple) -> None:
+        # A strip finished after the controls moved on is cached, not shown.
+        if key == self.key and key in self._frames:
+            self._display(key)
 
     def _compute(self, key: tuple) -> None:
         seed, fraction, direction, method = key
@@ -545,6 +544,11 @@ class EditExplorer:
         self.image.value = self._frames[key][self.slider.value]
         self.readout.value = self.labels[self.slider.value]
 
+    def _idle_when_done(self, key: tuple | None) -> None:
+        # The worker's busy hook: _compute reports its own two stages, so only the end is shown here.
+        if key is None:
+            self._busy(None)
+
     def _busy(self, stage: int | None, message: str = "") -> None:
         self.progress.value = 0 if stage is None else stage
         self.progress.layout.visibility = "hidden" if stage is None else "visible"
@@ -552,12 +556,7 @@ class EditExplorer:
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until the background computation (if any) is done; re-raise its error."""
-        worker = self._worker
-        if worker is not None:
-            worker.join(timeout)
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise RuntimeError(f"computing the edit failed: {error!r}") from error
+        self._worker.wait(timeout)
 
     # Results -----------------------------------------------------------------------------------
 
@@ -695,9 +694,6 @@ class InterpolationExplorer:
             self._store(method, result)
         self.computed: list[str] = []  # methods computed here (not given), in order
         self._lock = threading.Lock()
-        self._wanted: str | None = None
-        self._worker: threading.Thread | None = None
-        self._error: BaseException | None = None
 
         self.method = widgets.ToggleButtons(options=methods, value=methods[0], description="method")
         self.slider = widgets.IntSlider(value=0, min=0, max=n - 1, readout=False, description="point",
@@ -707,6 +703,9 @@ class InterpolationExplorer:
         self.lengths = widgets.Label("")
         self.progress = widgets.IntProgress(min=0, max=1, value=0, layout={"visibility": "hidden"})
         self.status = widgets.Label("")
+        self._worker = LatestWins(self._lock, cached=lambda method: method in self._frames,
+                                  show=self._display_if_selected, compute=self._compute, busy=self._busy,
+                                  status=self.status, what="the interpolation")
         self.widget = widgets.VBox(
             [widgets.HTML(f"<b>{html.escape(self.title)}</b>"), self.method, self.image,
              widgets.HBox([self.slider, self.readout]), self.lengths, widgets.HBox([self.progress, self.status])],
@@ -736,43 +735,16 @@ class InterpolationExplorer:
     # The live path ---------------------------------------------------------------------------
 
     def _request(self) -> None:
-        # Show the method's path at once if cached, else hand it to the worker. While the worker
-        # computes, newer requests only replace the wanted method; it then computes just that one.
-        with self._lock:
-            self._wanted = self.method.value
-            if self._wanted in self._frames:
-                self._display(self._wanted)
-                return
-            if self._worker is not None:
-                return
-            self._worker = threading.Thread(target=self._work, daemon=True)
-            self._worker.start()
+        self._worker.request(self.method.value)
 
     def _show(self) -> None:
         with self._lock:
-            if self.method.value in self._frames:
-                self._display(self.method.value)
+            self._display_if_selected(self.method.value)
 
-    def _work(self) -> None:
-        while True:
-            with self._lock:
-                method = self._wanted
-                if method in self._frames:
-                    if method == self.method.value:
-                        self._display(method)
-                    self._busy(None)
-                    self._worker = None
-                    return
-                self._busy(f"computing the {method} path and its {self.n} images …")
-            try:
-                self._compute(method)
-            except Exception as error:  # shown in the widget, re-raised by wait()
-                with self._lock:
-                    self._error = error
-                    self._busy(None)
-                    self.status.value = f"failed: {error!r}"
-                    self._worker = None
-                return
+    def _display_if_selected(self, method: str) -> None:
+        # A path finished after the reader picked another method is cached, not shown.
+        if method == self.method.value and method in self._frames:
+            self._display(method)
 
     def _compute(self, method: str) -> None:
         result = interpolate(self.model, self.a, self.b, n=self.n, method=method, geodesic_steps=self.geodesic_steps)
@@ -785,18 +757,13 @@ class InterpolationExplorer:
         self.readout.value = self._point_label(method, self.slider.value)
         self.lengths.value = self._lengths_label(method)
 
-    def _busy(self, message: str | None) -> None:
-        self.progress.layout.visibility = "hidden" if message is None else "visible"
-        self.status.value = message or ""
+    def _busy(self, method: str | None) -> None:
+        self.progress.layout.visibility = "hidden" if method is None else "visible"
+        self.status.value = "" if method is None else f"computing the {method} path and its {self.n} images …"
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until the background computation (if any) is done; re-raise its error."""
-        worker = self._worker
-        if worker is not None:
-            worker.join(timeout)
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise RuntimeError(f"computing the interpolation failed: {error!r}") from error
+        self._worker.wait(timeout)
 
     # Results -----------------------------------------------------------------------------------
 

@@ -83,18 +83,18 @@ def test_new_direction_recomputes_and_going_back_is_instant(explorer):
     assert bytes(explorer.image.value) != first
     explorer.direction.value = 0
     assert bytes(explorer.image.value) == first  # from the cache, at once
-    assert explorer._worker is None
+    assert explorer._worker.worker is None  # no thread started
     assert len(explorer.computed) == 2
 
 
 def test_rapid_control_changes_compute_only_the_newest(explorer):
-    compute = explorer._compute
+    compute = explorer._worker.compute
 
     def slow_compute(key):
         time.sleep(0.3)  # every change below arrives while this runs
         compute(key)
 
-    explorer._compute = slow_compute
+    explorer._worker.compute = slow_compute
     for seed in (1, 2, 3):
         explorer.seed.value = seed
     explorer.wait(30)
