@@ -117,12 +117,12 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     return device
 
 
-def set_fp32_precision(device: torch.device, tf32: bool) -> None:
+def set_fp32_precision(device: str | torch.device, tf32: bool) -> None:
     """On CUDA: float32 convolutions and matmuls in TF32 (``tf32=True``) or in IEEE float32.
 
     Global torch flags (the ``fp32_precision`` API of torch ≥ 2.9). Does nothing on other devices.
     """
-    if device.type == "cuda":
+    if torch.device(device).type == "cuda":
         precision = "tf32" if tf32 else "ieee"
         torch.backends.cudnn.conv.fp32_precision = precision
         torch.backends.cuda.matmul.fp32_precision = precision

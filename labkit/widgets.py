@@ -178,7 +178,9 @@ class LatestWins:
                 return
             if self.worker is not None:
                 return  # the running worker picks up the new wanted key
-            self.worker = threading.Thread(target=self._work, daemon=True)
+            # Not a daemon: at interpreter exit Python waits for the running computation instead
+            # of killing the thread inside torch, which aborts the process.
+            self.worker = threading.Thread(target=self._work)
             self.worker.start()
 
     def _work(self) -> None:

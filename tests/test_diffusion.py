@@ -108,7 +108,7 @@ def test_cuda_precision_is_ieee_float32_unless_tf32_is_asked_for():
         assert (conv.fp32_precision, matmul.fp32_precision) == before
         set_fp32_precision(torch.device("cuda"), tf32=False)
         assert conv.fp32_precision == matmul.fp32_precision == "ieee"
-        set_fp32_precision(torch.device("cuda"), tf32=True)
+        set_fp32_precision("cuda", tf32=True)                       # a device name works too
         assert conv.fp32_precision == matmul.fp32_precision == "tf32"
     finally:
         conv.fp32_precision, matmul.fp32_precision = before
