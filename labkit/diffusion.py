@@ -344,6 +344,36 @@ def h_space(model: DiffusionModel, t: int, layer: str = "mid") -> Callable[[Tens
     return f
 
 
+def posterior_mean(model: DiffusionModel, t: int) -> Callable[[Tensor], Tensor]:
+    """The map x_t ↦ x̂₀(x_t) = E[x₀ | x_t], as a function of x alone (Tweedie's formula).
+
+    For an ε-prediction model, x̂₀ = (x_t − √(1 − ᾱ_t) ε_θ(x_t, t)) / √ᾱ_t, with ᾱ_t the
+    cumulative product of the schedule's (1 − β). x: (B, C, H, W) → x̂₀: (B, C, H, W). Its
+    Jacobian ∂x̂₀/∂x_t is the one LOCO-Edit (Chen et al., 2024) takes singular vectors of.
+
+    Explained in: book/part2-diffusion/04_h_space.ipynb
+    """
+    t = check_timestep(model, t)
+    prediction = model.schedule.get("prediction_type", "epsilon")
+    if prediction not in ("epsilon", "sample", "v_prediction"):
+        raise ValueError(f"posterior_mean: the model's prediction_type {prediction!r} is not one of "
+                         "'epsilon', 'sample', 'v_prediction'")
+    abar = DDPMScheduler.from_config(model.schedule).alphas_cumprod[t].item()
+    a, s = abar ** 0.5, (1.0 - abar) ** 0.5
+
+    def x0_hat(x: Tensor) -> Tensor:
+        if x.dim() != 4 or tuple(x.shape[1:]) != model.sample_shape:
+            raise ValueError(f"x must have shape (batch, {', '.join(map(str, model.sample_shape))}), got {tuple(x.shape)}")
+        out = model.eps(x, t)
+        if prediction == "epsilon":
+            return (x - s * out) / a
+        if prediction == "sample":
+            return out
+        return a * x - s * out  # v-prediction: v = a ε − s x₀, so x₀ = a x − s v
+
+    return x0_hat
+
+
 # --------------------------------------------------------------------------------------------
 # Sampling and inversion
 # --------------------------------------------------------------------------------------------
