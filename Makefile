@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: setup book student test unit nbval strict-book browser quick lab clean
+.PHONY: setup book student test lint unit nbval strict-book browser quick lab clean
 
 setup: $(STAMP)
 
@@ -22,8 +22,12 @@ book: setup
 student: setup
 	$(BIN)/python scripts/build_student_edition.py
 
-## Everything CI checks: unit tests, nbval over every notebook, the strict build, the browser tests
-test: unit nbval strict-book browser
+## Everything CI checks: lint, unit tests, nbval over every notebook, the strict build, the browser tests
+test: lint unit nbval strict-book browser
+
+## Style, checked by ruff (rules in pyproject.toml)
+lint: setup
+	$(BIN)/ruff check labkit tests scripts benchmarks
 
 unit: setup
 	$(BIN)/python -m pytest tests -m "not slow" -q -p no:cacheprovider
@@ -36,8 +40,8 @@ strict-book: book
 browser: setup
 	$(BIN)/python -m pytest tests -m slow -q -p no:cacheprovider
 
-## Faster loop while writing: unit tests only
-quick: unit
+## Faster loop while writing: lint and unit tests only
+quick: lint unit
 
 ## Open the book's notebooks in JupyterLab
 lab: setup

@@ -24,22 +24,10 @@ from pathlib import Path
 import torch
 from diffusers import UNet2DModel
 
-from labkit.diffusion import (DiffusionModel, h_space, load_model, prepare_for_forward_ad, sample_noise,
-                              set_fp32_precision)
-from labkit.editing import edit, sample_at, timestep_at
+from labkit.diffusion import h_space, sample_at, sample_noise, timestep_at
+from labkit.editing import edit
+from labkit.models import ARCHITECTURES, DiffusionModel, from_unet, load_model, set_fp32_precision
 from labkit.spectral import local_basis, principal_angles
-
-# The hub models' architectures (their config.json), built with random weights: no download.
-ARCHITECTURES = {
-    "ddpm-cifar10-32": dict(sample_size=32, in_channels=3, out_channels=3, layers_per_block=2,
-                            block_out_channels=(128, 256, 256, 256),
-                            down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
-                            up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D")),
-    "ddpm-celebahq-256": dict(sample_size=256, in_channels=3, out_channels=3, layers_per_block=2,
-                              block_out_channels=(128, 128, 256, 256, 512, 512),
-                              down_block_types=("DownBlock2D",) * 4 + ("AttnDownBlock2D", "DownBlock2D"),
-                              up_block_types=("UpBlock2D", "AttnUpBlock2D") + ("UpBlock2D",) * 4),
-}
 
 
 def timed(fn):
@@ -109,9 +97,7 @@ def scale(device: str, k: int, tol: float) -> list[dict]:
     rows = []
     for name, config in ARCHITECTURES.items():
         torch.manual_seed(0)
-        unet = prepare_for_forward_ad(UNet2DModel(**config)).to(device).eval().requires_grad_(False)
-        model = DiffusionModel(unet=unet, schedule=dict(num_train_timesteps=1000, beta_schedule="linear",
-                                                        beta_start=1e-4, beta_end=0.02), name=name)
+        model = from_unet(UNet2DModel(**config).to(device), name=name)
         f, x = h_space(model, 600), sample_noise(model, 1, seed=0)
         v = torch.randn_like(x)
         fwd = median_seconds(lambda: f(x))
@@ -151,7 +137,7 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/local_basis.json")
     args = parser.parse_args()
 
-    # True float32 on a GPU too (no TF32), as in the reference code; load_model does the same.
+    # True float32 on a GPU too (no TF32), as in the reference code.
     set_fp32_precision(torch.device(args.device), tf32=False)
     model = load_model(device=args.device)
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor()

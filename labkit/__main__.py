@@ -22,12 +22,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from labkit.data import read_image, to_pixel_range  # noqa: E402
-from labkit.diffusion import load_model  # noqa: E402
-from labkit.editing import edit, invert_image, sample_at, sample_basis, save_basis, timestep_at  # noqa: E402
+from labkit.data import read_image  # noqa: E402
+from labkit.diffusion import QUALITY_BOOST, invert_image, sample_at, timestep_at  # noqa: E402
+from labkit.editing import edit, sample_basis, save_basis  # noqa: E402
+from labkit.models import load_model, set_fp32_precision  # noqa: E402
+from labkit.plot import image_grid  # noqa: E402
 
 
 def directions(args: argparse.Namespace) -> Path:
+    set_fp32_precision(args.device, tf32=False)  # true float32 on a GPU too, as in Park et al.'s code
     model = load_model(args.model, device=args.device)
     t = timestep_at(model, args.t, args.steps)
     if args.image is None:
@@ -41,22 +44,15 @@ def directions(args: argparse.Namespace) -> Path:
                {"model": model.name, "t": t, "seed": sample.seed, "image": args.image, "k": args.k,
                 "num_steps": args.steps})
     strengths = torch.linspace(-args.strength, args.strength, args.columns)
-    fig, axes = plt.subplots(args.k, args.columns, figsize=(1.2 * args.columns, 1.2 * args.k), squeeze=False)
     # A given image is finished with η = 0 throughout, so strength 0 gives it back.
-    boost = 0.2 if args.image is None else None
-    for i in range(args.k):
-        images = to_pixel_range(edit(model, sample, basis.v[i], strengths, boost_below=boost).cpu())
-        for j, image in enumerate(images):
-            ax = axes[i, j]
-            ax.imshow(image.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([]), ax.set_yticks([])
-            if j == 0:
-                ax.set_ylabel(f"v{i + 1}\nσ={float(basis.sigma[i]):.3g}", fontsize=8)
-            if i == args.k - 1:
-                ax.set_xlabel(f"γ={float(strengths[j]):.2g}", fontsize=8)
+    boost = QUALITY_BOOST if args.image is None else None
+    rows = [edit(model, sample, basis.v[i], strengths, boost_below=boost).cpu() for i in range(args.k)]
+    fig = image_grid(rows, row_labels=[f"v{i + 1}\nσ={float(basis.sigma[i]):.3g}" for i in range(args.k)],
+                     col_titles=[f"γ={float(g):.2g}" for g in strengths], size=1.2)
     fig.suptitle(f"{model.name}: {'seed ' + str(args.seed) if args.image is None else Path(args.image).name}, t = {t}")
     fig.tight_layout()
     fig.savefig(out / "strip.png", dpi=120)
+    plt.close(fig)
     print(f"t = {t}; singular values: {', '.join(f'{s:.4g}' for s in basis.sigma.tolist())}")
     print(f"residuals ≤ {basis.residual.max().item():.2e}; {basis.n_jvp} JVPs, {basis.n_vjp} VJPs")
     print(f"wrote {out / 'basis.safetensors'} and {out / 'strip.png'}")

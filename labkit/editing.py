@@ -7,7 +7,8 @@ J = ∂h/∂x, see ``labkit.spectral.local_basis``):
 - **x-space guidance** (Park et al.) moves it so that the *noise prediction* changes as it would
   along v, repeated N times at the same t:  x ← x + γ [ε(x + δ v, t) − ε(x, t)];
 
-then DDIM finishes sampling from t to 0 (η = 0, with η = 1 for t ≤ 0.2 T: "quality boosting").
+then DDIM finishes sampling from t to 0 (η = 0, with η = 1 for t ≤ 0.2 T: "quality boosting",
+``labkit.diffusion.QUALITY_BOOST``).
 
 Between samples, a direction found at sample A is carried to sample B by **parallel transport**
 through H: push it forward with A's Jacobian, project onto B's tangent space in H, pull back
@@ -33,76 +34,33 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from labkit.diffusion import (
-    DiffusionModel,
+    QUALITY_BOOST,
+    Sample,
     check_latent,
     check_timestep,
-    ddim_invert,
     ddim_sample,
     h_space,
-    sample_noise,
+    invert_image,
+    sample_at,
+    timestep_at,
 )
 from labkit.geometry import curve_length, discrete_geodesic, lerp, slerp
+from labkit.models import DiffusionModel
 from labkit.spectral import LocalBasis, local_basis
 
 EditMethod = Literal["guidance", "naive"]
 
 
+# Sample, sample_at, invert_image and timestep_at live in labkit.diffusion; editing builds on them
+# and re-exports them for code written against earlier versions.
+__all__ = ["EditMethod", "Interpolation", "Sample", "edit", "global_directions", "interpolate", "invert_image",
+           "load_basis", "naive_edit", "parallel_transport", "sample_at", "sample_basis", "save_basis", "timestep_at",
+           "x_space_guidance"]
+
+
 # --------------------------------------------------------------------------------------------
 # One sample's local basis, cached on disk
 # --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Sample:
-    """A sample's latent on its way from noise to image, stopped at timestep t.
-
-    x_t: (1, C, H, W) the latent at timestep t;  seed: the noise seed it came from (or None);
-    t: the timestep;  num_steps: the DDIM schedule it lies on.
-    """
-
-    x_t: Tensor
-    t: int
-    num_steps: int
-    seed: int | None
-
-
-def _on_schedule(model: DiffusionModel, t: int, num_steps: int) -> tuple[int, list[int]]:
-    """t checked to be one of model.timesteps(num_steps); returns (t, that schedule)."""
-    t = check_timestep(model, t)
-    steps = model.timesteps(num_steps)
-    if t not in steps:
-        raise ValueError(f"t={t} is not on the {num_steps}-step DDIM schedule; pick one of model.timesteps({num_steps})")
-    return t, steps
-
-
-def sample_at(model: DiffusionModel, seed: int, t: int, num_steps: int = 50) -> Sample:
-    """Start from noise x_T(seed) and run DDIM down to timestep t (one of model.timesteps(num_steps))."""
-    t, steps = _on_schedule(model, t, num_steps)
-    x = sample_noise(model, 1, seed)
-    if t != steps[0]:
-        x = ddim_sample(model, x, num_steps, t_to=t)
-    return Sample(x_t=x, t=t, num_steps=num_steps, seed=seed)
-
-
-def invert_image(model: DiffusionModel, image: Tensor, t: int, num_steps: int = 50) -> Sample:
-    """A given image x_0 (1, C, H, W) in [-1, 1] as a Sample at timestep t, by DDIM inversion.
-
-    The returned latent is the x_t that deterministic DDIM maps back to (approximately) this image
-    (book chapter "Diffusion models in one chapter"), so a real image can be edited like a generated
-    one: ``sample_basis`` then ``edit``. For a faithful round trip, edit with ``boost_below=None``
-    (η = 0 throughout): the default η = 1 near the end re-noises fine detail. The sample has no
-    seed (seed=None), so its basis is not cached.
-    """
-    t, _ = _on_schedule(model, t, num_steps)  # ddim_invert checks the image
-    return Sample(x_t=ddim_invert(model, image, t_to=t, num_steps=num_steps), t=t, num_steps=num_steps, seed=None)
-
-
-def timestep_at(model: DiffusionModel, fraction: float, num_steps: int = 50) -> int:
-    """The DDIM timestep closest to fraction·T (the paper edits at 1.0 T, 0.8 T, 0.6 T)."""
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
-    steps = model.timesteps(num_steps)
-    return min(steps, key=lambda s: abs(s - fraction * model.num_train_timesteps))
-
 
 def save_basis(basis: LocalBasis, path: str | os.PathLike, metadata: dict | None = None) -> None:
     """Write a local basis to a safetensors file, atomically (temporary file, then rename)."""
@@ -221,7 +179,7 @@ def edit(
     v: Tensor,
     strengths: Tensor | list[float] | float,
     method: EditMethod = "guidance",
-    boost_below: float | None = 0.2,
+    boost_below: float | None = QUALITY_BOOST,
     **method_options,
 ) -> Tensor:
     """Edit a sample along v and finish sampling: images (S, C, H, W) in [-1, 1], one per strength.

@@ -18,7 +18,7 @@ Explained in: book/part1-geometry/04_pullback_metric.ipynb and 06_curves.ipynb
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -280,7 +280,8 @@ def discrete_geodesic(
     line = lerp(x0, x1, torch.linspace(0, 1, n_points, dtype=x0.dtype))
     if init is not None:
         if init.shape != line.shape:
-            raise ValueError(f"init must have shape {tuple(line.shape)} (n_points, *x0.shape), got {tuple(init.shape)}.")
+            raise ValueError(f"init must have shape {tuple(line.shape)} (n_points, *x0.shape), "
+                             f"got {tuple(init.shape)}.")
         line = torch.cat([x0[None], init[1:-1].to(line), x1[None]])
     if n_points == 2 or steps == 0:
         return line

@@ -36,8 +36,8 @@ Explained in: book/part1-geometry/05_svd.ipynb (JVPs and VJPs: book/part1-geomet
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -300,7 +300,9 @@ def _krylov(J, Jt, Q, k, n, tol, max_iter, progress):
     return v, sigma, u, residual, len(K), iteration
 
 
-def _reference(f: Map, x: Tensor, y: Tensor, k: int, tol: float, max_iter: int, seed: int, progress: bool) -> LocalBasis:
+def _reference(
+    f: Map, x: Tensor, y: Tensor, k: int, tol: float, max_iter: int, seed: int, progress: bool
+) -> LocalBasis:
     """The reference code's power method, product for product (see the module docstring)."""
     n, m = x.numel(), y.numel()
     generator = torch.Generator().manual_seed(seed)

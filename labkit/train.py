@@ -91,12 +91,15 @@ def _resolve_device(name: str) -> torch.device:
     return device
 
 
-def _save_checkpoint(folder: Path, step: int, seconds: float, model, ema: EMAModel, optimizer, lr_sched, gen, config) -> None:
+def _save_checkpoint(
+    folder: Path, step: int, seconds: float, model, ema: EMAModel, optimizer, lr_sched, gen, config
+) -> None:
     """Everything needed to resume, as safetensors + JSON, written atomically (tmp dir, rename)."""
     tmp = folder.with_name(folder.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
-    save_file({f"shadow.{i}": p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)}, tmp / "ema.safetensors")
+    shadow = {f"shadow.{i}": p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)}
+    save_file(shadow, tmp / "ema.safetensors")
     opt_state = optimizer.state_dict()
     tensors = {}
     for index, state in opt_state["state"].items():

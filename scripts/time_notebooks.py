@@ -26,9 +26,8 @@ import time
 from pathlib import Path
 
 import nbformat
-from nbclient import NotebookClient
-
 from clean_notebooks import clean, dump
+from nbclient import NotebookClient
 
 REPO = Path(__file__).resolve().parent.parent
 GUIDE = REPO / "book" / "appendices" / "instructor_guide.md"

@@ -51,7 +51,8 @@ PAGES = toc_pages()
 
 
 def player_pages() -> list[str]:
-    return [doc for doc in PAGES if (HTML / f"{doc}.html").is_file() and 'class="labkit-frames"' in (HTML / f"{doc}.html").read_text()]
+    pages = [HTML / f"{doc}.html" for doc in PAGES]
+    return [doc for doc, page in zip(PAGES, pages) if page.is_file() and 'class="labkit-frames"' in page.read_text()]
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +102,8 @@ BROKEN_IMAGES = """async () => {
   await Promise.all(images.map(img => img.complete ? null : new Promise(done => {
     img.addEventListener("load", done); img.addEventListener("error", done);
   })));
-  return {count: images.length,
-          broken: images.filter(img => img.naturalWidth === 0).map(img => (img.currentSrc || img.outerHTML).slice(0, 120))};
+  const broken = images.filter(img => img.naturalWidth === 0);
+  return {count: images.length, broken: broken.map(img => (img.currentSrc || img.outerHTML).slice(0, 120))};
 }"""
 
 UNRENDERED_MATH = """async () => {

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
-from diffusers.training_utils import EMAModel
 from diffusers.optimization import get_cosine_schedule_with_warmup
+from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file
 
 from labkit.classifier import EMBEDDED_CLASSIFIER, DigitClassifier, classify, load_classifier

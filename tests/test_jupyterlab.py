@@ -18,7 +18,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 from browser_support import REPO, chromium, free_port, screenshot_path
@@ -26,10 +25,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-EDITING_CHAPTER = REPO / "book" / "part2-diffusion" / "05_editing.ipynb"
-FIXTURE = REPO / "tests" / "fixtures" / "widget_demo.ipynb"
-# The editing chapter once it exists; until then a small notebook with a frame explorer.
-NOTEBOOK = EDITING_CHAPTER if EDITING_CHAPTER.exists() else FIXTURE
+NOTEBOOK = REPO / "book" / "part2-diffusion" / "05_editing.ipynb"
 RUN_TIMEOUT_S = 180  # running every cell of the notebook in JupyterLab's kernel, on a busy CPU
 
 
@@ -143,8 +139,8 @@ def test_explorer_slider_changes_the_image_in_jupyterlab(lab):
             after = explorer.screenshot(path=screenshot_path("jupyterlab", "explorer-after.png"))
             page.screenshot(path=screenshot_path("jupyterlab", "notebook.png"))
             assert before != after, "the slider moved but the explorer looks the same"
-            assert not page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").count(), \
-                "a cell wrote to stderr: " + page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").first.inner_text()
+            stderr = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+            assert not stderr.count(), "a cell wrote to stderr: " + stderr.first.inner_text()
         except Exception:
             page.screenshot(path=screenshot_path("jupyterlab", "failure.png"))
             raise
