@@ -11,6 +11,7 @@ Explained in: labkit/embedded/README.md (the model card) and book/part2-diffusio
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,12 @@ def load_classifier(path: str | Path | None = None) -> DigitClassifier:
     return model.eval()
 
 
+@functools.cache
+def _load_once(folder: Path) -> DigitClassifier:
+    # classify's default: read from disk once per process and folder, not on every call
+    return load_classifier(folder)
+
+
 @dataclass(frozen=True)
 class DigitPrediction:
     label: Tensor  # (N,) int64      the most probable digit
@@ -73,11 +80,16 @@ class DigitPrediction:
 
 @torch.no_grad()
 def classify(images: Tensor, classifier: DigitClassifier | None = None, batch_size: int = 500) -> DigitPrediction:
-    """Classify (N, 1, 28, 28) images in [-1, 1] (default classifier: the shipped one)."""
+    """Classify (N, 1, 28, 28) images in [-1, 1] (default classifier: the shipped one, loaded once).
+
+    Returns the most probable digit (N,), its probability (N,) and all probabilities (N, 10).
+
+    Explained in: book/part2-diffusion/05_editing.ipynb
+    """
     if not isinstance(images, Tensor) or images.ndim != 4 or tuple(images.shape[1:]) != (1, IMAGE_SIZE, IMAGE_SIZE):
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
         raise ValueError(f"images must be a tensor of shape (N, 1, {IMAGE_SIZE}, {IMAGE_SIZE}) in [-1, 1], got {shape}")
-    model = classifier if classifier is not None else load_classifier()
+    model = classifier if classifier is not None else _load_once(EMBEDDED_CLASSIFIER)
     device = next(model.parameters()).device
     logits = torch.cat([model(chunk.to(device)).cpu() for chunk in images.float().split(batch_size)])
     probabilities = logits.softmax(dim=1)

@@ -155,7 +155,8 @@ def jacobian(f: Map, x: Tensor) -> Tensor:
     x = _check_tensor("x", x)
     if x.numel() > MAX_EXPLICIT_DIM:
         raise ValueError(
-            f"jacobian would build a matrix with {x.numel()} columns; for large inputs use "
+            f"x has {x.numel()} entries: the Jacobian (and the metric JᵀJ, {x.numel()}×{x.numel()}) would be "
+            f"built as explicit matrices, meant for at most {MAX_EXPLICIT_DIM}; for large inputs use "
             "labkit.local_basis(f, x, k), which needs only Jacobian-vector products."
         )
     return torch.func.jacrev(f)(x).reshape(-1, x.numel())
@@ -170,13 +171,7 @@ def pullback_metric(f: Map, x: Tensor) -> Tensor:
 
     Explained in: book/part1-geometry/04_pullback_metric.ipynb
     """
-    x = _check_tensor("x", x)
-    if x.numel() > MAX_EXPLICIT_DIM:
-        raise ValueError(
-            f"pullback_metric builds a {x.numel()}×{x.numel()} matrix; "
-            "for large inputs use labkit.local_basis(f, x, k) instead."
-        )
-    J = jacobian(f, x)
+    J = jacobian(f, x)  # checks x, and refuses inputs too large for an explicit matrix
     return J.T @ J
 
 

@@ -13,7 +13,7 @@ it through two products that automatic differentiation makes cheap:
 - a JVP (Jacobian-vector product, forward mode)  v ↦ J v,   one costs about one forward pass;
 - a VJP (vector-Jacobian product, reverse mode)  u ↦ Jᵀ u,  one costs about one backward pass.
 
-Three methods, all returning the same `LocalBasis`:
+Four methods, all returning the same `LocalBasis`:
 
 - ``"exact"``   the full Jacobian (``torch.func.jacfwd`` or ``jacrev``) and ``torch.linalg.svd``;
   the reference, for small maps only.

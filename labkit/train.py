@@ -91,6 +91,19 @@ def _resolve_device(name: str) -> torch.device:
     return device
 
 
+def _start_run(device: str, out: str, seed: int) -> tuple[torch.device, Path, torch.Generator]:
+    """What both trainings start with: the device, the output folder (created), seeded generators.
+
+    torch.manual_seed seeds the weight initialisation; the returned generator draws the data order
+    and noise, so a run is reproducible from ``seed``.
+    """
+    resolved = _resolve_device(device)  # first: a bad device fails before anything is written
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    return resolved, folder, torch.Generator().manual_seed(seed)
+
+
 def _save_checkpoint(
     folder: Path, step: int, seconds: float, model, ema: EMAModel, optimizer, lr_sched, gen, config
 ) -> None:
@@ -153,11 +166,7 @@ def train_ddpm(config: TrainConfig) -> Path:
     """
     if config.steps < 1 or config.batch_size < 1:
         raise ValueError("steps and batch_size must be positive")
-    device = _resolve_device(config.device)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
+    device, out, gen = _start_run(config.device, config.out, config.seed)
 
     model = UNet2DModel(**(config.model_config or embedded_unet_config())).to(device)
     scheduler = ddpm_scheduler()
@@ -254,11 +263,7 @@ def train_classifier(config: ClassifierConfig) -> Path:
 
     if config.epochs < 1 or config.batch_size < 1:
         raise ValueError("epochs and batch_size must be positive")
-    device = _resolve_device(config.device)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
+    device, out, gen = _start_run(config.device, config.out, config.seed)
 
     images, labels = load_digits(limit=config.limit)
     train_index, heldout_index = heldout_split(len(labels), config.heldout_fraction, config.seed)

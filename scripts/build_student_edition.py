@@ -22,6 +22,7 @@ from pathlib import Path
 
 import nbformat
 import yaml
+from book_toc import toc_pages
 
 REPO = Path(__file__).resolve().parent.parent
 STRICT = ["--warningiserror", "--nitpick", "--keep-going"]
@@ -35,21 +36,7 @@ def jupyter_book() -> str:
 
 def toc_notebooks(root: Path) -> list[str]:
     """Docnames of the toc entries that are notebooks (book/part1-geometry/01_manifolds, …)."""
-    names: list[str] = []
-
-    def walk(node) -> None:
-        if isinstance(node, dict):
-            for key in ("root", "file"):
-                if key in node:
-                    names.append(str(node[key]).removesuffix(".ipynb").removesuffix(".md"))
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(yaml.safe_load((root / "_toc.yml").read_text()))
-    return [name for name in names if (root / f"{name}.ipynb").exists()]
+    return [name for name in toc_pages(root / "_toc.yml") if (root / f"{name}.ipynb").exists()]
 
 
 def code_of(notebook) -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+from book_toc import toc_pages
 from browser_support import REPO, chromium, screenshot_path, static_server
 
 from labkit.widgets import static_player, to_png
@@ -25,29 +25,7 @@ BOOK = Path(os.environ.get("CURVED_LATENTS_BOOK", REPO))
 HTML = BOOK / "_build" / "html"
 # Chapters whose explorers must reach the web book as static players (once they are in the toc).
 CHAPTERS_WITH_PLAYERS = ["book/part2-diffusion/05_editing", "book/part2-diffusion/06_interpolation"]
-
-
-def toc_pages(toc_file: Path = BOOK / "_toc.yml") -> list[str]:
-    """Every document of the toc, root first, in reading order (docnames without suffix)."""
-    found: list[str] = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            for key in ("root", "file"):
-                if key in node:
-                    found.append(str(node[key]).removesuffix(".md").removesuffix(".ipynb"))
-            for value in node.values():
-                if isinstance(value, (list, dict)):
-                    walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(yaml.safe_load(toc_file.read_text()))
-    return found
-
-
-PAGES = toc_pages()
+PAGES = toc_pages(BOOK / "_toc.yml")
 
 
 def player_pages() -> list[str]:
