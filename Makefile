@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: setup book student test unit nbval strict-book browser quick lab clean
+.PHONY: setup book student test browser-check unit nbval strict-book browser quick lab clean
 
 setup: $(STAMP)
 
@@ -22,8 +22,12 @@ book: setup
 student: setup
 	$(BIN)/python scripts/build_student_edition.py
 
-## Everything CI checks: unit tests, nbval over every notebook, the strict build, the browser tests
-test: unit nbval strict-book browser
+## Everything CI checks: unit tests, nbval over every notebook, the strict build, the browser tests.
+## First of all, find or install the browser the browser tests need (or stop at once, saying what to install).
+test: browser-check unit nbval strict-book browser
+
+browser-check:
+	bash scripts/ensure_browser.sh
 
 unit: setup
 	$(BIN)/python -m pytest tests -m "not slow" -q -p no:cacheprovider
@@ -33,7 +37,7 @@ nbval: setup
 
 strict-book: book
 
-browser: setup
+browser: setup browser-check
 	$(BIN)/python -m pytest tests -m slow -q -p no:cacheprovider
 
 ## Faster loop while writing: unit tests only

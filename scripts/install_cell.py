@@ -17,10 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tomllib
 import uuid
 from pathlib import Path
 
+import tomllib
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
