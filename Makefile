@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: setup book student test browser-check unit nbval strict-book browser quick lab clean
+.PHONY: setup book student singlehtml pdf test browser-check unit nbval strict-book browser quick lab clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,15 @@ book: setup
 ## The student edition: same book, exercise solutions removed -> _build/student/_build/html
 student: setup
 	$(BIN)/python scripts/build_student_edition.py
+
+## The whole book on one page, solutions included (print it or save it as PDF from a browser);
+## reuses the web book's executed notebooks -> _build/single/_build/singlehtml/index.html
+singlehtml: setup
+	$(BIN)/python scripts/build_single_page.py
+
+## That page printed to PDF by the browser the tests use (no TeX needed) -> _build/curved-latents.pdf
+pdf: singlehtml browser-check
+	$(BIN)/python scripts/build_pdf.py
 
 ## Everything CI checks: unit tests, nbval over every notebook, the strict build, the browser tests.
 ## First of all, find or install the browser the browser tests need (or stop at once, saying what to install).
