@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: setup book student singlehtml pdf test browser-check unit nbval strict-book browser quick lab clean
+.PHONY: setup book student singlehtml test browser-check unit nbval strict-book browser quick lab clean
 
 setup: $(STAMP)
 
@@ -26,10 +26,6 @@ student: setup
 ## reuses the web book's executed notebooks -> _build/single/_build/singlehtml/index.html
 singlehtml: setup
 	$(BIN)/python scripts/build_single_page.py
-
-## That page printed to PDF by the browser the tests use (no TeX needed) -> _build/curved-latents.pdf
-pdf: singlehtml browser-check
-	$(BIN)/python scripts/build_pdf.py
 
 ## Everything CI checks: unit tests, nbval over every notebook, the strict build, the browser tests.
 ## First of all, find or install the browser the browser tests need (or stop at once, saying what to install).
