@@ -106,12 +106,12 @@ def compute_unit(model: DiffusionModel, job: Job, sample: int, t: float) -> tupl
         pm_sigma, pm_how = torch.linalg.svdvals(jac.double()), "exact"
     else:
         pm_sigma, pm_how = local_basis(pm, x, job.k, tol=job.tol).sigma, f"top {job.k} (lower bounds)"
-    record = dict(sample=sample, t=t, timestep=timestep, sigma=basis.sigma.tolist(),
-                  residual_max=basis.residual.max().item(), products=basis.n_jvp + basis.n_vjp,
-                  frequency_shares=shares.tolist(), mean_frequency=(shares @ torch.arange(
-                      shares.shape[1], dtype=shares.dtype)).tolist(),
-                  posterior_mean_rank={**ranks(pm_sigma), "singular_values": pm_how},
-                  posterior_mean_sigma_top=pm_sigma[:job.k].tolist(), seconds=round(time.perf_counter() - start, 3))
+    rings = torch.arange(shares.shape[1], dtype=shares.dtype)
+    record = {"sample": sample, "t": t, "timestep": timestep, "sigma": basis.sigma.tolist(),
+              "residual_max": basis.residual.max().item(), "products": basis.n_jvp + basis.n_vjp,
+              "frequency_shares": shares.tolist(), "mean_frequency": (shares @ rings).tolist(),
+              "posterior_mean_rank": {**ranks(pm_sigma), "singular_values": pm_how},
+              "posterior_mean_sigma_top": pm_sigma[:job.k].tolist(), "seconds": round(time.perf_counter() - start, 3)}
     return record, {"v": basis.v.detach().cpu().contiguous(), "posterior_mean_sigma": pm_sigma.cpu().contiguous()}
 
 
@@ -180,7 +180,7 @@ def run(job: Job) -> Path | None:
     if distributed:
         cuda = torch.device(device).type == "cuda"
         if cuda:
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if cuda else "gloo")
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)

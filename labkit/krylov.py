@@ -26,7 +26,7 @@ Explained in: book/part1-geometry/05_svd.ipynb
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -117,9 +117,8 @@ def _orthonormalise_against(K, JK, AK, B, JB, AB):
     for _ in range(2):
         C = B @ K.T
         B, JB, AB = B - C @ K, JB - C @ JK, AB - C @ AK
-    R = torch.linalg.qr(B.T).R
-    solve = lambda M: torch.linalg.solve_triangular(R.T, M, upper=False)  # noqa: E731
-    return solve(B), solve(JB), solve(AB)
+    Rt = torch.linalg.qr(B.T).R.T
+    return tuple(torch.linalg.solve_triangular(Rt, M, upper=False) for M in (B, JB, AB))
 
 
 def _project_out(K: Tensor, R: Tensor) -> Tensor:
