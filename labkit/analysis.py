@@ -102,7 +102,7 @@ def compute_unit(model: DiffusionModel, job: Job, sample: int, t: float) -> tupl
     pm = posterior_mean(model, timestep)
     n = x.numel()
     if n <= EXACT_PM_MAX:
-        jac = torch.func.jacrev(pm)(x).reshape(n, n)
+        jac = torch.func.jacrev(pm, chunk_size=64)(x).reshape(n, n)  # chunks bound the memory
         pm_sigma, pm_how = torch.linalg.svdvals(jac.double()), "exact"
     else:
         pm_sigma, pm_how = local_basis(pm, x, job.k, tol=job.tol).sigma, f"top {job.k} (lower bounds)"

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 # Stop early when the residual, already below STALL_LEVEL · eps of the product dtype, has not
 # halved in STALL_WINDOW iterations: it sits at the rounding level of the products.
-STALL_LEVEL, STALL_WINDOW = 1e3, 6
+STALL_LEVEL, STALL_WINDOW = 1e2, 8
 Product = Callable[[Tensor], Tensor]  # rows (b, n) → rows (b, m), or (b, m) → (b, n)
 
 

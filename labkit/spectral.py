@@ -150,9 +150,10 @@ def local_basis(
       block=1 is Golub–Kahan–Lanczos, the fewest products, but in more and smaller sequential
       batches (slower on most hardware), and a singular value repeated more than ``block``
       times is then found only by rounding error.
-    max_dim: krylov keeps at most this many basis vectors (default max(4(k + oversample), 8p)),
-      then restarts from its leading Ritz vectors (thick restart); bounds memory at
-      about 2 max_dim (n + m) float64 numbers.
+    max_dim: krylov keeps at most this many basis vectors (default max(10(k + oversample), 20p)),
+      then restarts from its leading Ritz vectors (thick restart); bounds memory at about
+      max_dim (2n + m) float64 numbers. Restarts cost products: with deflation the kept Ritz
+      vectors no longer span a Krylov space, so convergence after one is slower.
     jvp_mode: how J v is computed: "forward" (torch.func.jvp), "double-vjp" (the transpose
       trick, see ``jvps``) or "auto": "double-vjp" on a CPU, where it measured faster on every
       architecture we tried (benchmarks/README.md), "forward" elsewhere.
@@ -199,7 +200,7 @@ def local_basis(
         p = min(k + oversample, max(2, -(-k // 3))) if block is None else block
         if p < 1:
             raise ValueError(f"block must be at least 1, got {block}")
-        max_dim = max(4 * (k + oversample), 8 * p) if max_dim is None else max_dim
+        max_dim = max(10 * (k + oversample), 20 * p) if max_dim is None else max_dim
         if max_dim < k + oversample + 2 * p:
             raise ValueError(f"max_dim must be at least k + oversample + 2·block = {k + oversample + 2 * p}, "
                              f"got {max_dim}; raise it or lower block")
