@@ -5,7 +5,9 @@ One module per idea, named as in the book:
 - ``labkit.geometry``  toy manifolds and maps, Jacobians, pullback metrics, curves, geodesics,
   parallel transport, lerp and slerp (Part I)
 - ``labkit.spectral``  the local basis: implicit SVD of a Jacobian by JVPs and VJPs (Part I, ch. 5)
+- ``labkit.krylov``    the solver behind it: thick-restart block Lanczos in float64
 - ``labkit.diffusion`` loading models, h-space, DDIM sampling and inversion (Part II)
+- ``labkit.analysis``  local bases over many samples and timesteps as a (torchrun) job
 - ``labkit.editing``   x-space guidance, naive edits, transport between samples, interpolation
 - ``labkit.measures``  digit moments (slant, thickness, width, ink) to score directions
 - ``labkit.widgets``   the edit and interpolation explorers
