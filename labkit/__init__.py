@@ -5,9 +5,11 @@ One module per idea, named as in the book:
 - ``labkit.geometry``   toy manifolds and maps, Jacobians, pullback metrics, curves, geodesics,
   parallel transport, lerp and slerp (Part I)
 - ``labkit.spectral``   the local basis: implicit SVD of a Jacobian by JVPs and VJPs (Part I, ch. 5)
+- ``labkit.krylov``     the solver behind it: thick-restart block Lanczos, linear algebra in float64
 - ``labkit.plot``       figures the book reuses: surfaces, tangent vectors, metric ellipses, image grids
 - ``labkit.models``     loading diffusion models (embedded, folder, hub id, or a bare U-Net), GPU precision
 - ``labkit.diffusion``  h-space, Tweedie's x̂₀, DDIM sampling and inversion, samples at timestep t (Part II)
+- ``labkit.analysis``   local bases over many samples and timesteps as a job (torchrun for many ranks)
 - ``labkit.editing``    x-space guidance, naive edits, transport between samples, interpolation
 - ``labkit.notebook``   the setup every Part II chapter starts with (model, device, timing)
 - ``labkit.measures``   digit moments (slant, thickness, width, ink) to score directions
@@ -29,8 +31,8 @@ from labkit import geometry, spectral
 from labkit.geometry import lerp, pullback_metric, slerp
 from labkit.spectral import LocalBasis, local_basis
 
-_SUBMODULES = ("classifier", "data", "diffusion", "editing", "measures", "models", "notebook", "plot", "train",
-               "widgets")
+_SUBMODULES = ("analysis", "classifier", "data", "diffusion", "editing", "measures", "models", "notebook", "plot",
+               "train", "widgets")
 _SHORTCUTS = {"load_model": "models", "h_space": "diffusion"}
 
 __all__ = ["geometry", "spectral", *_SUBMODULES, *_SHORTCUTS, "lerp", "slerp", "pullback_metric", "LocalBasis",

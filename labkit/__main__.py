@@ -3,6 +3,7 @@
     python -m labkit directions --t 0.6 --k 5 --seed 0 --out runs/directions
     python -m labkit directions --model google/ddpm-cifar10-32 --device cuda --t 0.8
     python -m labkit directions --image my_digit.png --out runs/my_digit   # edit a given image
+    python -m labkit analyze --samples 8 --t 0.2 0.6 1.0 --k 10 --out runs/analysis  # labkit.analysis
 
 For researchers who never open the book. It samples x_T from the seed and runs DDIM to t (or,
 with --image, inverts that image to t by DDIM inversion), finds
@@ -74,10 +75,38 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--strength", type=float, default=1.0, help="largest |γ| of the strip (default 1)")
     p.add_argument("--columns", type=int, default=7, help="strengths per row (default 7)")
     p.add_argument("--out", default="labkit-directions", help="output folder")
+    a = sub.add_parser("analyze", help="local bases and their statistics over samples × timesteps (torchrun-ready)")
+    a.add_argument("--model", default=None, help="folder or hub id (default: the embedded MNIST model)")
+    a.add_argument("--samples", type=int, default=4, help="number of samples (seeds 0..N-1, default 4)")
+    a.add_argument("--t", type=float, nargs="+", default=[0.2, 0.6, 1.0], help="timesteps as fractions of T")
+    a.add_argument("--k", type=int, default=10, help="directions per unit, 1..50 (default 10)")
+    a.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
+    a.add_argument("--tol", type=float, default=1e-4, help="local basis residual tolerance (default 1e-4)")
+    a.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: one GPU per rank)")
+    a.add_argument("--out", required=True, help="output folder (units/ and results.json)")
     args = parser.parse_args(argv)
+    if args.command == "analyze":
+        analyze(parser, args)
+        return
     if args.k < 1 or args.columns < 2:
         parser.error("--k must be ≥ 1 and --columns ≥ 2")
     directions(args)
+
+
+def analyze(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    from labkit.analysis import Job, run
+
+    if args.samples < 1:
+        parser.error(f"analyze: --samples must be ≥ 1, got {args.samples}")
+    if not 1 <= args.k <= 50:
+        parser.error(f"analyze: --k must be in 1..50, got {args.k}")
+    if not all(0.0 < t <= 1.0 for t in args.t) or len(set(args.t)) != len(args.t):
+        parser.error(f"analyze: --t must be distinct fractions of T in (0, 1], got {args.t}")
+    if not args.tol > 0 or args.steps < 1:
+        parser.error(f"analyze: --tol must be > 0 and --steps ≥ 1, got --tol {args.tol} --steps {args.steps}")
+    path = run(Job(args.model, args.samples, tuple(args.t), args.k, Path(args.out), args.steps, args.tol, args.device))
+    if path is not None:
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -77,7 +77,8 @@ def with_install_cell(notebook: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="only report chapters whose install cell is missing or stale")
+    parser.add_argument("--check", action="store_true",
+                        help="only report chapters whose install cell is missing or stale")
     args = parser.parse_args(argv)
     stale = []
     for path in CHAPTERS:

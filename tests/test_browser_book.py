@@ -158,7 +158,8 @@ def scrub(page, player, name: str) -> None:
     # play steps through the frames on its own
     player.locator("[id$='-play']").click()
     with waiting_for(f"{name}: play to step to another frame", WAIT_S):
-        page.wait_for_function("([img, src]) => img.getAttribute('src') !== src", arg=[image.element_handle(), first_src])
+        page.wait_for_function("([img, src]) => img.getAttribute('src') !== src",
+                               arg=[image.element_handle(), first_src])
     player.locator("[id$='-play']").click()
 
 

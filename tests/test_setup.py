@@ -157,10 +157,12 @@ def test_the_install_cell_installs_labkit_in_a_fresh_venv(tmp_path):
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
            "LABKIT_INSTALL_SPEC": f"{wheel} --no-deps"}
     # cwd: outside the repository, whose labkit/ folder `python -c` would otherwise import
-    before = subprocess.run([python, "-c", check], check=False, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    before = subprocess.run([python, "-c", check], check=False, env=env, cwd=tmp_path, capture_output=True, text=True,
+                            timeout=60)
     assert before.stdout.strip() == "none"
     cell = install_cell.cell_source() + "\n" + 'print(importlib.util.find_spec("labkit").origin)\n'
-    after = subprocess.run([python, "-c", cell], check=False, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    after = subprocess.run([python, "-c", cell], check=False, env=env, cwd=tmp_path, capture_output=True, text=True,
+                           timeout=300)
     assert after.returncode == 0, after.stderr
     assert Path(after.stdout.strip()).is_relative_to(venv), after.stdout
 
