@@ -4,8 +4,8 @@ Given a sample's latent x_t at timestep t and a direction v in X (a right singul
 J = ∂h/∂x, see ``labkit.spectral.local_basis``):
 
 - the **naive edit** moves the latent: x_t ← x_t + γ v;
-- **x-space guidance** (Park et al.) moves it so that the *noise prediction* changes as it would
-  along v, repeated N times at the same t:  x ← x + γ [ε(x + δ v, t) − ε(x, t)];
+- **x-space guidance** (Park et al.) moves it *by* the change that a step δv causes in the noise
+  prediction, repeated N times at the same t:  x ← x + γ [ε(x + δ v, t) − ε(x, t)];
 
 then DDIM finishes sampling from t to 0 (η = 0, with η = 1 for t ≤ 0.2 T: "quality boosting",
 ``labkit.diffusion.QUALITY_BOOST``).
@@ -155,8 +155,8 @@ def x_space_guidance(
 
         x ← x + γ [ε(x + δ v, t) − ε(x, t)].
 
-    For small δ the bracket is δ·(∂ε/∂x) v: the latent moves so that the network's prediction
-    changes as it would along v, which keeps x_t where the network is trained (unlike x + γ v).
+    For small δ the bracket is δ·(∂ε/∂x) v: the latent moves by γ times the change in the network's
+    prediction that a step along v causes, recomputed at the current x on every iteration.
     x_t: (1, C, H, W); strength: scalar or (S,); returns (S, C, H, W). All strengths run as one batch.
     """
     check_latent(model, x_t)

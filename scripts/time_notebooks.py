@@ -80,7 +80,7 @@ def table(rows: dict[str, tuple[str, str]]) -> str:
         f"Measured on {when}: {cores} CPU cores, Python {platform.python_version()}, "
         "one fresh kernel per notebook (`python scripts/time_notebooks.py`).",
         "",
-        "| Chapter | Notebook | CPU time (s) |",
+        "| Chapter | Notebook | Wall-clock time (s) |",
         "|---|---|---|",
     ]
     lines += [f"| {title} | `{path}` | {seconds} |" for path, (title, seconds) in sorted(rows.items())]
