@@ -12,6 +12,9 @@ One module per idea, named as in the book:
 - ``labkit.plot``      figures the book reuses
 - ``labkit.data``      the MNIST digits the embedded model is trained on
 - ``labkit.train``     training the embedded model and its digit classifier
+- ``labkit.worlds``    a world with known factors: RGB scenes rendered from seven numbers
+- ``labkit.readout``   the factor read-out, a small CNN that reads a scene's factors back
+- ``labkit.scoring``   scoring directions against measured factors (response, disentanglement, side effects)
 """
 
 from labkit import data, diffusion, editing, geometry, plot, spectral

@@ -27,10 +27,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-from collections.abc import Iterator
 
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel

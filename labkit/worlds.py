@@ -87,7 +87,7 @@ def sample_factors(n: int, seed: int = 0) -> dict[str, Tensor]:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
+        raise TypeError(f"seed must be an integer, got {seed!r}")
     gen = torch.Generator().manual_seed(seed)
     out = {}
     for name, f in FACTORS.items():
