@@ -126,3 +126,24 @@ def test_factor_std_is_the_uniform_std():
         if FACTORS[name].kind == "continuous":
             assert abs(f[name].std().item() - FACTORS[name].std) < 0.02 * FACTORS[name].std
     assert worlds.FACTORS["shape"].values == SHAPES
+
+
+def test_ddpm_trains_on_scenes_rendered_on_the_fly_and_resumes(tmp_path):
+    import json
+
+    from labkit.train import TrainConfig, scene_batches, train_ddpm
+
+    batch = next(scene_batches(4, torch.Generator().manual_seed(0), size=8))
+    assert batch.shape == (4, 3, 8, 8) and batch.min() >= -1 and batch.max() <= 1
+    tiny = {"sample_size": 8, "in_channels": 3, "out_channels": 3, "block_out_channels": (8, 16, 16),
+            "layers_per_block": 1, "down_block_types": ("DownBlock2D",) * 3, "up_block_types": ("UpBlock2D",) * 3,
+            "norm_num_groups": 4, "attention_head_dim": 8}
+    config = {"out": str(tmp_path), "batch_size": 4, "warmup": 1, "checkpoint_every": 1, "model_config": tiny,
+              "data": "shapes"}
+    train_ddpm(TrainConfig(steps=2, **config))
+    assert json.loads((tmp_path / "checkpoint" / "state.json").read_text())["step"] == 2
+    train_ddpm(TrainConfig(steps=3, **config))
+    log = json.loads((tmp_path / "training_log.json").read_text())
+    assert log["resumed_from"] == 2 and log["steps"] == 3 and log["images"] == "rendered on the fly"
+    with pytest.raises(ValueError, match="data must be 'mnist' or 'shapes'"):
+        train_ddpm(TrainConfig(steps=1, **{**config, "data": "cifar"}))
