@@ -16,7 +16,10 @@ One module per idea, named as in the book:
 - ``labkit.classifier`` the digit classifier that judges the embedded model's samples
 - ``labkit.widgets``    the edit and interpolation explorers (a package: one explorer per module)
 - ``labkit.data``       the MNIST digits the embedded model is trained on
-- ``labkit.train``      training the embedded model and its digit classifier
+- ``labkit.train``      training the embedded model, its digit classifier, and the shapes model
+- ``labkit.worlds``     a world with known factors: RGB scenes rendered from seven numbers
+- ``labkit.readout``    the factor read-out, a small CNN that reads a scene's factors back
+- ``labkit.scoring``    scoring directions against measured factors (response, disentanglement, side effects)
 
 Part I needs only torch: ``import labkit`` and ``import labkit.geometry`` do not import diffusers.
 The Part II modules, and the shortcuts ``labkit.load_model`` and ``labkit.h_space``, are imported
@@ -32,7 +35,7 @@ from labkit.geometry import lerp, pullback_metric, slerp
 from labkit.spectral import LocalBasis, local_basis
 
 _SUBMODULES = ("analysis", "classifier", "data", "diffusion", "editing", "measures", "models", "notebook", "plot",
-               "train", "widgets")
+               "readout", "scoring", "train", "widgets", "worlds")
 _SHORTCUTS = {"load_model": "models", "h_space": "diffusion"}
 
 __all__ = ["geometry", "spectral", *_SUBMODULES, *_SHORTCUTS, "lerp", "slerp", "pullback_metric", "LocalBasis",
