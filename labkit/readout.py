@@ -180,7 +180,8 @@ def train_readout(out: str | Path, steps: int = 2500, batch_size: int = 64, lr: 
 
     AdamW, learning rate warmed up over min(100, steps/10) steps, then a cosine decay to 0; every
     step renders a new batch from a seed drawn from a generator seeded with ``seed``. Held out:
-    ``heldout`` renders of sample_factors(heldout, seed=10**6 + seed) (continuous factors, so no training scene repeats them), scored by ``readout_scores``.
+    ``heldout`` renders of sample_factors(heldout, seed=10**6 + seed) (continuous factors, so no
+    training scene repeats them), scored by ``readout_scores``.
     """
     if steps < 1 or batch_size < 1 or heldout < 2 or not 0 <= max_noise < 1:
         raise ValueError("steps, batch_size must be positive, heldout ≥ 2, max_noise in [0, 1)")
