@@ -34,8 +34,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from labkit.diffusion import DiffusionModel
-from labkit.editing import EditMethod, Sample, edit
+from labkit.diffusion import Sample
+from labkit.editing import EditMethod, edit
+from labkit.models import DiffusionModel
 
 
 @dataclass(frozen=True)

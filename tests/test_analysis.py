@@ -15,8 +15,8 @@ from safetensors import safe_open
 import labkit
 from labkit.__main__ import main
 from labkit.analysis import KILL_ENV, radial_spectrum, ranks
-from labkit.diffusion import load_model, posterior_mean
-from labkit.editing import sample_at
+from labkit.diffusion import posterior_mean, sample_at
+from labkit.models import load_model
 
 ARGS = ["--samples", "2", "--t", "0.4", "1.0", "--k", "2", "--steps", "10"]
 REPO = Path(labkit.__file__).parent.parent
