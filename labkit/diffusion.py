@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler, DDPMScheduler, UNet2DModel
@@ -36,8 +36,12 @@ from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
+from labkit.checks import check_bool, check_float, check_int, check_tensor, show
+
 EMBEDDED_MODEL = Path(__file__).parent / "embedded"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+HUB_DEADLINE_S = 5.0  # one overall deadline for the hub's first answer
+DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 class ModelUnavailableError(RuntimeError):
@@ -83,8 +87,7 @@ class DiffusionModel:
 
     def ddim(self, num_steps: int) -> DDIMScheduler:
         """A DDIM scheduler on this model's training schedule, set to ``num_steps`` steps."""
-        if not 1 <= num_steps <= self.num_train_timesteps:
-            raise ValueError(f"num_steps must be in 1..{self.num_train_timesteps}, got {num_steps}")
+        check_int("num_steps", num_steps, 1, self.num_train_timesteps, hint="the number of DDIM steps")
         # No clipping of the predicted x_0: it makes a step non-invertible, and DDIM inversion
         # must retrace exactly the path that sampling takes.
         scheduler = DDIMScheduler.from_config(self.schedule, clip_sample=False)
@@ -106,7 +109,12 @@ class DiffusionModel:
 # --------------------------------------------------------------------------------------------
 
 def _resolve_device(device: str | torch.device) -> torch.device:
-    device = torch.device(device)
+    if not isinstance(device, str | torch.device):
+        raise TypeError(f"device must be a name like 'cpu' or 'cuda', got {type(device).__name__} {show(device)}")
+    try:
+        device = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"device={device!r} is not a device name: use 'cpu', 'cuda' or 'cuda:N'") from err
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(
             f"device={str(device)!r} was asked for, but this torch build sees no CUDA GPU "
@@ -146,18 +154,33 @@ def prepare_for_forward_ad(unet: UNet2DModel) -> UNet2DModel:
     return unet
 
 
-def _hub_reachable(timeout: float = 1.0) -> bool:
-    """Can we open a TCP connection to the Hugging Face endpoint? (DNS + connect, bounded.)"""
-    from huggingface_hub import constants
+def _hub_problem(repo_id: str, deadline: float = HUB_DEADLINE_S) -> str | None:
+    """Why the hub cannot serve ``repo_id`` now, or None if it answers. One HTTPS request to the
+    endpoint's model API, run under one overall deadline (DNS, connect, TLS and first byte), so a
+    server that accepts TCP but never answers TLS cannot hang us."""
+    from huggingface_hub import constants, get_session
 
     if constants.HF_HUB_OFFLINE:
-        return False
-    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+        return "HF_HUB_OFFLINE is set"
+    url = f"{constants.ENDPOINT.rstrip('/')}/api/models/{repo_id}"
+
+    def ask() -> int:
+        return get_session().get(url, timeout=deadline, follow_redirects=True).status_code
+
+    pool = ThreadPoolExecutor(max_workers=1)
     try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+        status = pool.submit(ask).result(timeout=deadline)
+    except FutureTimeout:
+        return f"{constants.ENDPOINT} did not answer within {deadline:g} s (connect, TLS and first byte)"
+    except Exception as err:  # any transport failure (DNS, refused, TLS, certificate) means "unreachable"
+        return f"{constants.ENDPOINT} is unreachable: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
+    finally:
+        pool.shutdown(wait=False)  # a request past its deadline ends by its own timeout
+    if status in (401, 403, 404):
+        return f"{constants.ENDPOINT} has no public model {repo_id!r} (HTTP {status}); check the id"
+    if status >= 400:
+        return f"{constants.ENDPOINT} answered HTTP {status} for {repo_id!r}"
+    return None
 
 
 def _load_unet_and_schedule(source: str, local_only: bool, dtype: torch.dtype) -> tuple[UNet2DModel, dict]:
@@ -179,17 +202,43 @@ def _read_model(source: str, local_only: bool, dtype: torch.dtype) -> tuple[UNet
                 f"{source!r} is a folder but holds no diffusers model (no config.json, no unet/config.json). "
                 "Pass a folder saved with save_pretrained, a hub id, or nothing for the embedded model."
             )
-        unet = UNet2DModel.from_pretrained(source, subfolder=subfolder, **kwargs)
         sched_sub = "scheduler" if (path / "scheduler" / "scheduler_config.json").exists() else None
-        schedule = DDPMScheduler.from_pretrained(source, subfolder=sched_sub, local_files_only=True).config
-        return unet, dict(schedule)
-    try:
-        unet = UNet2DModel.from_pretrained(source, **kwargs)
-        schedule = DDPMScheduler.from_pretrained(source, local_files_only=local_only).config
-    except (OSError, EnvironmentError):
-        unet = UNet2DModel.from_pretrained(source, subfolder="unet", **kwargs)
-        schedule = DDPMScheduler.from_pretrained(source, subfolder="scheduler", local_files_only=local_only).config
+    else:
+        try:
+            UNet2DModel.load_config(source, local_files_only=local_only)
+            subfolder = sched_sub = None
+        except (OSError, EnvironmentError):
+            subfolder, sched_sub = "unet", "scheduler"
+    found = UNet2DModel.load_config(source, subfolder=subfolder, local_files_only=local_only).get("_class_name")
+    if found not in (None, "UNet2DModel"):
+        raise ModelUnavailableError(
+            f"{source!r} holds a {found}, not a UNet2DModel: labkit needs a DDPM's noise-prediction U-Net. "
+            "Pass a DDPM pipeline (folder or hub id with unet/ and scheduler/), or nothing for the embedded model."
+        )
+    unet, info = UNet2DModel.from_pretrained(source, subfolder=subfolder, output_loading_info=True, **kwargs)
+    _check_weights(source, unet, info)
+    schedule = DDPMScheduler.from_pretrained(source, subfolder=sched_sub, local_files_only=local_only).config
     return unet, dict(schedule)
+
+
+def _check_weights(source: str, unet: UNet2DModel, info: dict) -> None:
+    """Refuse a weights file that does not fill the U-Net exactly, or holds NaN or inf."""
+    problems = [f"{len(info[key])} {key.replace('_keys', '')} (e.g. {show(sorted(map(str, info[key]))[:2])})"
+                for key in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(key)]
+    if problems:
+        raise ModelUnavailableError(
+            f"{source!r}: the weights do not match the U-Net's config: {'; '.join(problems)} tensors. "
+            "The file is incomplete or belongs to another model: download or save it again."
+        )
+    weights = {name: t for name, t in unet.state_dict().items() if t.is_floating_point()}
+    # one fused norm per tensor (fast): finite exactly when no entry is NaN, inf or beyond ~1e19
+    norms = torch._foreach_norm(list(weights.values()))
+    bad = [name for name, norm in zip(weights, norms) if not bool(torch.isfinite(norm))]
+    if bad:
+        raise ModelUnavailableError(
+            f"{source!r}: {len(bad)} weight tensors hold NaN, inf or overflowing values (e.g. {bad[0]!r}); the model would sample NaN. "
+            "The training run diverged or the file is damaged: use an earlier checkpoint."
+        )
 
 
 def load_model(
@@ -217,6 +266,9 @@ def load_model(
     later GPUs).
     """
     device = _resolve_device(device)
+    if dtype not in DTYPES:
+        raise TypeError(f"dtype must be one of {', '.join(map(str, DTYPES))}, got {show(dtype)}")
+    check_bool("tf32", tf32)
     set_fp32_precision(device, tf32)
     if name_or_path is None:
         if not (EMBEDDED_MODEL / "unet" / "config.json").exists():
@@ -226,11 +278,13 @@ def load_model(
             )
         source, name, local_only = str(EMBEDDED_MODEL), "embedded", True
     else:
+        if not isinstance(name_or_path, str | os.PathLike):
+            raise TypeError(f"name_or_path must be a folder, a hub id or None, got {type(name_or_path).__name__}")
         source, name = str(name_or_path), str(name_or_path)
         is_dir = Path(source).is_dir()
         if not is_dir and not HUB_ID.match(source):
             raise ModelUnavailableError(
-                f"{source!r} is neither a folder nor a hub id like 'google/ddpm-cifar10-32'. "
+                f"name_or_path={source!r} is neither a folder nor a hub id like 'google/ddpm-cifar10-32'. "
                 "Pass an existing folder, a hub id, or nothing for the embedded model."
             )
         local_only = True
@@ -238,14 +292,16 @@ def load_model(
             try:  # the local cache first: fast, and works offline
                 unet, schedule = _load_unet_and_schedule(source, local_only=True, dtype=dtype)
                 return _finish(unet, schedule, name, device, dtype)
+            except ModelUnavailableError:
+                raise
             except (OSError, EnvironmentError, ValueError):
                 local_only = False
-            if not _hub_reachable():
+            problem = _hub_problem(source)
+            if problem is not None:
                 raise ModelUnavailableError(
-                    f"cannot load {source!r}: it is not in the local Hugging Face cache and the hub is "
-                    "unreachable from here (offline). Download it where you have internet "
-                    f"(huggingface-cli download {source} --local-dir DIR) and pass DIR, or call "
-                    "load_model() for the embedded model."
+                    f"cannot load {source!r}: it is not in the local Hugging Face cache, and {problem}. "
+                    f"Download it where you have internet (hf download {source} --local-dir DIR) and pass DIR, "
+                    "or call load_model() for the embedded model."
                 )
     try:
         unet, schedule = _load_unet_and_schedule(source, local_only=local_only, dtype=dtype)
@@ -276,29 +332,38 @@ def _finish(unet: UNet2DModel, schedule: dict, name: str, device: torch.device, 
 # Checks shared by every function that takes a latent or a timestep
 # --------------------------------------------------------------------------------------------
 
-def check_latent(model: DiffusionModel, x: Tensor) -> None:
-    """Raise a clear error unless x is a finite batch of latents of the model's shape."""
-    if not torch.is_tensor(x):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 4 or tuple(x.shape[1:]) != model.sample_shape:
-        raise ValueError(
-            f"x must have shape (batch, {', '.join(map(str, model.sample_shape))}) for {model.name!r}, "
-            f"got {tuple(x.shape)}; add a batch dimension with x[None] if needed"
-        )
-    if not torch.isfinite(x).all():
-        raise ValueError("x contains NaN or infinite values; start from finite latents (e.g. sample_noise)")
+def check_latent(model: DiffusionModel, x: Tensor, name: str = "x", batch: int | None = None) -> Tensor:
+    """Raise a clear error unless x is a finite batch of latents (batch, C, H, W) of the model's
+    shape, dtype and device (``batch``: the number of latents required, None for any)."""
+    check_tensor(name, x, shape=(batch, *model.sample_shape),
+                 hint=f"a latent of {model.name!r} has shape (batch, {', '.join(map(str, model.sample_shape))}); "
+                      "add a batch dimension with x[None] if needed")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {tuple(x.shape)}); give at least one latent")
+    if x.dtype != model.dtype or x.device != model.device:
+        raise TypeError(f"{name} is {x.dtype} on {x.device}, the model {model.dtype} on {model.device}; "
+                        f"use {name}.to(model.device, model.dtype)")
+    return x
 
 
-def check_timestep(model: DiffusionModel, t: int) -> int:
+def check_timestep(model: DiffusionModel, t: int, name: str = "t") -> int:
     """Raise a clear error unless t is an integer timestep in 0..T−1; returns int(t)."""
-    if isinstance(t, Tensor):
+    if isinstance(t, Tensor) and t.numel() == 1:
         t = t.item()
-    if isinstance(t, float) and not t.is_integer():
-        raise ValueError(f"t must be an integer timestep, got {t}; use model.timesteps(n) to list valid ones")
-    t = int(t)
-    if not 0 <= t < model.num_train_timesteps:
-        raise ValueError(f"t must be in 0..{model.num_train_timesteps - 1}, got {t}")
-    return t
+    if isinstance(t, float):
+        if not t.is_integer():
+            raise ValueError(f"{name} must be an integer timestep, got {t}; model.timesteps(n) lists the DDIM ones")
+        t = int(t)
+    return check_int(name, t, 0, model.num_train_timesteps - 1,
+                     hint="a timestep is an integer in 0..T-1; model.timesteps(n) lists the DDIM ones")
+
+
+def _check_input(model: DiffusionModel, x: Tensor) -> None:
+    """The checks of check_latent that read no data, so a map can run them under torch.func.vmap."""
+    check_tensor("x", x, shape=(None, *model.sample_shape), finite=False)
+    if x.dtype != model.dtype or x.device != model.device:
+        raise TypeError(f"x is {x.dtype} on {x.device}, the model {model.dtype} on {model.device}; "
+                        "use x.to(model.device, model.dtype)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,6 +383,8 @@ def h_space(model: DiffusionModel, t: int, layer: str = "mid") -> Callable[[Tens
     t = check_timestep(model, t)
     unet = model.unet
     n_down = len(unet.down_blocks)
+    if not isinstance(layer, str):
+        raise TypeError(f"layer must be 'mid' or 'down.i', got {type(layer).__name__} {show(layer)}")
     if layer == "mid":
         stop = n_down
     elif re.fullmatch(r"down\.\d+", layer) and int(layer.split(".")[1]) < n_down:
@@ -330,8 +397,7 @@ def h_space(model: DiffusionModel, t: int, layer: str = "mid") -> Callable[[Tens
         emb = unet.time_embedding(t_emb)  # depends on t only: computed once
 
     def f(x: Tensor) -> Tensor:
-        if x.dim() != 4 or tuple(x.shape[1:]) != model.sample_shape:
-            raise ValueError(f"x must have shape (batch, {', '.join(map(str, model.sample_shape))}), got {tuple(x.shape)}")
+        _check_input(model, x)
         e = emb.expand(x.shape[0], -1)
         with sdpa_kernel([SDPBackend.MATH]):
             h = unet.conv_in(2 * x - 1 if unet.config.center_input_sample else x)
@@ -362,8 +428,7 @@ def posterior_mean(model: DiffusionModel, t: int) -> Callable[[Tensor], Tensor]:
     a, s = abar ** 0.5, (1.0 - abar) ** 0.5
 
     def x0_hat(x: Tensor) -> Tensor:
-        if x.dim() != 4 or tuple(x.shape[1:]) != model.sample_shape:
-            raise ValueError(f"x must have shape (batch, {', '.join(map(str, model.sample_shape))}), got {tuple(x.shape)}")
+        _check_input(model, x)
         out = model.eps(x, t)
         if prediction == "epsilon":
             return (x - s * out) / a
@@ -380,8 +445,8 @@ def posterior_mean(model: DiffusionModel, t: int) -> Callable[[Tensor], Tensor]:
 
 def sample_noise(model: DiffusionModel, batch: int = 1, seed: int = 0) -> Tensor:
     """x_T ~ N(0, I), shape (batch, C, H, W), reproducible from ``seed`` on any device."""
-    if batch < 1:
-        raise ValueError(f"batch must be positive, got {batch}")
+    check_int("batch", batch, 1, 100_000)
+    check_int("seed", seed, 0, 2**63 - 1)
     g = torch.Generator().manual_seed(seed)
     return torch.randn((batch, *model.sample_shape), generator=g).to(model.device, model.dtype)
 
@@ -410,11 +475,16 @@ def ddim_sample(
     Explained in: book/part2-diffusion/03_diffusion.ipynb
     """
     check_latent(model, x)
+    check_float("eta", eta, 0.0, 1.0, hint="DDIM's η: 0 is deterministic, 1 is DDPM-like")
+    if eta_below is not None:
+        check_int("eta_below", eta_below, -1, model.num_train_timesteps - 1)
+    check_int("seed", seed, 0, 2**63 - 1)
+    check_bool("shared_noise", shared_noise)
     scheduler = model.ddim(num_steps)
     steps = [int(t) for t in scheduler.timesteps]
-    t_from = steps[0] if t_from is None else check_timestep(model, t_from)
+    t_from = steps[0] if t_from is None else check_timestep(model, t_from, "t_from")
     if t_to != -1:
-        t_to = check_timestep(model, t_to)
+        t_to = check_timestep(model, t_to, "t_to")
     if t_to >= t_from:
         raise ValueError(f"t_to ({t_to}) must be below t_from ({t_from}); DDIM runs from noise towards data")
     gen = torch.Generator().manual_seed(seed)
@@ -439,8 +509,8 @@ def ddim_invert(
 
     Explained in: book/part2-diffusion/03_diffusion.ipynb
     """
-    check_latent(model, x0)
-    t_to = check_timestep(model, t_to)
+    check_latent(model, x0, "x0")
+    t_to = check_timestep(model, t_to, "t_to")
     if t_to not in model.timesteps(num_steps):
         raise ValueError(f"t_to={t_to} is not a DDIM timestep for num_steps={num_steps}; pick one of model.timesteps({num_steps})")
     inverse = DDIMInverseScheduler.from_config(model.schedule, clip_sample=False)
