@@ -12,6 +12,8 @@ One module per idea, named as in the book:
 - ``labkit.plot``      figures the book reuses
 - ``labkit.data``      the MNIST digits the embedded model is trained on
 - ``labkit.train``     training the embedded model and its digit classifier
+- ``labkit.checks``    the input checks every public function runs first (one place, one style)
+- ``labkit.cache``     content keys (weights fingerprint) for the basis cache; ``labkit.hub``: the hub with a deadline
 """
 
 from labkit import data, diffusion, editing, geometry, plot, spectral

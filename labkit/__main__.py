@@ -22,7 +22,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-
 from tqdm.auto import tqdm  # noqa: E402
 
 from labkit.checks import file_arg, float_arg, int_arg, out_dir_arg  # noqa: E402

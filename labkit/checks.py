@@ -163,6 +163,27 @@ def check_out_dir(name: str, path: object) -> Path:
     return path
 
 
+def check_weights(source: str, unet: torch.nn.Module, info: dict, error: type[Exception] = ValueError) -> None:
+    """Refuse weights loaded from ``source`` that do not fill the model exactly (``info``: the
+    loading report of diffusers' from_pretrained(output_loading_info=True)), or hold NaN or inf."""
+    problems = [f"{len(info[key])} {key.replace('_keys', '')} (e.g. {show(sorted(map(str, info[key]))[:2])})"
+                for key in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(key)]
+    if problems:
+        raise error(
+            f"{source!r}: the weights do not match the U-Net's config: {'; '.join(problems)} tensors. "
+            "The file is incomplete or belongs to another model: download or save it again."
+        )
+    weights = {name: t for name, t in unet.state_dict().items() if t.is_floating_point()}
+    # one fused norm per tensor (fast): finite exactly when no entry is NaN, inf or beyond ~1e19
+    norms = torch._foreach_norm(list(weights.values()))
+    bad = [name for name, norm in zip(weights, norms) if not bool(torch.isfinite(norm))]
+    if bad:
+        raise error(
+            f"{source!r}: {len(bad)} weight tensors hold NaN, inf or overflowing values (e.g. {bad[0]!r}); "
+            "the model would sample NaN. The training run diverged or the file is damaged: use an earlier checkpoint."
+        )
+
+
 # --------------------------------------------------------------------------------------------
 # argparse type= functions: the same checks, as usage errors
 

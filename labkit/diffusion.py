@@ -25,8 +25,6 @@ import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 import torch
@@ -36,11 +34,11 @@ from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
-from labkit.checks import check_bool, check_float, check_int, check_tensor, show
+from labkit.checks import check_bool, check_float, check_int, check_tensor, check_weights, show
+from labkit.hub import hub_problem
 
 EMBEDDED_MODEL = Path(__file__).parent / "embedded"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-HUB_DEADLINE_S = 5.0  # one overall deadline for the hub's first answer
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
@@ -154,35 +152,6 @@ def prepare_for_forward_ad(unet: UNet2DModel) -> UNet2DModel:
     return unet
 
 
-def _hub_problem(repo_id: str, deadline: float = HUB_DEADLINE_S) -> str | None:
-    """Why the hub cannot serve ``repo_id`` now, or None if it answers. One HTTPS request to the
-    endpoint's model API, run under one overall deadline (DNS, connect, TLS and first byte), so a
-    server that accepts TCP but never answers TLS cannot hang us."""
-    from huggingface_hub import constants, get_session
-
-    if constants.HF_HUB_OFFLINE:
-        return "HF_HUB_OFFLINE is set"
-    url = f"{constants.ENDPOINT.rstrip('/')}/api/models/{repo_id}"
-
-    def ask() -> int:
-        return get_session().get(url, timeout=deadline, follow_redirects=True).status_code
-
-    pool = ThreadPoolExecutor(max_workers=1)
-    try:
-        status = pool.submit(ask).result(timeout=deadline)
-    except FutureTimeout:
-        return f"{constants.ENDPOINT} did not answer within {deadline:g} s (connect, TLS and first byte)"
-    except Exception as err:  # any transport failure (DNS, refused, TLS, certificate) means "unreachable"
-        return f"{constants.ENDPOINT} is unreachable: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
-    finally:
-        pool.shutdown(wait=False)  # a request past its deadline ends by its own timeout
-    if status in (401, 403, 404):
-        return f"{constants.ENDPOINT} has no public model {repo_id!r} (HTTP {status}); check the id"
-    if status >= 400:
-        return f"{constants.ENDPOINT} answered HTTP {status} for {repo_id!r}"
-    return None
-
-
 def _load_unet_and_schedule(source: str, local_only: bool, dtype: torch.dtype) -> tuple[UNet2DModel, dict]:
     """Read a diffusers model in either layout: pipeline (unet/, scheduler/) or flat (root)."""
     with warnings.catch_warnings():
@@ -207,7 +176,7 @@ def _read_model(source: str, local_only: bool, dtype: torch.dtype) -> tuple[UNet
         try:
             UNet2DModel.load_config(source, local_files_only=local_only)
             subfolder = sched_sub = None
-        except (OSError, EnvironmentError):
+        except OSError:
             subfolder, sched_sub = "unet", "scheduler"
     found = UNet2DModel.load_config(source, subfolder=subfolder, local_files_only=local_only).get("_class_name")
     if found not in (None, "UNet2DModel"):
@@ -216,29 +185,9 @@ def _read_model(source: str, local_only: bool, dtype: torch.dtype) -> tuple[UNet
             "Pass a DDPM pipeline (folder or hub id with unet/ and scheduler/), or nothing for the embedded model."
         )
     unet, info = UNet2DModel.from_pretrained(source, subfolder=subfolder, output_loading_info=True, **kwargs)
-    _check_weights(source, unet, info)
+    check_weights(source, unet, info, ModelUnavailableError)
     schedule = DDPMScheduler.from_pretrained(source, subfolder=sched_sub, local_files_only=local_only).config
     return unet, dict(schedule)
-
-
-def _check_weights(source: str, unet: UNet2DModel, info: dict) -> None:
-    """Refuse a weights file that does not fill the U-Net exactly, or holds NaN or inf."""
-    problems = [f"{len(info[key])} {key.replace('_keys', '')} (e.g. {show(sorted(map(str, info[key]))[:2])})"
-                for key in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(key)]
-    if problems:
-        raise ModelUnavailableError(
-            f"{source!r}: the weights do not match the U-Net's config: {'; '.join(problems)} tensors. "
-            "The file is incomplete or belongs to another model: download or save it again."
-        )
-    weights = {name: t for name, t in unet.state_dict().items() if t.is_floating_point()}
-    # one fused norm per tensor (fast): finite exactly when no entry is NaN, inf or beyond ~1e19
-    norms = torch._foreach_norm(list(weights.values()))
-    bad = [name for name, norm in zip(weights, norms) if not bool(torch.isfinite(norm))]
-    if bad:
-        raise ModelUnavailableError(
-            f"{source!r}: {len(bad)} weight tensors hold NaN, inf or overflowing values (e.g. {bad[0]!r}); the model would sample NaN. "
-            "The training run diverged or the file is damaged: use an earlier checkpoint."
-        )
 
 
 def load_model(
@@ -294,9 +243,9 @@ def load_model(
                 return _finish(unet, schedule, name, device, dtype)
             except ModelUnavailableError:
                 raise
-            except (OSError, EnvironmentError, ValueError):
+            except (OSError, ValueError):
                 local_only = False
-            problem = _hub_problem(source)
+            problem = hub_problem(source)
             if problem is not None:
                 raise ModelUnavailableError(
                     f"cannot load {source!r}: it is not in the local Hugging Face cache, and {problem}. "
@@ -307,7 +256,7 @@ def load_model(
         unet, schedule = _load_unet_and_schedule(source, local_only=local_only, dtype=dtype)
     except ModelUnavailableError:
         raise
-    except (OSError, EnvironmentError, ValueError) as err:
+    except (OSError, ValueError) as err:
         raise ModelUnavailableError(
             f"cannot load {source!r}: {str(err).splitlines()[0]} "
             "(is the id right, and does the repository have safetensors weights?)"

@@ -9,7 +9,6 @@ what the refusals protect: content-keyed caching, image reading, the hub's deadl
 from __future__ import annotations
 
 import http.server
-import json
 import math
 import socket
 import subprocess
@@ -30,7 +29,16 @@ from labkit import measures
 from labkit.__main__ import main as cli
 from labkit.classifier import DigitClassifier, classify, load_classifier
 from labkit.data import batches, load_digits, read_image, to_unit_range
-from labkit.diffusion import ModelUnavailableError, ddim_invert, ddim_sample, h_space, load_model, posterior_mean, sample_noise
+from labkit.diffusion import (
+    ModelUnavailableError,
+    ddim_invert,
+    ddim_sample,
+    h_space,
+    load_model,
+    posterior_mean,
+    sample_noise,
+)
+from labkit.hub import HUB_DEADLINE_S
 from labkit.editing import (
     Sample,
     edit,
@@ -58,8 +66,8 @@ def e(tiny_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("bad_input")
     model = load_model(tiny_dir)
     sample = sample_at(model, 0, 600, num_steps=10)
-    basis = sample_basis(model, sample, 2)
-    other = sample_basis(model, sample_at(model, 1, 600, num_steps=10), 2)
+    basis = sample_basis(model, sample, 2, method="exact")
+    other = sample_basis(model, sample_at(model, 1, 600, num_steps=10), 2, method="exact")
     f64 = torch.zeros(5, dtype=torch.float64)
     mlp = geo.random_mlp(5, 7)
     files = SimpleNamespace(root=root, **_files(root, tiny_dir))
@@ -117,7 +125,7 @@ def _damaged_copy(tiny_dir: Path, dest: Path, how: str) -> Path:
 
 
 def _hand_sample(e, **changes) -> Sample:
-    fields = dict(x_t=e.sample.x_t, t=e.sample.t, num_steps=e.sample.num_steps, seed=e.sample.seed)
+    fields = {"x_t": e.sample.x_t, "t": e.sample.t, "num_steps": e.sample.num_steps, "seed": e.sample.seed}
     return Sample(**{**fields, **changes})
 
 
@@ -520,7 +528,7 @@ def test_the_table_is_large():
 @pytest.mark.parametrize("flags, flag", [(["--t", "2.0"], "--t"), (["--strength", "nan"], "--strength")])
 def test_cli_usage_error_in_a_real_process(flags, flag):
     start = time.perf_counter()
-    run = subprocess.run([sys.executable, "-m", "labkit", "directions", *flags], capture_output=True, text=True,
+    run = subprocess.run([sys.executable, "-m", "labkit", "directions", *flags], capture_output=True, text=True, check=False,
                          timeout=120)
     assert run.returncode == 2 and "Traceback" not in run.stderr and f"argument {flag}" in run.stderr
     assert time.perf_counter() - start < 60  # mostly the import of torch
@@ -550,17 +558,18 @@ def test_cache_is_keyed_by_weights_not_by_name(tiny_dir, tmp_path):
     shutil.copytree(tiny_dir, folder)
     first = load_model(folder)
     sample = sample_at(first, 0, 600, 10)
-    a = sample_basis(first, sample, 2, cache_dir=tmp_path / "cache")
+    a = sample_basis(first, sample, 2, method="exact", cache_dir=tmp_path / "cache")
     # "retrain" in the same folder: same name, other weights
     weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
     save_file({n: t * 1.5 for n, t in load_file(weights).items()}, weights)
     second = load_model(folder)
     assert second.name == first.name
-    b = sample_basis(second, sample, 2, cache_dir=tmp_path / "cache")
-    fresh = sample_basis(second, sample, 2)
+    b = sample_basis(second, sample, 2, method="exact", cache_dir=tmp_path / "cache")
+    fresh = sample_basis(second, sample, 2, method="exact")
     assert torch.allclose(b.sigma, fresh.sigma) and not torch.allclose(a.sigma, b.sigma)
     assert len(list((tmp_path / "cache").iterdir())) == 2
-    again = sample_basis(first, sample, 2, cache_dir=tmp_path / "cache")  # the first model's entry is still used
+    # the first model's entry is still there and used
+    again = sample_basis(first, sample, 2, method="exact", cache_dir=tmp_path / "cache")
     assert torch.equal(again.v, a.v)
 
 
@@ -568,8 +577,8 @@ def test_cache_tells_float64_from_float32(tiny_dir, tmp_path):
     m32, m64 = load_model(tiny_dir), load_model(tiny_dir, dtype=torch.float64)
     s32 = sample_at(m32, 0, 600, 10)
     s64 = Sample(x_t=s32.x_t.double(), t=s32.t, num_steps=s32.num_steps, seed=s32.seed)
-    b32 = sample_basis(m32, s32, 2, cache_dir=tmp_path)
-    b64 = sample_basis(m64, s64, 2, cache_dir=tmp_path)
+    b32 = sample_basis(m32, s32, 2, method="exact", cache_dir=tmp_path)
+    b64 = sample_basis(m64, s64, 2, method="exact", cache_dir=tmp_path)
     assert b32.v.dtype == torch.float32 and b64.v.dtype == torch.float64
     assert len(list(tmp_path.iterdir())) == 2
 
@@ -577,28 +586,29 @@ def test_cache_tells_float64_from_float32(tiny_dir, tmp_path):
 def test_cache_weights_changed_in_place_are_a_new_key(tiny_dir, tmp_path):
     model = load_model(tiny_dir)
     sample = sample_at(model, 0, 600, 10)
-    a = sample_basis(model, sample, 2, cache_dir=tmp_path)
+    a = sample_basis(model, sample, 2, method="exact", cache_dir=tmp_path)
     with torch.no_grad():
         model.unet.conv_in.weight.mul_(2.0)
-    b = sample_basis(model, sample, 2, cache_dir=tmp_path)
+    b = sample_basis(model, sample, 2, method="exact", cache_dir=tmp_path)
     assert not torch.allclose(a.sigma, b.sigma) and len(list(tmp_path.iterdir())) == 2
 
 
 def test_cache_options_are_part_of_the_key(e, tmp_path):
     a = sample_basis(e.model, e.sample, 2, cache_dir=tmp_path, tol=1e-2)
-    sample_basis(e.model, e.sample, 2, cache_dir=tmp_path, tol=1e-6, progress=False)
-    sample_basis(e.model, e.sample, 2, cache_dir=tmp_path, tol=1e-2, progress=True)  # progress changes nothing
+    sample_basis(e.model, e.sample, 2, cache_dir=tmp_path, tol=1e-3, progress=False)
+    sample_basis(e.model, e.sample, 2, cache_dir=tmp_path, tol=1e-2, progress=True)  # progress: same key
     assert len(list(tmp_path.iterdir())) == 2 and a.v.shape == (2, 1, 1, 8, 8)
 
 
 def test_corrupt_cache_entry_is_reported_and_recomputed(e, tmp_path):
-    first = sample_basis(e.model, e.sample, 2, cache_dir=tmp_path)
+    first = sample_basis(e.model, e.sample, 2, method="exact", cache_dir=tmp_path)
     (entry,) = tmp_path.iterdir()
     entry.write_bytes(b"\x00" * 100)
     with pytest.warns(RuntimeWarning, match=str(entry.name)):
-        again = sample_basis(e.model, e.sample, 2, cache_dir=tmp_path)
+        again = sample_basis(e.model, e.sample, 2, method="exact", cache_dir=tmp_path)
     assert torch.allclose(again.v, first.v)
-    assert torch.equal(sample_basis(e.model, e.sample, 2, cache_dir=tmp_path).v, again.v)  # rewritten, readable
+    rewritten = sample_basis(e.model, e.sample, 2, method="exact", cache_dir=tmp_path)
+    assert torch.equal(rewritten.v, again.v)
 
 
 def test_save_basis_metadata_round_trip(e, tmp_path):
@@ -711,7 +721,7 @@ def _self_signed_server(tmp_path) -> tuple[int, threading.Event]:
 
 
 class _NotFound(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         self.send_response(404)
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -749,7 +759,7 @@ def test_hub_fails_within_the_deadline_with_one_message(kind, tmp_path, empty_hu
         stop.set()
     seconds = time.perf_counter() - start
     message = str(info.value)
-    assert seconds < 8.0, f"{kind}: {seconds:.1f} s"
+    assert seconds < HUB_DEADLINE_S + 6, f"{kind}: {seconds:.1f} s"  # the deadline, plus the local-cache look-up
     assert "someone/some-ddpm" in message and "--local-dir" in message and "config.json" not in message
     assert ("did not answer" if kind == "silent" else "unreachable") in message
 
@@ -762,6 +772,6 @@ def test_hub_without_the_model_says_so(empty_hub_cache, monkeypatch):
         start = time.perf_counter()
         with pytest.raises(ModelUnavailableError, match="no public model 'someone/some-ddpm'"):
             load_model("someone/some-ddpm")
-        assert time.perf_counter() - start < 8.0
+        assert time.perf_counter() - start < HUB_DEADLINE_S + 6
     finally:
         server.shutdown()
