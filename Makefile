@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: setup book student test unit nbval strict-book browser quick lab clean
+.PHONY: setup book student singlehtml test browser-check lint unit nbval strict-book browser quick lab clean
 
 setup: $(STAMP)
 
@@ -22,8 +22,21 @@ book: setup
 student: setup
 	$(BIN)/python scripts/build_student_edition.py
 
-## Everything CI checks: unit tests, nbval over every notebook, the strict build, the browser tests
-test: unit nbval strict-book browser
+## The whole book on one page, solutions included (print it or save it as PDF from a browser);
+## reuses the web book's executed notebooks -> _build/single/_build/singlehtml/index.html
+singlehtml: setup
+	$(BIN)/python scripts/build_single_page.py
+
+## Everything CI checks: lint, unit tests, nbval over every notebook, the strict build, the browser tests.
+## First of all, find or install the browser the browser tests need (or stop at once, saying what to install).
+test: browser-check lint unit nbval strict-book browser
+
+browser-check:
+	bash scripts/ensure_browser.sh
+
+## Style, checked by ruff (rules in pyproject.toml)
+lint: setup
+	$(BIN)/ruff check labkit tests scripts benchmarks
 
 unit: setup
 	$(BIN)/python -m pytest tests -m "not slow" -q -p no:cacheprovider
@@ -33,11 +46,11 @@ nbval: setup
 
 strict-book: book
 
-browser: setup
+browser: setup browser-check
 	$(BIN)/python -m pytest tests -m slow -q -p no:cacheprovider
 
-## Faster loop while writing: unit tests only
-quick: unit
+## Faster loop while writing: lint and unit tests only
+quick: lint unit
 
 ## Open the book's notebooks in JupyterLab
 lab: setup

@@ -54,7 +54,9 @@ def _shown(path: str) -> str:
 
 
 @torch.inference_mode()
-def ddim_samples(unet: UNet2DModel, scheduler: DDIMScheduler, n: int, batch_size: int, seed: int) -> tuple[torch.Tensor, float]:
+def ddim_samples(
+    unet: UNet2DModel, scheduler: DDIMScheduler, n: int, batch_size: int, seed: int
+) -> tuple[torch.Tensor, float]:
     """n samples in [-1, 1] by deterministic DDIM (η = 0) from seeded noise; returns (samples, seconds)."""
     gen = torch.Generator().manual_seed(seed)
     out = []
@@ -67,7 +69,9 @@ def ddim_samples(unet: UNet2DModel, scheduler: DDIMScheduler, n: int, batch_size
     return torch.cat(out), time.perf_counter() - t0
 
 
-def nearest_distances(queries: torch.Tensor, references: torch.Tensor, exclude_self: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def nearest_distances(
+    queries: torch.Tensor, references: torch.Tensor, exclude_self: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """For each query, the Euclidean distance to its nearest reference and that reference's index.
 
     With ``exclude_self`` (queries are the references), each item's distance to itself is ignored.
@@ -105,7 +109,8 @@ def save_grid(images: torch.Tensor, path: Path, columns: int = 8, scale: int = 3
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=str(EMBEDDED_MODEL), help="folder in diffusers layout (unet/, scheduler/)")
-    parser.add_argument("--classifier", default=str(EMBEDDED_CLASSIFIER), help="folder written by labkit.train classifier")
+    parser.add_argument("--classifier", default=str(EMBEDDED_CLASSIFIER),
+                        help="folder written by labkit.train classifier")
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps")
@@ -118,7 +123,8 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
 
     # low_cpu_mem_usage=False: the plain loading path (the other one wants `accelerate`).
-    unet = UNet2DModel.from_pretrained(args.model, subfolder="unet", use_safetensors=True, low_cpu_mem_usage=False).eval()
+    unet = UNet2DModel.from_pretrained(args.model, subfolder="unet", use_safetensors=True,
+                                       low_cpu_mem_usage=False).eval()
     scheduler = DDIMScheduler.from_pretrained(args.model, subfolder="scheduler")
     scheduler.set_timesteps(args.steps)
     load_before = os.getloadavg()[0]  # other work on the machine slows sampling: record it
@@ -186,18 +192,25 @@ def main(argv: list[str] | None = None) -> dict:
     save_grid(pairs, out / "nearest.png", columns=4)  # each sample, then its nearest training image
 
     c, m, t = report["classifier_confidence"], report["memorisation"], report["timing"]
+    classes = report["classes"]
     rows = [
         ("samples (DDIM, η=0)", f"{args.samples} × {args.steps} steps, batch {args.batch_size}"),
-        ("sampling time", f"{t['seconds']} s ({t['ms_per_forward']} ms per batched forward, {t['ms_per_image']} ms per image)"),
-        ("machine", f"{t['cpu_cores']} cores, {t['torch_threads']} torch threads, load average {t['load_average_before_after']}"),
-        ("classifier confidence ≥ 0.9", f"{c['share_confident_0.9']:.1%} of samples (real held-out digits: {c['real_heldout_share_confident_0.9']:.1%})"),
+        ("sampling time",
+         f"{t['seconds']} s ({t['ms_per_forward']} ms per batched forward, {t['ms_per_image']} ms per image)"),
+        ("machine",
+         f"{t['cpu_cores']} cores, {t['torch_threads']} torch threads, load average {t['load_average_before_after']}"),
+        ("classifier confidence ≥ 0.9", f"{c['share_confident_0.9']:.1%} of samples "
+                                        f"(real held-out digits: {c['real_heldout_share_confident_0.9']:.1%})"),
         ("class counts 0..9", " ".join(str(k) for k in counts.tolist())),
-        ("all ten present / max share", f"{report['classes']['all_ten_present']} / {report['classes']['max_share']:.1%} (digit {report['classes']['most_common']})"),
+        ("all ten present / max share", f"{classes['all_ten_present']} / {classes['max_share']:.1%} "
+                                        f"(digit {classes['most_common']})"),
         ("NN distance sample→train", "min {min}, p5 {p5}, median {median}".format(**m["sample_to_nearest_training"])),
-        ("NN distance train→train", "min {min}, p5 {p5}, median {median}".format(**m["training_to_nearest_other_training"])),
+        ("NN distance train→train",
+         "min {min}, p5 {p5}, median {median}".format(**m["training_to_nearest_other_training"])),
         ("samples closer than train p1", f"{m['share_samples_below_training_p1']:.1%} (fresh digits: ≈1%)"),
     ] + [
-        (f"{name} (samples | training)", f"{v['samples_mean']} ± {v['samples_std']} | {v['training_mean']} ± {v['training_std']}")
+        (f"{name} (samples | training)",
+         f"{v['samples_mean']} ± {v['samples_std']} | {v['training_mean']} ± {v['training_std']}")
         for name, v in report["measures"].items()
     ]
     width = max(len(k) for k, _ in rows)

@@ -2,24 +2,53 @@
 
 One module per idea, named as in the book:
 
-- ``labkit.geometry``  toy manifolds and maps, Jacobians, pullback metrics, curves, geodesics,
+- ``labkit.geometry``   toy manifolds and maps, Jacobians, pullback metrics, curves, geodesics,
   parallel transport, lerp and slerp (Part I)
-- ``labkit.spectral``  the local basis: implicit SVD of a Jacobian by JVPs and VJPs (Part I, ch. 5)
-- ``labkit.diffusion`` loading models, h-space, DDIM sampling and inversion (Part II)
-- ``labkit.editing``   x-space guidance, naive edits, transport between samples, interpolation
-- ``labkit.measures``  digit moments (slant, thickness, width, ink) to score directions
-- ``labkit.widgets``   the edit and interpolation explorers
-- ``labkit.plot``      figures the book reuses
-- ``labkit.data``      the MNIST digits the embedded model is trained on
-- ``labkit.train``     training the embedded model and its digit classifier
-- ``labkit.checks``    the input checks every public function runs first (one place, one style)
-- ``labkit.cache``     content keys (weights fingerprint) for the basis cache; ``labkit.hub``: the hub with a deadline
+- ``labkit.spectral``   the local basis: implicit SVD of a Jacobian by JVPs and VJPs (Part I, ch. 5)
+- ``labkit.krylov``     the solver behind it: thick-restart block Lanczos, linear algebra in float64
+- ``labkit.plot``       figures the book reuses: surfaces, tangent vectors, metric ellipses, image grids
+- ``labkit.models``     loading diffusion models (embedded, folder, hub id, or a bare U-Net), GPU precision
+- ``labkit.diffusion``  h-space, Tweedie's x̂₀, DDIM sampling and inversion, samples at timestep t (Part II)
+- ``labkit.analysis``   local bases over many samples and timesteps as a job (torchrun for many ranks)
+- ``labkit.editing``    x-space guidance, naive edits, transport between samples, interpolation
+- ``labkit.notebook``   the setup every Part II chapter starts with (model, device, timing)
+- ``labkit.measures``   digit moments (slant, thickness, width, ink) to score directions
+- ``labkit.classifier`` the digit classifier that judges the embedded model's samples
+- ``labkit.widgets``    the edit and interpolation explorers (a package: one explorer per module)
+- ``labkit.data``       the MNIST digits the embedded model is trained on
+- ``labkit.train``      training the embedded model, its digit classifier, and the shapes model
+- ``labkit.worlds``     a world with known factors: RGB scenes rendered from seven numbers
+- ``labkit.readout``    the factor read-out, a small CNN that reads a scene's factors back
+- ``labkit.scoring``    scoring directions against measured factors (response, disentanglement, side effects)
+- ``labkit.checks``     the input checks every public function runs first (one place, one style)
+- ``labkit.cache``      content keys (weights fingerprint, dtype, options) for the basis cache
+- ``labkit.hub``        the Hugging Face Hub probe, with one deadline
+
+Part I needs only torch: ``import labkit`` and ``import labkit.geometry`` do not import diffusers.
+The Part II modules, and the shortcuts ``labkit.load_model`` and ``labkit.h_space``, are imported
+on first use (PEP 562 module ``__getattr__``).
 """
 
-from labkit import data, diffusion, editing, geometry, plot, spectral
-from labkit.diffusion import h_space, load_model
+from __future__ import annotations
+
+import importlib
+
+from labkit import geometry, spectral
 from labkit.geometry import lerp, pullback_metric, slerp
 from labkit.spectral import LocalBasis, local_basis
 
-__all__ = ["data", "diffusion", "editing", "geometry", "plot", "spectral", "h_space", "load_model", "lerp", "slerp",
-           "pullback_metric", "LocalBasis", "local_basis"]
+_SUBMODULES = ("analysis", "cache", "checks", "classifier", "data", "diffusion", "editing", "hub", "measures",
+               "models", "notebook", "plot", "readout", "scoring", "train", "widgets", "worlds")
+_SHORTCUTS = {"load_model": "models", "h_space": "diffusion"}
+
+__all__ = ["geometry", "spectral", *_SUBMODULES, *_SHORTCUTS, "lerp", "slerp", "pullback_metric", "LocalBasis",
+           "local_basis"]
+
+
+def __getattr__(name: str):
+    # Imported on first use, so that Part I (geometry, spectral) never pays for diffusers.
+    if name in _SUBMODULES:
+        return importlib.import_module(f"labkit.{name}")
+    if name in _SHORTCUTS:
+        return getattr(importlib.import_module(f"labkit.{_SHORTCUTS[name]}"), name)
+    raise AttributeError(f"module 'labkit' has no attribute {name!r}")

@@ -3,6 +3,7 @@
     python -m labkit directions --t 0.6 --k 5 --seed 0 --out runs/directions
     python -m labkit directions --model google/ddpm-cifar10-32 --device cuda --t 0.8
     python -m labkit directions --image my_digit.png --out runs/my_digit   # edit a given image
+    python -m labkit analyze --samples 8 --t 0.2 0.6 1.0 --k 10 --out runs/analysis  # labkit.analysis
 
 For researchers who never open the book. It samples x_T from the seed and runs DDIM to t (or,
 with --image, inverts that image to t by DDIM inversion), finds
@@ -25,12 +26,15 @@ import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from labkit.checks import file_arg, float_arg, int_arg, out_dir_arg  # noqa: E402
-from labkit.data import read_image, to_pixel_range  # noqa: E402
-from labkit.diffusion import DiffusionModel, _resolve_device, h_space, load_model  # noqa: E402
-from labkit.editing import edit, invert_image, sample_at, sample_basis, save_basis, timestep_at  # noqa: E402
+from labkit.data import read_image  # noqa: E402
+from labkit.diffusion import QUALITY_BOOST, h_space, invert_image, sample_at, timestep_at  # noqa: E402
+from labkit.editing import edit, sample_basis, save_basis  # noqa: E402
+from labkit.models import DiffusionModel, _resolve_device, load_model, set_fp32_precision  # noqa: E402
+from labkit.plot import image_grid  # noqa: E402
 
 
 def directions(args: argparse.Namespace, model: DiffusionModel, image: torch.Tensor | None) -> Path:
+    set_fp32_precision(args.device, tf32=False)  # true float32 on a GPU too, as in Park et al.'s code
     t = timestep_at(model, args.t, args.steps)
     if image is None:
         sample = sample_at(model, args.seed, t, args.steps, progress=True)
@@ -42,19 +46,12 @@ def directions(args: argparse.Namespace, model: DiffusionModel, image: torch.Ten
                {"model": model.name, "t": t, "seed": sample.seed, "image": args.image, "k": args.k,
                 "num_steps": args.steps})
     strengths = torch.linspace(-args.strength, args.strength, args.columns)
-    fig, axes = plt.subplots(args.k, args.columns, figsize=(1.2 * args.columns, 1.2 * args.k), squeeze=False)
     # A given image is finished with η = 0 throughout, so strength 0 gives it back.
-    boost = 0.2 if image is None else None
-    for i in tqdm(range(args.k), desc="edit (one row per direction)"):
-        images = to_pixel_range(edit(model, sample, basis.v[i], strengths, boost_below=boost).cpu())
-        for j, picture in enumerate(images):
-            ax = axes[i, j]
-            ax.imshow(picture.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([]), ax.set_yticks([])
-            if j == 0:
-                ax.set_ylabel(f"v{i + 1}\nσ={float(basis.sigma[i]):.3g}", fontsize=8)
-            if i == args.k - 1:
-                ax.set_xlabel(f"γ={float(strengths[j]):.2g}", fontsize=8)
+    boost = QUALITY_BOOST if image is None else None
+    rows = [edit(model, sample, basis.v[i], strengths, boost_below=boost).cpu()
+            for i in tqdm(range(args.k), desc="edit (one row per direction)")]
+    fig = image_grid(rows, row_labels=[f"v{i + 1}\nσ={float(basis.sigma[i]):.3g}" for i in range(args.k)],
+                     col_titles=[f"γ={float(g):.2g}" for g in strengths], size=1.2)
     fig.suptitle(f"{model.name}: {'seed ' + str(args.seed) if image is None else Path(args.image).name}, t = {t}")
     fig.tight_layout()
     fig.savefig(out / "strip.png", dpi=120)
@@ -98,7 +95,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--columns", type=int_arg(2, 25), default=7, help="strengths per row, 2..25 (default 7)")
     p.add_argument("--out", type=out_dir_arg, default="labkit-directions",
                    help="output folder (created; checked writable before any work)")
+    a = sub.add_parser("analyze", help="local bases and their statistics over samples × timesteps (torchrun-ready)")
+    a.add_argument("--model", default=None, help="folder or hub id (default: the embedded MNIST model)")
+    a.add_argument("--samples", type=int_arg(1, 100_000), default=4, help="number of samples (seeds 0..N-1, default 4)")
+    a.add_argument("--t", type=float_arg(0.0, 1.0, low_open=True), nargs="+", default=[0.2, 0.6, 1.0],
+                   help="timesteps as fractions of T")
+    a.add_argument("--k", type=int_arg(1, 50), default=10, help="directions per unit, 1..50 (default 10)")
+    a.add_argument("--steps", type=int_arg(1, 1000), default=50, help="DDIM steps, 1..T (default 50)")
+    a.add_argument("--tol", type=float_arg(0.0, 1.0, low_open=True, high_open=True), default=1e-4,
+                   help="local basis residual tolerance (default 1e-4)")
+    a.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: one GPU per rank)")
+    a.add_argument("--out", required=True, help="output folder (units/ and results.json)")
     args = parser.parse_args(argv)
+    if args.command == "analyze":
+        analyze(parser, args)
+        return
     model = load_model_arg(parser, args)
     if args.steps > model.num_train_timesteps:
         parser.error(f"argument --steps: must be at most the model's T = {model.num_train_timesteps}, got {args.steps}")
@@ -114,6 +125,16 @@ def main(argv: list[str] | None = None) -> None:
         except (ValueError, OSError) as err:
             parser.error(f"argument --image: {err}")
     directions(args, model, image)
+
+
+def analyze(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    from labkit.analysis import Job, run
+
+    if len(set(args.t)) != len(args.t):
+        parser.error(f"argument --t: the timesteps must be distinct, got {args.t}")
+    path = run(Job(args.model, args.samples, tuple(args.t), args.k, Path(args.out), args.steps, args.tol, args.device))
+    if path is not None:
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ Explained in: labkit/embedded/README.md (the model card) and book/part2-diffusio
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,12 @@ def load_classifier(path: str | Path | None = None) -> DigitClassifier:
     return model.eval()
 
 
+@functools.cache
+def _load_once(folder: Path) -> DigitClassifier:
+    # classify's default: read from disk once per process and folder, not on every call
+    return load_classifier(folder)
+
+
 @dataclass(frozen=True)
 class DigitPrediction:
     label: Tensor  # (N,) int64      the most probable digit
@@ -75,12 +82,19 @@ class DigitPrediction:
 
 @torch.no_grad()
 def classify(images: Tensor, classifier: DigitClassifier | None = None, batch_size: int = 500) -> DigitPrediction:
-    """Classify (N, 1, 28, 28) images in [-1, 1] (default classifier: the shipped one)."""
-    check_tensor("images", images, shape=(None, 1, IMAGE_SIZE, IMAGE_SIZE), hint="digits in [-1, 1]; one image: images[None]")
+    """Classify (N, 1, 28, 28) images in [-1, 1] (default classifier: the shipped one, loaded once).
+
+    Returns the most probable digit (N,), its probability (N,) and all probabilities (N, 10).
+
+    Explained in: book/part2-diffusion/05_editing.ipynb
+    """
+    check_tensor("images", images, shape=(None, 1, IMAGE_SIZE, IMAGE_SIZE),
+                 hint="digits in [-1, 1]; one image: images[None]")
     check_int("batch_size", batch_size, 1)
     if classifier is not None and not isinstance(classifier, DigitClassifier):
-        raise TypeError(f"classifier must be a DigitClassifier (load_classifier()) or None, got {type(classifier).__name__}")
-    model = classifier if classifier is not None else load_classifier()
+        raise TypeError(f"classifier must be a DigitClassifier (load_classifier()) or None, "
+                        f"got {type(classifier).__name__}")
+    model = classifier if classifier is not None else _load_once(EMBEDDED_CLASSIFIER)
     device = next(model.parameters()).device
     logits = torch.cat([model(chunk.to(device)).cpu() for chunk in images.float().split(batch_size)])
     probabilities = logits.softmax(dim=1)

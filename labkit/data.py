@@ -103,7 +103,8 @@ def _check_shape(shape: object) -> tuple[int, int, int]:
     channels = check_int("shape[0] (channels)", shape[0], 1, 4)
     if channels == 2:
         raise ValueError("shape[0] (channels) must be 1 (grey), 3 (RGB) or 4, got 2")
-    return channels, check_int("shape[1] (height)", shape[1], 1, MAX_SIDE), check_int("shape[2] (width)", shape[2], 1, MAX_SIDE)
+    height = check_int("shape[1] (height)", shape[1], 1, MAX_SIDE)
+    return channels, height, check_int("shape[2] (width)", shape[2], 1, MAX_SIDE)
 
 
 def load_digits(digits: list[int] | None = None, limit: int | None = None) -> tuple[Tensor, Tensor]:

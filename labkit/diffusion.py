@@ -1,281 +1,34 @@
-"""Diffusion models for the book: loading, h-space, DDIM sampling and DDIM inversion.
+"""Diffusion models for the book: h-space, DDIM sampling and inversion, samples on the way.
 
-A DDPM's network ε_θ(x_t, t) is a U-Net. Park et al. study the map
+A DDPM's network ε_θ(x_t, t) is a U-Net (loaded by ``labkit.models``). Park et al. study the map
 
     f_t : X → H,   x_t ↦ h_t = output of the U-Net's mid-block,
 
 whose Jacobian J = ∂h/∂x pulls the Euclidean metric of H back to the latent space X. This module
-gives that map as a plain function of x (so torch.func can differentiate it), and the DDIM
-sampler and its inverse built on diffusers' schedulers.
-
-Two fixes make forward-mode AD (torch.func.jvp) work through diffusers' U-Nets:
-- attention: fused scaled-dot-product kernels have no forward-mode derivative, so every
-  attention module gets diffusers' plain ``AttnProcessor`` (matmul + softmax), and h-space
-  evaluations also run under the math SDPA backend;
-- GroupNorm: some attention blocks hand GroupNorm a non-contiguous tensor, which ``group_norm``
-  rejects under jvp; a forward pre-hook makes its input contiguous.
+gives that map as a plain function of x (so torch.func can differentiate it), Tweedie's x̂₀, the
+DDIM sampler and its inverse built on diffusers' schedulers, and a `Sample`: a latent x_t stopped
+at timestep t on its way from noise (``sample_at``) or from an image (``invert_image``).
 
 Explained in: book/part2-diffusion/03_diffusion.ipynb and 04_h_space.ipynb
 """
 
 from __future__ import annotations
 
-import os
 import re
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from diffusers import DDIMInverseScheduler, DDIMScheduler, DDPMScheduler, UNet2DModel
-from diffusers.models.attention_processor import Attention, AttnProcessor
+from diffusers import DDIMInverseScheduler, DDPMScheduler
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
-from labkit.checks import check_bool, check_float, check_int, check_tensor, check_weights, show
-from labkit.hub import hub_problem
+from labkit.checks import check_bool, check_float, check_int, check_tensor, show
+from labkit.models import DiffusionModel
 
-EMBEDDED_MODEL = Path(__file__).parent / "embedded"
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-
-
-class ModelUnavailableError(RuntimeError):
-    """The model asked for cannot be loaded here (not on disk, and the hub is unreachable)."""
-
-
-@dataclass(frozen=True)
-class DiffusionModel:
-    """A noise-prediction U-Net and the noise schedule it was trained with.
-
-    unet:       diffusers UNet2DModel, ε_θ(x_t, t), in eval mode, gradients off for its weights
-    schedule:   the training scheduler's config (β schedule, T, prediction type)
-    name:       where it came from ("embedded", a folder, or a hub id)
-    """
-
-    unet: UNet2DModel
-    schedule: dict
-    name: str
-
-    @property
-    def device(self) -> torch.device:
-        return self.unet.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.unet.dtype
-
-    @property
-    def sample_shape(self) -> tuple[int, int, int]:
-        """(channels, height, width) of one latent x_t."""
-        size = self.unet.config.sample_size
-        height, width = (size, size) if isinstance(size, int) else size
-        return (self.unet.config.in_channels, height, width)
-
-    @property
-    def num_train_timesteps(self) -> int:
-        return int(self.schedule["num_train_timesteps"])
-
-    def eps(self, x: Tensor, t: int) -> Tensor:
-        """ε_θ(x_t, t): the predicted noise, same shape as x (batched (B, C, H, W))."""
-        with sdpa_kernel([SDPBackend.MATH]):
-            return self.unet(x, t).sample
-
-    def ddim(self, num_steps: int) -> DDIMScheduler:
-        """A DDIM scheduler on this model's training schedule, set to ``num_steps`` steps."""
-        check_int("num_steps", num_steps, 1, self.num_train_timesteps, hint="the number of DDIM steps")
-        # No clipping of the predicted x_0: it makes a step non-invertible, and DDIM inversion
-        # must retrace exactly the path that sampling takes.
-        scheduler = DDIMScheduler.from_config(self.schedule, clip_sample=False)
-        scheduler.set_timesteps(num_steps)
-        return scheduler
-
-    def timesteps(self, num_steps: int) -> list[int]:
-        """The DDIM timesteps for ``num_steps`` steps, descending (e.g. 980, 960, …, 0 for 50)."""
-        return [int(t) for t in self.ddim(num_steps).timesteps]
-
-    def __repr__(self) -> str:
-        n = sum(p.numel() for p in self.unet.parameters())
-        return (f"DiffusionModel({self.name!r}, x: {self.sample_shape}, {n / 1e6:.2f}M parameters, "
-                f"T={self.num_train_timesteps}, {self.device}, {self.dtype})")
-
-
-# --------------------------------------------------------------------------------------------
-# Loading
-# --------------------------------------------------------------------------------------------
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if not isinstance(device, str | torch.device):
-        raise TypeError(f"device must be a name like 'cpu' or 'cuda', got {type(device).__name__} {show(device)}")
-    try:
-        device = torch.device(device)
-    except RuntimeError as err:
-        raise ValueError(f"device={device!r} is not a device name: use 'cpu', 'cuda' or 'cuda:N'") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
-            f"device={str(device)!r} was asked for, but this torch build sees no CUDA GPU "
-            f"(torch {torch.__version__}). Use device='cpu', or install a CUDA build of torch (README, 'GPU')."
-        )
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise RuntimeError("device='mps' was asked for, but MPS is not available; use device='cpu'.")
-    return device
-
-
-def set_fp32_precision(device: str | torch.device, tf32: bool) -> None:
-    """On CUDA: float32 convolutions and matmuls in TF32 (``tf32=True``) or in IEEE float32.
-
-    Global torch flags (the ``fp32_precision`` API of torch ≥ 2.9). Does nothing on other devices.
-    """
-    if torch.device(device).type == "cuda":
-        precision = "tf32" if tf32 else "ieee"
-        torch.backends.cudnn.conv.fp32_precision = precision
-        torch.backends.cuda.matmul.fp32_precision = precision
-
-
-def _contiguous_input(module: torch.nn.Module, args: tuple) -> tuple:
-    return tuple(a.contiguous() if torch.is_tensor(a) else a for a in args)
-
-
-def prepare_for_forward_ad(unet: UNet2DModel) -> UNet2DModel:
-    """Make ``unet`` differentiable by torch.func.jvp: plain attention, contiguous GroupNorm input.
-
-    Idempotent. Returns the same module. See the module docstring for why each fix is needed.
-    """
-    for module in unet.modules():
-        if isinstance(module, Attention):
-            module.set_processor(AttnProcessor())
-        elif isinstance(module, torch.nn.GroupNorm) and not getattr(module, "_labkit_contiguous", False):
-            module.register_forward_pre_hook(_contiguous_input)
-            module._labkit_contiguous = True
-    return unet
-
-
-def _load_unet_and_schedule(source: str, local_only: bool, dtype: torch.dtype) -> tuple[UNet2DModel, dict]:
-    """Read a diffusers model in either layout: pipeline (unet/, scheduler/) or flat (root)."""
-    with warnings.catch_warnings():
-        # diffusers passes a deprecated argument to huggingface_hub; the warning is not the user's to fix
-        warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
-        return _read_model(source, local_only, dtype)
-
-
-def _read_model(source: str, local_only: bool, dtype: torch.dtype) -> tuple[UNet2DModel, dict]:
-    kwargs = dict(use_safetensors=True, local_files_only=local_only, low_cpu_mem_usage=False, torch_dtype=dtype)
-    # (low_cpu_mem_usage=False: the default needs `accelerate` and warns without it)
-    path = Path(source)
-    if path.is_dir():
-        subfolder = "unet" if (path / "unet" / "config.json").exists() else None
-        if subfolder is None and not (path / "config.json").exists():
-            raise ModelUnavailableError(
-                f"{source!r} is a folder but holds no diffusers model (no config.json, no unet/config.json). "
-                "Pass a folder saved with save_pretrained, a hub id, or nothing for the embedded model."
-            )
-        sched_sub = "scheduler" if (path / "scheduler" / "scheduler_config.json").exists() else None
-    else:
-        try:
-            UNet2DModel.load_config(source, local_files_only=local_only)
-            subfolder = sched_sub = None
-        except OSError:
-            subfolder, sched_sub = "unet", "scheduler"
-    found = UNet2DModel.load_config(source, subfolder=subfolder, local_files_only=local_only).get("_class_name")
-    if found not in (None, "UNet2DModel"):
-        raise ModelUnavailableError(
-            f"{source!r} holds a {found}, not a UNet2DModel: labkit needs a DDPM's noise-prediction U-Net. "
-            "Pass a DDPM pipeline (folder or hub id with unet/ and scheduler/), or nothing for the embedded model."
-        )
-    unet, info = UNet2DModel.from_pretrained(source, subfolder=subfolder, output_loading_info=True, **kwargs)
-    check_weights(source, unet, info, ModelUnavailableError)
-    schedule = DDPMScheduler.from_pretrained(source, subfolder=sched_sub, local_files_only=local_only).config
-    return unet, dict(schedule)
-
-
-def load_model(
-    name_or_path: str | os.PathLike | None = None,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
-    tf32: bool = False,
-) -> DiffusionModel:
-    """Load a DDPM: the embedded model (None), a local folder, or a Hugging Face hub id.
-
-    - ``None``: the small MNIST DDPM this project trains and ships (labkit/embedded); no network.
-    - a folder saved by diffusers (``save_pretrained``), in pipeline layout (unet/, scheduler/)
-      or flat layout (config.json and scheduler_config.json at the root);
-    - a hub id such as ``"google/ddpm-cifar10-32"`` or ``"google/ddpm-ema-celebahq-256"``:
-      taken from the local Hugging Face cache if it is there, else downloaded. Offline, this
-      fails at once with one clear message (no retry loop).
-
-    Weights are read from safetensors only. The U-Net is put in eval mode, its parameters are
-    frozen, and it is prepared for forward-mode AD (``prepare_for_forward_ad``).
-
-    On a CUDA device, convolutions and matrix products run in true float32, as in Park et al.'s
-    code: torch's default lets cuDNN convolutions use TF32 (inputs rounded to 10 mantissa bits,
-    about 1e-3 relative error per layer), which breaks the book's 1e-4 agreement checks. This
-    sets torch's global precision flags; ``tf32=True`` keeps TF32 instead (faster on Ampere and
-    later GPUs).
-    """
-    device = _resolve_device(device)
-    if dtype not in DTYPES:
-        raise TypeError(f"dtype must be one of {', '.join(map(str, DTYPES))}, got {show(dtype)}")
-    check_bool("tf32", tf32)
-    set_fp32_precision(device, tf32)
-    if name_or_path is None:
-        if not (EMBEDDED_MODEL / "unet" / "config.json").exists():
-            raise ModelUnavailableError(
-                f"the embedded model is missing from {EMBEDDED_MODEL}; reinstall labkit from the repository, "
-                "or train it: python -m labkit.train ddpm --out labkit/embedded"
-            )
-        source, name, local_only = str(EMBEDDED_MODEL), "embedded", True
-    else:
-        if not isinstance(name_or_path, str | os.PathLike):
-            raise TypeError(f"name_or_path must be a folder, a hub id or None, got {type(name_or_path).__name__}")
-        source, name = str(name_or_path), str(name_or_path)
-        is_dir = Path(source).is_dir()
-        if not is_dir and not HUB_ID.match(source):
-            raise ModelUnavailableError(
-                f"name_or_path={source!r} is neither a folder nor a hub id like 'google/ddpm-cifar10-32'. "
-                "Pass an existing folder, a hub id, or nothing for the embedded model."
-            )
-        local_only = True
-        if not is_dir:
-            try:  # the local cache first: fast, and works offline
-                unet, schedule = _load_unet_and_schedule(source, local_only=True, dtype=dtype)
-                return _finish(unet, schedule, name, device, dtype)
-            except ModelUnavailableError:
-                raise
-            except (OSError, ValueError):
-                local_only = False
-            problem = hub_problem(source)
-            if problem is not None:
-                raise ModelUnavailableError(
-                    f"cannot load {source!r}: it is not in the local Hugging Face cache, and {problem}. "
-                    f"Download it where you have internet (hf download {source} --local-dir DIR) and pass DIR, "
-                    "or call load_model() for the embedded model."
-                )
-    try:
-        unet, schedule = _load_unet_and_schedule(source, local_only=local_only, dtype=dtype)
-    except ModelUnavailableError:
-        raise
-    except (OSError, ValueError) as err:
-        raise ModelUnavailableError(
-            f"cannot load {source!r}: {str(err).splitlines()[0]} "
-            "(is the id right, and does the repository have safetensors weights?)"
-        ) from err
-    return _finish(unet, schedule, name, device, dtype)
-
-
-def _finish(unet: UNet2DModel, schedule: dict, name: str, device: torch.device, dtype: torch.dtype) -> DiffusionModel:
-    unet = prepare_for_forward_ad(unet).to(device=device)
-    if dtype == torch.float64:
-        # diffusers "upcasts" attention softmax to float32, which for a float64 model is a
-        # downcast: it would cap every derivative check at float32 precision.
-        for module in unet.modules():
-            if isinstance(module, Attention):
-                module.upcast_softmax = module.upcast_attention = False
-    unet.eval()
-    unet.requires_grad_(False)
-    return DiffusionModel(unet=unet, schedule=schedule, name=name)
-
+# The paper's "quality boosting": the last DDIM steps, t ≤ QUALITY_BOOST · T, run with η = 1.
+QUALITY_BOOST = 0.2
 
 # --------------------------------------------------------------------------------------------
 # Checks shared by every function that takes a latent or a timestep
@@ -459,13 +212,79 @@ def ddim_invert(
     Explained in: book/part2-diffusion/03_diffusion.ipynb
     """
     check_latent(model, x0, "x0")
-    t_to = check_timestep(model, t_to, "t_to")
-    if t_to not in model.timesteps(num_steps):
-        raise ValueError(f"t_to={t_to} is not a DDIM timestep for num_steps={num_steps}; pick one of model.timesteps({num_steps})")
+    t_to, _ = _on_schedule(model, t_to, num_steps, name="t_to")
     inverse = DDIMInverseScheduler.from_config(model.schedule, clip_sample=False)
     inverse.set_timesteps(num_steps)
     x = x0
     with torch.no_grad():
-        for t in tqdm([int(t) for t in inverse.timesteps if t <= t_to], desc="DDIM inversion", disable=not progress, leave=False):
+        todo = [int(t) for t in inverse.timesteps if t <= t_to]
+        for t in tqdm(todo, desc="DDIM inversion", disable=not progress, leave=False):
             x = inverse.step(model.eps(x, t), t, x).prev_sample
     return x
+
+
+# --------------------------------------------------------------------------------------------
+# Samples: a latent stopped at timestep t
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Sample:
+    """A sample's latent on its way from noise to image, stopped at timestep t.
+
+    x_t: (1, C, H, W) the latent at timestep t;  seed: the noise seed it came from (or None);
+    t: the timestep;  num_steps: the DDIM schedule it lies on.
+    """
+
+    x_t: Tensor
+    t: int
+    num_steps: int
+    seed: int | None
+
+
+def _on_schedule(model: DiffusionModel, t: int, num_steps: int, name: str = "t") -> tuple[int, list[int]]:
+    """t checked to be one of model.timesteps(num_steps); returns (t, that schedule). name: t's parameter."""
+    t = check_timestep(model, t, name)
+    steps = model.timesteps(num_steps)  # checks num_steps
+    if t not in steps:
+        raise ValueError(f"{name}={t} is not on the {num_steps}-step DDIM schedule; "
+                         f"pick one of model.timesteps({num_steps})")
+    return t, steps
+
+
+def sample_at(model: DiffusionModel, seed: int, t: int, num_steps: int = 50, progress: bool = False) -> Sample:
+    """Start from noise x_T(seed) and run DDIM down to timestep t (one of model.timesteps(num_steps)).
+
+    Explained in: book/part2-diffusion/04_h_space.ipynb
+    """
+    t, steps = _on_schedule(model, t, num_steps)
+    x = sample_noise(model, 1, seed)
+    if t != steps[0]:
+        x = ddim_sample(model, x, num_steps, t_to=t, progress=progress)
+    return Sample(x_t=x, t=t, num_steps=num_steps, seed=seed)
+
+
+def invert_image(model: DiffusionModel, image: Tensor, t: int, num_steps: int = 50, progress: bool = False) -> Sample:
+    """A given image x_0 (1, C, H, W) in [-1, 1] as a Sample at timestep t, by DDIM inversion.
+
+    The returned latent is the x_t that deterministic DDIM maps back to (approximately) this image,
+    so a real image can be edited like a generated one: ``labkit.editing.sample_basis`` then
+    ``edit``. For a faithful round trip, edit with ``boost_below=None`` (η = 0 throughout): the
+    default η = 1 near the end re-noises fine detail. The sample has no seed (seed=None); its
+    basis is cached by content like any other.
+
+    Explained in: book/part2-diffusion/05_editing.ipynb
+    """
+    t, _ = _on_schedule(model, t, num_steps)
+    check_latent(model, image, "image", batch=1)
+    x_t = ddim_invert(model, image, t_to=t, num_steps=num_steps, progress=progress)
+    return Sample(x_t=x_t, t=t, num_steps=num_steps, seed=None)
+
+
+def timestep_at(model: DiffusionModel, fraction: float, num_steps: int = 50) -> int:
+    """The DDIM timestep closest to fraction·T (the paper edits at 1.0 T, 0.8 T, 0.6 T).
+
+    Explained in: book/part2-diffusion/03_diffusion.ipynb
+    """
+    check_float("fraction", fraction, 0.0, 1.0, hint="t as a fraction of T, e.g. 0.6")
+    steps = model.timesteps(num_steps)
+    return min(steps, key=lambda s: abs(s - fraction * model.num_train_timesteps))

@@ -4,10 +4,11 @@ Given a sample's latent x_t at timestep t and a direction v in X (a right singul
 J = ∂h/∂x, see ``labkit.spectral.local_basis``):
 
 - the **naive edit** moves the latent: x_t ← x_t + γ v;
-- **x-space guidance** (Park et al.) moves it so that the *noise prediction* changes as it would
-  along v, repeated N times at the same t:  x ← x + γ [ε(x + δ v, t) − ε(x, t)];
+- **x-space guidance** (Park et al.) moves it *by* the change that a step δv causes in the noise
+  prediction, repeated N times at the same t:  x ← x + γ [ε(x + δ v, t) − ε(x, t)];
 
-then DDIM finishes sampling from t to 0 (η = 0, with η = 1 for t ≤ 0.2 T: "quality boosting").
+then DDIM finishes sampling from t to 0 (η = 0, with η = 1 for t ≤ 0.2 T: "quality boosting",
+``labkit.diffusion.QUALITY_BOOST``).
 
 Between samples, a direction found at sample A is carried to sample B by **parallel transport**
 through H: push it forward with A's Jacobian, project onto B's tangent space in H, pull back
@@ -35,77 +36,34 @@ from torch import Tensor
 from labkit.cache import content_key, weights_fingerprint
 from labkit.checks import check_choice, check_float, check_int, check_nonzero, check_tensor, show
 from labkit.diffusion import (
-    DiffusionModel,
+    QUALITY_BOOST,
+    Sample,
+    _on_schedule,
     check_latent,
     check_timestep,
-    ddim_invert,
     ddim_sample,
     h_space,
-    sample_noise,
+    invert_image,
+    sample_at,
+    timestep_at,
 )
 from labkit.geometry import curve_length, discrete_geodesic, lerp, slerp
+from labkit.models import DiffusionModel
 from labkit.spectral import LocalBasis, local_basis
 
 EditMethod = Literal["guidance", "naive"]
 
 
+# Sample, sample_at, invert_image and timestep_at live in labkit.diffusion; editing builds on them
+# and re-exports them for code written against earlier versions.
+__all__ = ["EditMethod", "Interpolation", "Sample", "edit", "global_directions", "interpolate", "invert_image",
+           "load_basis", "naive_edit", "parallel_transport", "sample_at", "sample_basis", "save_basis", "timestep_at",
+           "x_space_guidance"]
+
+
 # --------------------------------------------------------------------------------------------
 # One sample's local basis, cached on disk
 # --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Sample:
-    """A sample's latent on its way from noise to image, stopped at timestep t.
-
-    x_t: (1, C, H, W) the latent at timestep t;  seed: the noise seed it came from (or None);
-    t: the timestep;  num_steps: the DDIM schedule it lies on.
-    """
-
-    x_t: Tensor
-    t: int
-    num_steps: int
-    seed: int | None
-
-
-def _on_schedule(model: DiffusionModel, t: int, num_steps: int) -> tuple[int, list[int]]:
-    """t checked to be one of model.timesteps(num_steps); returns (t, that schedule)."""
-    t = check_timestep(model, t)
-    steps = model.timesteps(num_steps)  # checks num_steps
-    if t not in steps:
-        raise ValueError(f"t={t} is not on the {num_steps}-step DDIM schedule; pick one of model.timesteps({num_steps})")
-    return t, steps
-
-
-def sample_at(model: DiffusionModel, seed: int, t: int, num_steps: int = 50, progress: bool = False) -> Sample:
-    """Start from noise x_T(seed) and run DDIM down to timestep t (one of model.timesteps(num_steps))."""
-    t, steps = _on_schedule(model, t, num_steps)
-    x = sample_noise(model, 1, seed)
-    if t != steps[0]:
-        x = ddim_sample(model, x, num_steps, t_to=t, progress=progress)
-    return Sample(x_t=x, t=t, num_steps=num_steps, seed=seed)
-
-
-def invert_image(model: DiffusionModel, image: Tensor, t: int, num_steps: int = 50, progress: bool = False) -> Sample:
-    """A given image x_0 (1, C, H, W) in [-1, 1] as a Sample at timestep t, by DDIM inversion.
-
-    The returned latent is the x_t that deterministic DDIM maps back to (approximately) this image
-    (book chapter "Diffusion models in one chapter"), so a real image can be edited like a generated
-    one: ``sample_basis`` then ``edit``. For a faithful round trip, edit with ``boost_below=None``
-    (η = 0 throughout): the default η = 1 near the end re-noises fine detail. The sample has no
-    seed (seed=None).
-    """
-    t, _ = _on_schedule(model, t, num_steps)
-    check_latent(model, image, "image", batch=1)
-    x_t = ddim_invert(model, image, t_to=t, num_steps=num_steps, progress=progress)
-    return Sample(x_t=x_t, t=t, num_steps=num_steps, seed=None)
-
-
-def timestep_at(model: DiffusionModel, fraction: float, num_steps: int = 50) -> int:
-    """The DDIM timestep closest to fraction·T (the paper edits at 1.0 T, 0.8 T, 0.6 T)."""
-    check_float("fraction", fraction, 0.0, 1.0, hint="t as a fraction of T, e.g. 0.6")
-    steps = model.timesteps(num_steps)
-    return min(steps, key=lambda s: abs(s - fraction * model.num_train_timesteps))
-
 
 RESERVED_METADATA = ("n_jvp", "n_vjp", "method", "iterations")  # save_basis writes these itself
 
@@ -130,7 +88,8 @@ def save_basis(basis: LocalBasis, path: str | os.PathLike, metadata: dict | None
                          f"{', '.join(RESERVED_METADATA)} itself; rename yours (e.g. 'my_{clash[0]}')")
     path = Path(path)
     if path.is_dir():
-        raise IsADirectoryError(f"path {str(path)!r} is a folder; give a file name such as {str(path / 'basis.safetensors')!r}")
+        raise IsADirectoryError(f"path {str(path)!r} is a folder; "
+                                f"give a file name such as {str(path / 'basis.safetensors')!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: getattr(basis, name).detach().cpu().contiguous() for name in ("v", "sigma", "u", "residual")}
     meta = {"n_jvp": str(basis.n_jvp), "n_vjp": str(basis.n_vjp), "method": basis.method,
@@ -261,15 +220,16 @@ def x_space_guidance(
 
         x ← x + γ [ε(x + δ v, t) − ε(x, t)].
 
-    For small δ the bracket is δ·(∂ε/∂x) v: the latent moves so that the network's prediction
-    changes as it would along v, which keeps x_t where the network is trained (unlike x + γ v).
+    For small δ the bracket is δ·(∂ε/∂x) v: the latent moves by γ times the change in the network's
+    prediction that a step along v causes, recomputed at the current x on every iteration.
     x_t: (1, C, H, W); strength: scalar or (S,); returns (S, C, H, W). All strengths run as one batch.
     """
     check_latent(model, x_t, "x_t", batch=1)
     t = check_timestep(model, t)
     v = _check_direction(x_t, v)
     gamma = _check_strengths(strength, x_t)
-    check_float("delta", delta, 0.0, 1e3, low_open=True, hint="the probe step δ > 0; a negative strength edits the other way")
+    check_float("delta", delta, 0.0, 1e3, low_open=True,
+                hint="the probe step δ > 0; a negative strength edits the other way")
     check_int("n_iter", n_iter, 0, 10_000)
     x = x_t.expand(len(gamma), *x_t.shape[1:]).clone()
     with torch.no_grad():
@@ -285,7 +245,7 @@ def edit(
     v: Tensor,
     strengths: Tensor | list[float] | float,
     method: EditMethod = "guidance",
-    boost_below: float | None = 0.2,
+    boost_below: float | None = QUALITY_BOOST,
     **method_options,
 ) -> Tensor:
     """Edit a sample along v and finish sampling: images (S, C, H, W) in [-1, 1], one per strength.
@@ -347,8 +307,8 @@ def parallel_transport(basis_a: LocalBasis, basis_b: LocalBasis, v: Tensor) -> T
     small = torch.finfo(v.dtype).eps ** 0.5
     coeff_a = _flat(basis_a.v) @ v                                     # V_Aᵀ v
     if coeff_a.norm() <= small * v.norm():
-        raise ValueError(f"v is orthogonal to span(V_A) (only {coeff_a.norm() / v.norm():.1e} of its length lies in it): "
-                         "J_A is unknown there, so there is nothing to transport; use a direction of basis_a")
+        raise ValueError(f"v is orthogonal to span(V_A) (only {coeff_a.norm() / v.norm():.1e} of its length lies "
+                         "in it): J_A is unknown there, so there is nothing to transport; use a direction of basis_a")
     u = (_flat(basis_a.u).T * basis_a.sigma) @ coeff_a                 # J_A v
     if u.norm() <= small * basis_a.sigma.max() * coeff_a.norm():
         raise ValueError("J_A v is zero (v lies along singular values of about 0): nothing to transport")
@@ -372,7 +332,8 @@ def global_directions(bases: list[LocalBasis], k: int | None = None) -> Tensor:
     if not isinstance(bases, list | tuple) or not bases or not all(isinstance(b, LocalBasis) for b in bases):
         raise TypeError(f"bases must be a non-empty list of LocalBasis, got {show(bases)}")
     if len({b.v.shape[1:] for b in bases}) > 1:
-        raise ValueError(f"bases must all come from the same map (same x shape), got {sorted({tuple(b.v.shape[1:]) for b in bases})}")
+        shapes = sorted({tuple(b.v.shape[1:]) for b in bases})
+        raise ValueError(f"bases must all come from the same map (same x shape), got {shapes}")
     stacked = torch.cat([_flat(b.v) for b in bases])
     k = bases[0].v.shape[0] if k is None else check_int("k", k, 1, min(stacked.shape))
     _, _, vh = torch.linalg.svd(stacked, full_matrices=False)

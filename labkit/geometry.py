@@ -18,7 +18,7 @@ Explained in: book/part1-geometry/04_pullback_metric.ipynb and 06_curves.ipynb
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -157,7 +157,8 @@ def jacobian(f: Map, x: Tensor) -> Tensor:
     x = _check_tensor("x", x)
     if x.numel() > MAX_EXPLICIT_DIM:
         raise ValueError(
-            f"x has {x.numel()} entries: jacobian would build a matrix with that many columns; for large inputs use "
+            f"x has {x.numel()} entries: the Jacobian (and the metric JᵀJ, {x.numel()}×{x.numel()}) would be "
+            f"built as explicit matrices, meant for at most {MAX_EXPLICIT_DIM}; for large inputs use "
             "labkit.local_basis(f, x, k), which needs only Jacobian-vector products."
         )
     return torch.func.jacrev(f)(x).reshape(-1, x.numel())
@@ -172,14 +173,7 @@ def pullback_metric(f: Map, x: Tensor) -> Tensor:
 
     Explained in: book/part1-geometry/04_pullback_metric.ipynb
     """
-    _check_map(f)
-    x = _check_tensor("x", x)
-    if x.numel() > MAX_EXPLICIT_DIM:
-        raise ValueError(
-            f"x has {x.numel()} entries: pullback_metric would build a {x.numel()}×{x.numel()} matrix; "
-            "for large inputs use labkit.local_basis(f, x, k) instead."
-        )
-    J = jacobian(f, x)
+    J = jacobian(f, x)  # checks x, and refuses inputs too large for an explicit matrix
     return J.T @ J
 
 
@@ -215,7 +209,8 @@ def tangent_angle(f: Map, x: Tensor, v: Tensor, w: Tensor) -> Tensor:
     Jv, Jw = _pushforward(f, x, v), _pushforward(f, x, w)
     norms = torch.linalg.vector_norm(Jv) * torch.linalg.vector_norm(Jw)
     if not bool(norms > 0):
-        raise ValueError("tangent_angle: v or w has zero length through f (J v = 0 or J w = 0); its angle is undefined.")
+        raise ValueError("tangent_angle: v or w has zero length through f (J v = 0 or J w = 0); "
+                         "its angle is undefined.")
     # clamp: rounding can push the cosine a hair outside [-1, 1]
     return torch.arccos(torch.clamp(Jv @ Jw / norms, -1.0, 1.0))
 
@@ -288,7 +283,8 @@ def discrete_geodesic(
     if init is not None:
         check_tensor("init", init)
         if init.shape != line.shape:
-            raise ValueError(f"init must have shape {tuple(line.shape)} (n_points, *x0.shape), got {tuple(init.shape)}.")
+            raise ValueError(f"init must have shape {tuple(line.shape)} (n_points, *x0.shape), "
+                             f"got {tuple(init.shape)}.")
         line = torch.cat([x0[None], init[1:-1].to(line), x1[None]])
     if n_points == 2 or steps == 0:
         return line

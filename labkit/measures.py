@@ -26,7 +26,7 @@ and, for the thickness, the length of the ink's outline (`ink_perimeter`).
 All measures are in pixel units (or dimensionless) and are unchanged when the digit is moved
 (translated) inside the frame. A blank image (no ink) gives NaN for the shape measures.
 
-Explained in: book/part2-diffusion (the chapters that score semantic directions)
+Explained in: book/part2-diffusion/05_editing.ipynb, 06_interpolation.ipynb and 07_semantic.ipynb
 """
 
 from __future__ import annotations

@@ -1,19 +1,29 @@
-"""Figures the book reuses: surfaces, curves and tangent vectors on them, metric ellipses.
+"""Figures the book reuses: surfaces, curves and tangent vectors on them, metric ellipses, image grids.
 
-A flat module of functions. Each draws into an existing matplotlib Axes when given one (so
-figures can be composed), creates one otherwise, and returns it. Maps are labkit.geometry
-maps (chart coordinates -> points in R^3 for the 3-D functions).
+A flat module of functions. Each draws into existing matplotlib Axes when given them (so
+figures can be composed), creates them otherwise, and returns them (``image_grid``: the figure).
+Maps are labkit.geometry maps (chart coordinates -> points in R^3 for the 3-D functions).
+
+Explained in: book/part1-geometry/04_pullback_metric.ipynb (images: book/part2-diffusion/03_diffusion.ipynb)
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from torch import Tensor
 
 from labkit.geometry import Map, jacobian, pullback_metric
+
+# How pixel values map to black..white: a fixed (low, high) for every image; "own": each image from
+# its own min to max; "symmetric": each over ±max|value| (0 in the middle, for signed directions).
+ValueRange = tuple[float, float] | Literal["own", "symmetric"]
 
 
 def _axes_3d(ax: Axes | None) -> Axes:
@@ -109,3 +119,90 @@ def metric_ellipses(f: Map, grid: Tensor, ax: Axes | None = None, size: float | 
         ax.plot(e[0], e[1], **{"color": "tab:blue", "linewidth": 1, **plot_kwargs})
     ax.set_aspect("equal")
     return ax
+
+
+def _image_rows(images: Tensor | Sequence[Tensor]) -> list[Tensor]:
+    if torch.is_tensor(images):
+        if images.dim() == 4:
+            return [images]
+        if images.dim() == 5:
+            return list(images)
+        raise ValueError(f"images must have shape (S, C, H, W) or (R, S, C, H, W), got {tuple(images.shape)}")
+    rows = list(images)
+    if not rows or not all(torch.is_tensor(row) and row.dim() == 4 and len(row) > 0 for row in rows):
+        raise ValueError("images must be a tensor or a non-empty list of non-empty (S, C, H, W) batches, one per row")
+    return rows
+
+
+def _picture(image: Tensor, value_range: ValueRange) -> tuple[np.ndarray, float, float]:
+    """One image (C, H, W) -> (what imshow draws, vmin, vmax): (H, W) grey for C = 1, (H, W, 3) in [0, 1] for C = 3."""
+    if image.dim() != 3 or image.shape[0] not in (1, 3):
+        raise ValueError(f"each image must have shape (1, H, W) or (3, H, W), got {tuple(image.shape)}")
+    image = image.detach().cpu().double()
+    if value_range == "own":
+        low, high = image.min().item(), image.max().item()
+    elif value_range == "symmetric":
+        high = image.abs().max().item()
+        low = -high
+    else:
+        low, high = value_range
+    if not high > low:  # a constant image
+        low, high = low - 1.0, low + 1.0
+    if image.shape[0] == 1:
+        return image[0].numpy(), low, high
+    return ((image - low) / (high - low)).clamp(0, 1).permute(1, 2, 0).numpy(), 0.0, 1.0
+
+
+def image_grid(
+    images: Tensor | Sequence[Tensor],
+    row_labels: Sequence[str] | None = None,
+    col_titles: Sequence[str] | None = None,
+    titles: Sequence[Sequence[str]] | None = None,
+    value_range: ValueRange = (-1.0, 1.0),
+    cmap: str = "gray",
+    size: float = 1.0,
+    axes: np.ndarray | None = None,
+) -> Figure:
+    """Draw images (C, H, W) in a grid, one row per batch: grey (C = 1, through ``cmap``) or colour (C = 3).
+
+    images: one batch (S, C, H, W) (one row), a stack (R, S, C, H, W), or a list of R batches
+    (rows may differ in length). value_range: (low, high) maps to black..white for every image
+    (default (-1, 1), a diffusion model's range); "own" stretches each image from its min to its
+    max (latents x_t); "symmetric" shows each over ±max|value| (directions v, with a diverging
+    cmap such as "RdBu_r"). row_labels: one per row, on the left; col_titles: one per column,
+    above the first row; titles: one per image (a list of lists), instead of col_titles.
+    size: inches per image. axes: an R × S array of Axes to draw into (to compose figures);
+    by default a new figure. Returns the figure (show it with plt.show()).
+
+    Explained in: book/part2-diffusion/03_diffusion.ipynb
+    """
+    rows = _image_rows(images)
+    n_rows, n_cols = len(rows), max(len(row) for row in rows)
+    for name, labels, count in (("row_labels", row_labels, n_rows), ("col_titles", col_titles, n_cols)):
+        if labels is not None and len(labels) != count:
+            raise ValueError(f"{name} must have one entry per {name[:3]} ({count}), got {len(labels)}")
+    if titles is not None and [len(t) for t in titles] != [len(row) for row in rows]:
+        raise ValueError("titles must have one title per image: a list of lists shaped like the rows")
+    if axes is None:
+        fig, axes = plt.subplots(n_rows, n_cols, figsize=(size * n_cols, size * n_rows + 0.3), squeeze=False)
+    else:
+        axes = np.asarray(axes, dtype=object)
+        if axes.size != n_rows * n_cols:
+            raise ValueError(f"axes must hold {n_rows} × {n_cols} Axes for these images, got {axes.size}")
+        axes = axes.reshape(n_rows, n_cols)
+        fig = axes[0, 0].figure
+    for r, row in enumerate(rows):
+        for c in range(n_cols):
+            ax = axes[r, c]
+            ax.set_xticks([]), ax.set_yticks([])
+            if c >= len(row):
+                ax.set_axis_off()
+                continue
+            picture, low, high = _picture(row[c], value_range)
+            ax.imshow(picture, cmap=cmap, vmin=low, vmax=high)
+            title = titles[r][c] if titles is not None else (col_titles[c] if col_titles and r == 0 else "")
+            if title:
+                ax.set_title(title, fontsize=8)
+        if row_labels is not None:
+            axes[r, 0].set_ylabel(row_labels[r], fontsize=8)
+    return fig

@@ -13,7 +13,7 @@ it through two products that automatic differentiation makes cheap:
 - a JVP (Jacobian-vector product, forward mode)  v ↦ J v,   one costs about one forward pass;
 - a VJP (vector-Jacobian product, reverse mode)  u ↦ Jᵀ u,  one costs about one backward pass.
 
-Three methods, all returning the same `LocalBasis`:
+Four methods, all returning the same `LocalBasis`:
 
 - ``"exact"``   the full Jacobian (``torch.func.jacfwd`` or ``jacrev``) and ``torch.linalg.svd``;
   the reference, for small maps only.
@@ -24,8 +24,12 @@ Three methods, all returning the same `LocalBasis`:
   a ← f(x + a v) (the primal recomputed per direction) and the VJPs are k sequential
   backward passes. Its own stopping rule (vectors stop changing) fails under sign flips, so
   here it stops on the same residual certificate as the others.
-- ``"krylov"``  randomized block Krylov iteration with oversampling and Rayleigh–Ritz
-  (Musco & Musco 2015): far fewer products when the singular values are close together.
+- ``"krylov"``  thick-restart block Lanczos on JᵀJ with deflation (``labkit.krylov``): far
+  fewer products when the singular values are close together, float64 linear algebra around
+  the model's own-precision products, so a float32 model reaches residuals near 1e-7.
+
+J v comes either from forward mode (``torch.func.jvp``) or from two reverse passes (the
+transpose trick, ``jvps(..., mode="double-vjp")``); ``local_basis`` picks per device.
 
 Every result carries a certificate, the relative residual ‖JᵀJ v_i − σ_i² v_i‖ / σ_i², which is
 zero exactly when v_i is a right singular vector.
@@ -36,14 +40,15 @@ Explained in: book/part1-geometry/05_svd.ipynb (JVPs and VJPs: book/part1-geomet
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from labkit.checks import check_bool, check_callable, check_choice, check_float, check_int, check_tensor, show
+from labkit.krylov import block_lanczos
 
 Map = Callable[[Tensor], Tensor]
 
@@ -51,6 +56,7 @@ METHODS = ("exact", "power", "krylov", "reference")
 # Above this many Jacobian entries (200 MB in float32) "exact" refuses and points to "krylov".
 EXACT_MAX_ENTRIES = 50_000_000
 DEFAULT_MAX_ITER = {"power": 500, "krylov": 50, "reference": 500}
+JVP_MODES = ("auto", "forward", "double-vjp")
 
 
 @dataclass(frozen=True)
@@ -67,16 +73,25 @@ class LocalBasis:
     iterations: int  # blocks (krylov) or sweeps (power); 1 for exact
 
 
-def jvps(f: Map, x: Tensor, V: Tensor, *, chunk_size: int | None = None) -> Tensor:
-    """Forward mode: J v for each row v of V.  V: (b, *x.shape) → (b, *f(x).shape).
+def jvps(f: Map, x: Tensor, V: Tensor, *, chunk_size: int | None = None, mode: str = "forward") -> Tensor:
+    """J v for each row v of V.  V: (b, *x.shape) → (b, *f(x).shape).
 
-    One ``torch.func.jvp``, vectorised over the tangents with ``torch.func.vmap``. Only the
-    tangents are batched, not the primal x, so f(x) itself is evaluated once per call.
+    mode="forward": one ``torch.func.jvp`` (forward mode), vectorised over the tangents with
+    ``torch.func.vmap``. Only the tangents are batched, not the primal x, so f(x) itself is
+    evaluated once per call.
+    mode="double-vjp": the transpose trick. u ↦ Jᵀu is linear, so its own VJP with cotangent v
+    is (Jᵀ)ᵀ v = J v: two reverse passes instead of one forward-mode pass, which on a CPU is
+    2-3× cheaper for a U-Net (forward-mode kernels are slower there; see ``JVP_MODES``).
     ``chunk_size`` (passed to vmap) pushes that many tangents at a time, to bound memory.
 
     Explained in: book/part1-geometry/03_jacobians.ipynb
     """
     _check_tangents(V, x, "V", "x")
+    if mode not in ("forward", "double-vjp"):
+        raise ValueError(f"mode must be 'forward' or 'double-vjp', got {mode!r}")
+    if mode == "double-vjp":
+        y, pull_back = torch.func.vjp(f, x)
+        return torch.func.vmap(_push_forward_by_double_vjp(pull_back, y), chunk_size=chunk_size)(V)
 
     def push_forward(v: Tensor) -> Tensor:
         return torch.func.jvp(f, (x,), (v,))[1]
@@ -107,6 +122,8 @@ def local_basis(
     max_iter: int | None = None,
     oversample: int = 2,
     block: int | None = None,
+    max_dim: int | None = None,
+    jvp_mode: str = "auto",
     seed: int = 0,
     chunk_size: int | None = None,
     progress: bool = False,
@@ -124,12 +141,23 @@ def local_basis(
     method: "krylov" (default), "power" or "exact", see the module docstring.
     tol: stop when every one of the top-k residuals ‖JᵀJ v_i − σ_i² v_i‖ / σ_i² is ≤ tol.
       Both iterative methods use this same certificate, so their product counts compare.
+      "krylov" reaches about 1e-7 with a float32 model (its linear algebra runs in float64).
     max_iter: most blocks (krylov, default 50) or sweeps (power, default 500); a warning says
       so if tol was not reached.
-    oversample, block: krylov's block size is p = k + oversample, or ``block`` if given. A block
-      smaller than k is allowed: block=1 is Golub–Kahan–Lanczos, the fewest products, but in
-      more and smaller sequential batches (slower on most hardware), and a singular value
-      repeated more than ``block`` times is then found only by rounding error.
+    oversample, block: krylov's largest block is p = ``block`` if given, else
+      min(k + oversample, max(2, ⌈k/3⌉)) (larger blocks batch better but need more products in
+      all; this one needs no more than ARPACK's single-vector Lanczos); the block shrinks as the
+      top vectors converge, never below (unconverged among the top k) + oversample. A block smaller than k is allowed:
+      block=1 is Golub–Kahan–Lanczos, the fewest products, but in more and smaller sequential
+      batches (slower on most hardware), and a singular value repeated more than ``block``
+      times is then found only by rounding error.
+    max_dim: krylov keeps at most this many basis vectors (default max(10(k + oversample), 20p)),
+      then restarts from its leading Ritz vectors (thick restart); bounds memory at about
+      max_dim (2n + m) float64 numbers. Restarts cost products: with deflation the kept Ritz
+      vectors no longer span a Krylov space, so convergence after one is slower.
+    jvp_mode: how J v is computed: "forward" (torch.func.jvp), "double-vjp" (the transpose
+      trick, see ``jvps``) or "auto": "double-vjp" on a CPU, where it measured faster on every
+      architecture we tried (benchmarks/README.md), "forward" elsewhere.
     seed: the random start block comes from its own torch.Generator: same seed, same output.
     chunk_size: tangents pushed through f at a time (vmap chunk_size), to bound memory.
     progress: a tqdm bar over the iterations, showing the largest residual.
@@ -150,6 +178,8 @@ def local_basis(
     check_int("oversample", oversample, 0, n)
     if block is not None:
         check_int("block", block, 1, n)
+    if max_dim is not None:
+        check_int("max_dim", max_dim, 1)
     check_int("seed", seed, 0, 2**63 - 1)
     if chunk_size is not None:
         check_int("chunk_size", chunk_size, 1)
@@ -160,11 +190,18 @@ def local_basis(
     if method == "reference":
         return _reference(f, x, y, k, tol, max_iter or DEFAULT_MAX_ITER["reference"], seed, progress)
 
+    check_choice("jvp_mode", jvp_mode, JVP_MODES)
+    if jvp_mode == "auto":
+        jvp_mode = "double-vjp" if x.device.type == "cpu" else "forward"
     max_iter = DEFAULT_MAX_ITER[method] if max_iter is None else max_iter
     if method == "power":
         p = k
     else:
-        p = k + oversample if block is None else block
+        p = min(k + oversample, max(2, -(-k // 3))) if block is None else block
+        max_dim = max(10 * (k + oversample), 20 * p) if max_dim is None else max_dim
+        if max_dim < k + oversample + 2 * p:
+            raise ValueError(f"max_dim must be at least k + oversample + 2·block = {k + oversample + 2 * p}, "
+                             f"got {max_dim}; raise it or lower block")
     p = min(p, n)
 
     # Random orthonormal start block, rows are directions in X. Drawn on the CPU so the same
@@ -174,22 +211,34 @@ def local_basis(
     Q = _orthonormal_rows(start)
 
     # J and Jᵀ as functions of row blocks (b, n) → (b, m) and (b, m) → (b, n). The forward
-    # pass for Jᵀ is recorded once and reused by every VJP.
+    # pass for Jᵀ is recorded once and reused by every VJP (and, for double-vjp, every JVP).
     _, pull_back = torch.func.vjp(f, x)
+    push_forward = _push_forward_by_double_vjp(pull_back, y) if jvp_mode == "double-vjp" else None
 
     def J(rows: Tensor) -> Tensor:
-        return jvps(f, x, rows.reshape(-1, *x.shape), chunk_size=chunk_size).reshape(len(rows), m)
+        rows = rows.reshape(-1, *x.shape)
+        if push_forward is None:
+            return jvps(f, x, rows, chunk_size=chunk_size).reshape(len(rows), m)
+        return torch.func.vmap(push_forward, chunk_size=chunk_size)(rows).reshape(len(rows), m)
 
     def Jt(rows: Tensor) -> Tensor:
         return _pull_back_rows(pull_back, rows.reshape(-1, *y.shape), chunk_size).reshape(len(rows), n)
 
-    iterate = _power if method == "power" else _krylov
-    v, sigma, u, residual, n_products, iterations = iterate(J, Jt, Q, k, n, tol, max_iter, progress)
+    stalled = False
+    if method == "power":
+        v, sigma, u, residual, n_products, iterations = _power(J, Jt, Q, k, n, tol, max_iter, progress)
+    else:
+        v, sigma, u, residual, n_products, iterations, stalled = block_lanczos(
+            J, Jt, start, k, tol=tol, max_iter=max_iter, max_dim=max_dim, oversample=oversample, dtype=x.dtype,
+            progress=progress)
+        v, sigma, u, residual = (t.to(x.dtype) for t in (v, sigma, u, residual))
     if residual.max() > tol:
         warnings.warn(
             f"local_basis(method={method!r}) stopped after {iterations} iterations with largest "
-            f"residual {residual.max().item():.2e} > tol = {tol:g}; raise max_iter"
-            + (" or use method='krylov'" if method == "power" else " or oversample"),
+            f"residual {residual.max().item():.2e} > tol = {tol:g}; "
+            + ("the residual stopped falling at the rounding level of the model's products "
+               f"({x.dtype}): raise tol, or use a float64 model for a smaller residual" if stalled else
+               "raise max_iter" + (" or use method='krylov'" if method == "power" else " or oversample")),
             RuntimeWarning,
             stacklevel=2,
         )
@@ -207,7 +256,8 @@ def principal_angles(A: Tensor, B: Tensor) -> Tensor:
 
     Explained in: book/part1-geometry/05_svd.ipynb
     """
-    check_tensor("A", A, hint="rows are vectors: (k, *shape)"), check_tensor("B", B, hint="rows are vectors: (l, *shape)")
+    check_tensor("A", A, hint="rows are vectors: (k, *shape)")
+    check_tensor("B", B, hint="rows are vectors: (l, *shape)")
     if A.ndim == 0 or B.ndim == 0 or 0 in (len(A), len(B)):
         raise ValueError(f"A and B must each hold at least one row, got shapes {tuple(A.shape)} and {tuple(B.shape)}")
     if A.shape[1:] != B.shape[1:]:
@@ -274,34 +324,9 @@ def _power(J, Jt, Q, k, n, tol, max_iter, progress):
     return v, sigma, u, residual, sweep * len(Q), sweep
 
 
-def _krylov(J, Jt, Q, k, n, tol, max_iter, progress):
-    """Randomized block Krylov iteration with Rayleigh–Ritz (Musco & Musco 2015).
-
-    Keeps every block Q_j (rows orthonormal, together the basis K of the Krylov space
-    span{Q_0, JᵀJ Q_0, (JᵀJ)² Q_0, …}), its image J Q_j and W_j = JᵀJ Q_j. Since JᵀJ K is then
-    known, the residual of the Ritz vectors costs no extra products. The next block is W_j
-    made orthonormal to K; the basis stops growing at n, where the Ritz triplets are exact.
-    """
-    blocks, images, W = [], [], []
-    # A block smaller than k needs ⌈k / block⌉ iterations before there are k Ritz vectors.
-    max_iter = max(max_iter, -(-k // len(Q)))
-    bar = tqdm(range(1, max_iter + 1), desc="krylov", disable=not progress)
-    for iteration in bar:
-        blocks.append(Q)
-        images.append(J(Q))
-        W.append(Jt(images[-1]))
-        K = torch.cat(blocks)
-        if len(K) >= k:
-            v, sigma, u, residual = _rayleigh_ritz(K, torch.cat(images), torch.cat(W), k)
-            bar.set_postfix(residual=f"{residual.max().item():.1e}", dim=len(K))
-            if residual.max() <= tol or len(K) == n or iteration == max_iter:
-                break
-        Q = _next_block(W[-1], K, n)
-    bar.close()
-    return v, sigma, u, residual, len(K), iteration
-
-
-def _reference(f: Map, x: Tensor, y: Tensor, k: int, tol: float, max_iter: int, seed: int, progress: bool) -> LocalBasis:
+def _reference(
+    f: Map, x: Tensor, y: Tensor, k: int, tol: float, max_iter: int, seed: int, progress: bool
+) -> LocalBasis:
     """The reference code's power method, product for product (see the module docstring)."""
     n, m = x.numel(), y.numel()
     generator = torch.Generator().manual_seed(seed)
@@ -360,21 +385,6 @@ def _orthonormal_rows(rows: Tensor) -> Tensor:
     return torch.linalg.qr(rows.T).Q.T
 
 
-def _next_block(W: Tensor, K: Tensor, n: int) -> Tensor:
-    """The next Krylov block: the rows of W made orthogonal to span(K) and orthonormal.
-
-    Projecting out K and re-orthonormalising is done twice ("twice is enough"): once is not
-    accurate in floating point when W lies nearly inside span(K). If fewer than len(W)
-    directions remain in X, the block is the rest of X, which completes the basis.
-    """
-    if len(K) + len(W) >= n:
-        complete = torch.linalg.qr(K.T, mode="complete").Q.T  # (n, n), first len(K) rows span K
-        return complete[len(K):]
-    for _ in range(2):
-        W = _orthonormal_rows(W - (W @ K.T) @ K)
-    return W
-
-
 def _finish(v, sigma, u, residual, x, y, n_jvp, n_vjp, method, iterations) -> LocalBasis:
     """Fix signs (largest-|.| entry of v_i positive, u_i flipped with it) and restore shapes.
 
@@ -408,6 +418,12 @@ def _finish(v, sigma, u, residual, x, y, n_jvp, n_vjp, method, iterations) -> Lo
 
 def _pull_back_rows(pull_back: Callable, U: Tensor, chunk_size: int | None) -> Tensor:
     return torch.func.vmap(lambda u: pull_back(u)[0], chunk_size=chunk_size)(U)
+
+
+def _push_forward_by_double_vjp(pull_back: Callable, y: Tensor) -> Callable[[Tensor], Tensor]:
+    """v ↦ J v as the VJP of the linear map u ↦ Jᵀ u (at u = 0; any u gives the same)."""
+    _, push = torch.func.vjp(lambda u: pull_back(u)[0], torch.zeros_like(y))
+    return lambda v: push(v)[0]
 
 
 def _check_tangents(V: Tensor, point: Tensor, name: str, point_name: str) -> None:

@@ -11,6 +11,10 @@ command resumes) and, at the end, the EMA weights in diffusers' pipeline layout 
 ``OUT/scheduler``, ``OUT/model_index.json``), the layout ``labkit.load_model`` and
 ``DDPMPipeline.from_pretrained`` read.
 
+    python -m labkit.train ddpm --data shapes --out runs/shapes --steps 4000 --device cpu
+
+trains the same way on 32×32 colour scenes of ``labkit.worlds``, rendered on the fly.
+
     python -m labkit.train classifier --out labkit/embedded/classifier
 
 trains the small digit classifier (labkit.classifier) that judges the model's samples.
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,6 +36,7 @@ from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from labkit.classifier import DigitClassifier
@@ -57,6 +63,15 @@ def embedded_unet_config() -> dict:
     )
 
 
+def shapes_unet_config() -> dict:
+    """Architecture of the shapes model: 32×32×3 scenes (labkit.worlds) → three levels (32, 64, 64 channels).
+
+    The embedded model's architecture with 3 colour channels at 32×32: the mid-block runs at
+    8×8 with 64 channels, so h has 64·8·8 = 4,096 numbers and x_t has 3,072.
+    """
+    return dict(embedded_unet_config(), sample_size=32, in_channels=3, out_channels=3)
+
+
 def ddpm_scheduler() -> DDPMScheduler:
     """The training noise schedule: linear β from 1e-4 to 0.02 over T = 1000 steps, ε-prediction."""
     return DDPMScheduler(
@@ -81,7 +96,8 @@ class TrainConfig:
     device: str = "cpu"
     checkpoint_every: int = 250
     limit: int | None = None  # train on the first `limit` digits only (tests)
-    model_config: dict | None = None  # UNet2DModel arguments; None: embedded_unet_config() (tests pass a tiny one)
+    model_config: dict | None = None  # UNet2DModel arguments; None: the data's default (tests pass a tiny one)
+    data: str = "mnist"  # "mnist": the 5,000 digits; "shapes": scenes of labkit.worlds rendered on the fly
 
 
 def _resolve_device(name: str) -> torch.device:
@@ -91,12 +107,28 @@ def _resolve_device(name: str) -> torch.device:
     return device
 
 
-def _save_checkpoint(folder: Path, step: int, seconds: float, model, ema: EMAModel, optimizer, lr_sched, gen, config) -> None:
+def _start_run(device: str, out: str, seed: int) -> tuple[torch.device, Path, torch.Generator]:
+    """What both trainings start with: the device, the output folder (created), seeded generators.
+
+    torch.manual_seed seeds the weight initialisation; the returned generator draws the data order
+    and noise, so a run is reproducible from ``seed``.
+    """
+    resolved = _resolve_device(device)  # first: a bad device fails before anything is written
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    return resolved, folder, torch.Generator().manual_seed(seed)
+
+
+def _save_checkpoint(
+    folder: Path, step: int, seconds: float, model, ema: EMAModel, optimizer, lr_sched, gen, config
+) -> None:
     """Everything needed to resume, as safetensors + JSON, written atomically (tmp dir, rename)."""
     tmp = folder.with_name(folder.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
-    save_file({f"shadow.{i}": p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)}, tmp / "ema.safetensors")
+    shadow = {f"shadow.{i}": p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)}
+    save_file(shadow, tmp / "ema.safetensors")
     opt_state = optimizer.state_dict()
     tensors = {}
     for index, state in opt_state["state"].items():
@@ -142,6 +174,19 @@ def _load_checkpoint(folder: Path, model, ema: EMAModel, optimizer, lr_sched, ge
     return int(meta["step"]), float(meta.get("seconds", 0.0))
 
 
+def scene_batches(batch_size: int, gen: torch.Generator, size: int = 32) -> Iterator[Tensor]:
+    """Endless batches of fresh scenes (labkit.worlds), (batch_size, 3, size, size) in [-1, 1].
+
+    Each batch's factors are drawn with a seed taken from ``gen``, so a run is reproducible and a
+    resumed run continues the stream from the checkpointed generator state.
+    """
+    from labkit import worlds
+
+    while True:
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+        yield worlds.render(worlds.sample_factors(batch_size, seed), size=size)
+
+
 def train_ddpm(config: TrainConfig) -> Path:
     """Train the embedded DDPM; returns the output folder (pipeline layout, EMA weights).
 
@@ -150,13 +195,12 @@ def train_ddpm(config: TrainConfig) -> Path:
     """
     if config.steps < 1 or config.batch_size < 1:
         raise ValueError("steps and batch_size must be positive")
-    device = _resolve_device(config.device)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
+    device, out, gen = _start_run(config.device, config.out, config.seed)
 
-    model = UNet2DModel(**(config.model_config or embedded_unet_config())).to(device)
+    if config.data not in ("mnist", "shapes"):
+        raise ValueError(f"data must be 'mnist' or 'shapes', got {config.data!r}")
+    default_config = embedded_unet_config() if config.data == "mnist" else shapes_unet_config()
+    model = UNet2DModel(**(config.model_config or default_config)).to(device)
     scheduler = ddpm_scheduler()
     ema = EMAModel(model.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=3 / 4)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
@@ -168,8 +212,12 @@ def train_ddpm(config: TrainConfig) -> Path:
         start, seconds_before = _load_checkpoint(ckpt, model, ema, optimizer, lr_sched, gen)
         print(f"resuming from step {start}")
 
-    images, _ = load_digits(limit=config.limit)
-    data = batches(images, config.batch_size, gen)
+    if config.data == "mnist":
+        images, _ = load_digits(limit=config.limit)
+        n_images: int | str = len(images)
+        data = batches(images, config.batch_size, gen)
+    else:
+        n_images, data = "rendered on the fly", scene_batches(config.batch_size, gen, model.config.sample_size)
     # A resumed run continues from the saved generator state: statistically the same run,
     # though not bit-identical batches (a fresh permutation is drawn at resume).
     alphas_cumprod = scheduler.alphas_cumprod.to(device)
@@ -198,7 +246,7 @@ def train_ddpm(config: TrainConfig) -> Path:
     ema.copy_to(model.parameters())
     DDPMPipeline(unet=model.cpu(), scheduler=scheduler).save_pretrained(out, safe_serialization=True)
     log = {"steps": config.steps, "resumed_from": start, "seconds": round(elapsed, 1), "device": str(device),
-           "parameters": sum(p.numel() for p in model.parameters()), "images": len(images),
+           "parameters": sum(p.numel() for p in model.parameters()), "images": n_images,
            "torch": torch.__version__, "config": asdict(config)}
     (out / "training_log.json").write_text(json.dumps(log, indent=1))
     return out
@@ -251,11 +299,7 @@ def train_classifier(config: ClassifierConfig) -> Path:
 
     if config.epochs < 1 or config.batch_size < 1:
         raise ValueError("epochs and batch_size must be positive")
-    device = _resolve_device(config.device)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
+    device, out, gen = _start_run(config.device, config.out, config.seed)
 
     images, labels = load_digits(limit=config.limit)
     train_index, heldout_index = heldout_split(len(labels), config.heldout_fraction, config.seed)
@@ -307,6 +351,8 @@ def main(argv: list[str] | None = None) -> None:
     for field in ("lr", "ema_decay"):
         p.add_argument("--" + field.replace("_", "-"), type=float, default=getattr(TrainConfig, field))
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--data", default="mnist", choices=("mnist", "shapes"),
+                   help="mnist: the 5,000 digits; shapes: scenes of labkit.worlds rendered on the fly")
     c = sub.add_parser("classifier", help="train the digit classifier that judges samples")
     c.add_argument("--out", required=True, help="output folder (config.json, model.safetensors)")
     for field in ("epochs", "batch_size", "max_shift", "seed"):

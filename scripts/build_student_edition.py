@@ -22,6 +22,7 @@ from pathlib import Path
 
 import nbformat
 import yaml
+from book_toc import toc_pages
 
 REPO = Path(__file__).resolve().parent.parent
 STRICT = ["--warningiserror", "--nitpick", "--keep-going"]
@@ -35,21 +36,7 @@ def jupyter_book() -> str:
 
 def toc_notebooks(root: Path) -> list[str]:
     """Docnames of the toc entries that are notebooks (book/part1-geometry/01_manifolds, …)."""
-    names: list[str] = []
-
-    def walk(node) -> None:
-        if isinstance(node, dict):
-            for key in ("root", "file"):
-                if key in node:
-                    names.append(str(node[key]).removesuffix(".ipynb").removesuffix(".md"))
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(yaml.safe_load((root / "_toc.yml").read_text()))
-    return [name for name in names if (root / f"{name}.ipynb").exists()]
+    return [name for name in toc_pages(root / "_toc.yml") if (root / f"{name}.ipynb").exists()]
 
 
 def code_of(notebook) -> list[str]:
@@ -90,7 +77,6 @@ def executed_notebooks(root: Path) -> dict[str, object] | None:
 def student_config(root: Path) -> dict:
     config = yaml.safe_load((root / "_config.yml").read_text())
     config["title"] = f"{config.get('title', 'Book')} (student edition)"
-    config.setdefault("execute", {})["execute_notebooks"] = "off"
     sphinx_config = config.setdefault("sphinx", {}).setdefault("config", {})
     sphinx_config["hide_solutions"] = True
     # The page sources (_sources/, the download button) would still hold the solutions.
@@ -105,12 +91,10 @@ def build_full_edition(root: Path) -> None:
     subprocess.run([jupyter_book(), "build", str(root), *STRICT], check=True)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--book", type=Path, default=REPO, help="the book's root folder (default: this repository)")
-    root = parser.parse_args().book.resolve()
-    student = root / "_build" / "student"
-    started = time.monotonic()
+def build_from_executed(root: Path, out: Path, config: dict, builder: str = "html") -> Path:
+    """Build the book at ``root`` into ``out`` with ``config`` and execution off, from the full
+    edition's executed notebooks (building the full edition first if they are missing or stale).
+    Returns the built folder, ``out/_build/<builder>``."""
     notebooks = executed_notebooks(root)
     if notebooks is None:
         build_full_edition(root)
@@ -118,16 +102,27 @@ def main() -> int:
         if notebooks is None:
             raise SystemExit("the full build did not leave executed copies of every notebook in _build/jupyter_execute")
 
-    source = student / "src"
-    shutil.rmtree(student, ignore_errors=True)  # a fresh build: no page or source left over
+    source = out / "src"
+    shutil.rmtree(out, ignore_errors=True)  # a fresh build: no page or source left over
     shutil.copytree(root / "book", source / "book", ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
     shutil.copy2(root / "_toc.yml", source / "_toc.yml")
-    (source / "_config.yml").write_text(yaml.safe_dump(student_config(root), sort_keys=False, allow_unicode=True))
+    config.setdefault("execute", {})["execute_notebooks"] = "off"
+    (source / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     for name, notebook in notebooks.items():
         nbformat.write(notebook, source / f"{name}.ipynb")
-    print(f"reusing the outputs of {len(notebooks)} executed notebooks; building with solutions hidden …", flush=True)
-    subprocess.run([jupyter_book(), "build", str(source), "--path-output", str(student), *STRICT], check=True)
-    print(f"student edition: {student / '_build' / 'html' / 'index.html'} ({time.monotonic() - started:.0f} s)")
+    print(f"reusing the outputs of {len(notebooks)} executed notebooks; building {builder} …", flush=True)
+    subprocess.run([jupyter_book(), "build", str(source), "--builder", builder, "--path-output", str(out), *STRICT],
+                   check=True)
+    return out / "_build" / builder
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--book", type=Path, default=REPO, help="the book's root folder (default: this repository)")
+    root = parser.parse_args().book.resolve()
+    started = time.monotonic()
+    built = build_from_executed(root, root / "_build" / "student", student_config(root))
+    print(f"student edition: {built / 'index.html'} ({time.monotonic() - started:.0f} s)")
     return 0
 
 

@@ -26,9 +26,8 @@ import time
 from pathlib import Path
 
 import nbformat
-from nbclient import NotebookClient
-
 from clean_notebooks import clean, dump
+from nbclient import NotebookClient
 
 REPO = Path(__file__).resolve().parent.parent
 GUIDE = REPO / "book" / "appendices" / "instructor_guide.md"
@@ -81,7 +80,7 @@ def table(rows: dict[str, tuple[str, str]]) -> str:
         f"Measured on {when}: {cores} CPU cores, Python {platform.python_version()}, "
         "one fresh kernel per notebook (`python scripts/time_notebooks.py`).",
         "",
-        "| Chapter | Notebook | CPU time (s) |",
+        "| Chapter | Notebook | Wall-clock time (s) |",
         "|---|---|---|",
     ]
     lines += [f"| {title} | `{path}` | {seconds} |" for path, (title, seconds) in sorted(rows.items())]

@@ -1,8 +1,10 @@
-"""Shared fixtures: a tiny random U-Net with a self-attention mid-block, saved like a download."""
+"""Shared fixtures: a tiny random U-Net with a self-attention mid-block, saved like a download, and loaded."""
 
 import pytest
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+from labkit.models import load_model
 
 # 8×8×1 latents, three levels (8, 16, 16 channels), mid-block attention at 2×2: the embedded
 # model's architecture in miniature, so every test runs in milliseconds.
@@ -21,3 +23,15 @@ def tiny_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny") / "pipeline"
     DDPMPipeline(unet=UNet2DModel(**TINY_UNET), scheduler=linear_schedule()).save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_dir):
+    """The tiny U-Net as a float32 `DiffusionModel`, loaded the way a user loads a downloaded model."""
+    return load_model(tiny_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny64(tiny_dir):
+    """The same model in float64, for derivative checks to 1e-10."""
+    return load_model(tiny_dir, dtype=torch.float64)

@@ -5,6 +5,9 @@ Needs the built book (`make book` -> _build/html; `make test` builds it first) a
 /usr/bin/chromium. Screenshots go to artifacts/book/ (git-ignored) for a human to look at.
 Set CURVED_LATENTS_BOOK to another book folder (with _toc.yml and _build/html) to check a
 scratch build.
+
+Waits are on conditions (page loaded, MathJax done, frame shown), never fixed sleeps, within
+bounds meant for a 2-core machine that other work keeps busy; a timeout says what it waited for.
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from browser_support import REPO, chromium, screenshot_path, static_server
+from book_toc import toc_pages
+from browser_support import REPO, chromium, screenshot_path, static_server, waiting_for
 
 from labkit.widgets import static_player, to_png
 
@@ -25,33 +28,13 @@ BOOK = Path(os.environ.get("CURVED_LATENTS_BOOK", REPO))
 HTML = BOOK / "_build" / "html"
 # Chapters whose explorers must reach the web book as static players (once they are in the toc).
 CHAPTERS_WITH_PLAYERS = ["book/part2-diffusion/05_editing", "book/part2-diffusion/06_interpolation"]
-
-
-def toc_pages(toc_file: Path = BOOK / "_toc.yml") -> list[str]:
-    """Every document of the toc, root first, in reading order (docnames without suffix)."""
-    found: list[str] = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            for key in ("root", "file"):
-                if key in node:
-                    found.append(str(node[key]).removesuffix(".md").removesuffix(".ipynb"))
-            for value in node.values():
-                if isinstance(value, (list, dict)):
-                    walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(yaml.safe_load(toc_file.read_text()))
-    return found
-
-
-PAGES = toc_pages()
+WAIT_S = 120  # any one wait (a page load, MathJax typesetting a page, a frame shown), on a busy machine
+PAGES = toc_pages(BOOK / "_toc.yml")
 
 
 def player_pages() -> list[str]:
-    return [doc for doc in PAGES if (HTML / f"{doc}.html").is_file() and 'class="labkit-frames"' in (HTML / f"{doc}.html").read_text()]
+    pages = [HTML / f"{doc}.html" for doc in PAGES]
+    return [doc for doc, page in zip(PAGES, pages) if page.is_file() and 'class="labkit-frames"' in page.read_text()]
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +55,7 @@ def browser():
 def page(browser):
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
-    page.set_default_timeout(60_000)  # generous: the CI machine may be busy
+    page.set_default_timeout(WAIT_S * 1000)  # generous: the CI machine may be busy
     yield page
     context.close()
 
@@ -101,8 +84,8 @@ BROKEN_IMAGES = """async () => {
   await Promise.all(images.map(img => img.complete ? null : new Promise(done => {
     img.addEventListener("load", done); img.addEventListener("error", done);
   })));
-  return {count: images.length,
-          broken: images.filter(img => img.naturalWidth === 0).map(img => (img.currentSrc || img.outerHTML).slice(0, 120))};
+  const broken = images.filter(img => img.naturalWidth === 0);
+  return {count: images.length, broken: broken.map(img => (img.currentSrc || img.outerHTML).slice(0, 120))};
 }"""
 
 UNRENDERED_MATH = """async () => {
@@ -123,24 +106,29 @@ def test_toc_pages_are_built():
 
 def test_root_redirects_to_the_first_page(page, book_url):
     page.goto(book_url + "/")
-    page.wait_for_url(f"**/{PAGES[0]}.html")
+    with waiting_for(f"the root page to redirect to {PAGES[0]}.html", WAIT_S):
+        page.wait_for_url(f"**/{PAGES[0]}.html")
     assert page.title()
 
 
 @pytest.mark.parametrize("doc", PAGES)
 def test_page_loads_cleanly_with_figures_and_math(page, book_url, doc):
     problems = watch(page, book_url)
-    page.goto(f"{book_url}/{doc}.html", wait_until="load")
+    with waiting_for(f"{doc}.html to load", WAIT_S):
+        page.goto(f"{book_url}/{doc}.html", wait_until="load")
     images = page.evaluate(BROKEN_IMAGES)
     assert not images["broken"], f"{doc}: images that did not load: {images['broken']}"
     if page.locator("span.math, div.math").count():
-        page.wait_for_function("window.MathJax && MathJax.startup && MathJax.startup.promise",
-                               timeout=10_000)
+        with waiting_for(f"MathJax to start on {doc}.html", WAIT_S):
+            page.wait_for_function("window.MathJax && MathJax.startup && MathJax.startup.promise")
         math = page.evaluate(UNRENDERED_MATH)
         assert math["count"] > 0 and not math["raw"], f"{doc}: formulas MathJax did not typeset: {math['raw']}"
         assert not math["errors"], f"{doc}: TeX errors: {math['errors']}"
     page.screenshot(path=screenshot_path("book", f"{doc}.png"))
     assert not problems, f"{doc}: " + "\n".join(problems)
+
+
+SHOWN = "([img, src]) => img.getAttribute('src') !== src && img.complete && img.naturalWidth > 0"
 
 
 def scrub(page, player, name: str) -> None:
@@ -156,6 +144,8 @@ def scrub(page, player, name: str) -> None:
     slider.focus()
     page.keyboard.press("End")
     assert slider.input_value() == slider.get_attribute("max")
+    with waiting_for(f"{name}: the last frame to be shown", WAIT_S):  # decoding the new image may lag on a busy machine
+        page.wait_for_function(SHOWN, arg=[image.element_handle(), first_src])
     after = player.screenshot(path=screenshot_path("players", f"{name}-last.png"))
     last_src = image.get_attribute("src")
     assert last_src != first_src and label.inner_text() != first_label
@@ -167,8 +157,9 @@ def scrub(page, player, name: str) -> None:
     assert image.get_attribute("src") == first_src and label.inner_text() == first_label
     # play steps through the frames on its own
     player.locator("[id$='-play']").click()
-    page.wait_for_function("([img, src]) => img.getAttribute('src') !== src", arg=[image.element_handle(), first_src],
-                           timeout=5_000)
+    with waiting_for(f"{name}: play to step to another frame", WAIT_S):
+        page.wait_for_function("([img, src]) => img.getAttribute('src') !== src",
+                               arg=[image.element_handle(), first_src])
     player.locator("[id$='-play']").click()
 
 
@@ -181,7 +172,8 @@ def test_static_players_in_the_book_scrub_frames(page, book_url):
         pytest.skip("no page in the toc shows an explorer yet (Part II's editing chapter adds them)")
     for doc in pages:
         problems = watch(page, book_url)
-        page.goto(f"{book_url}/{doc}.html", wait_until="load")
+        with waiting_for(f"{doc}.html to load", WAIT_S):
+            page.goto(f"{book_url}/{doc}.html", wait_until="load")
         players = page.locator(".labkit-frames")
         for i in range(players.count()):
             scrub(page, players.nth(i), f"{doc.replace('/', '_')}-{i}")

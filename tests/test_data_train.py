@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
-from diffusers.training_utils import EMAModel
 from diffusers.optimization import get_cosine_schedule_with_warmup
+from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file
 
 from labkit.classifier import EMBEDDED_CLASSIFIER, DigitClassifier, classify, load_classifier
@@ -272,3 +272,17 @@ def test_classifier_bad_input(tmp_path):
         classify(torch.zeros(2, 28, 28), DigitClassifier())
     with pytest.raises(ValueError):
         DigitClassifier(channels=(16, 32))
+
+
+def test_classify_reads_the_shipped_classifier_once(monkeypatch):
+    from labkit import classifier as module
+
+    module._load_once.cache_clear()
+    calls = []
+    real = module.load_classifier
+    monkeypatch.setattr(module, "load_classifier", lambda path=None: calls.append(path) or real(path))
+    images = torch.zeros(3, 1, 28, 28)
+    first, second = module.classify(images), module.classify(images)
+    assert calls == [EMBEDDED_CLASSIFIER]
+    assert torch.equal(first.probabilities, second.probabilities)
+    module._load_once.cache_clear()

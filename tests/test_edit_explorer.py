@@ -1,4 +1,4 @@
-"""labkit.widgets.edit_explorer, headless, on a tiny random U-Net: controls drive the image,
+"""labkit.widgets.EditExplorer, headless, on a tiny random U-Net: controls drive the image,
 strips are computed once per selection, the static player carries every strength."""
 
 import base64
@@ -11,9 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from labkit.diffusion import ddim_sample, load_model
-from labkit.editing import sample_at, timestep_at
-from labkit.widgets import EditExplorer, edit_explorer
+from labkit.diffusion import QUALITY_BOOST, ddim_sample, sample_at, timestep_at
+from labkit.widgets import EditExplorer
 
 STRENGTHS = torch.tensor([-8.0, -4.0, 0.0, 4.0, 8.0])
 STEPS = 10  # a short DDIM schedule keeps each strip at a few milliseconds
@@ -21,14 +20,9 @@ STEPS = 10  # a short DDIM schedule keeps each strip at a few milliseconds
 # PNG; γ = -8 (slider index 0) along v1 or v2 of sample 0 is visible, so the tests look there.
 
 
-@pytest.fixture(scope="module")
-def model(tiny_dir):
-    return load_model(tiny_dir)
-
-
 @pytest.fixture
-def explorer(model, tmp_path) -> EditExplorer:
-    explorer = edit_explorer(model, seeds=(0, 1, 2, 3), t_fractions=(0.6, 1.0), k=2, strengths=STRENGTHS,
+def explorer(tiny, tmp_path) -> EditExplorer:
+    explorer = EditExplorer(tiny, seeds=(0, 1, 2, 3), t_fractions=(0.6, 1.0), k=2, strengths=STRENGTHS,
                              cache_dir=tmp_path / "bases", save_dir=tmp_path / "strips", num_steps=STEPS)
     explorer.wait(30)
     return explorer
@@ -61,10 +55,10 @@ def test_strength_slider_changes_the_image_without_computing(explorer):
     assert explorer.computed == [(0, 0.6, 0, "guidance")]
 
 
-def test_strength_zero_frame_is_the_unedited_sample(model, explorer):
-    sample = sample_at(model, 0, timestep_at(model, 0.6, STEPS), STEPS)
-    unedited = ddim_sample(model, sample.x_t, sample.num_steps, t_from=sample.t, eta_below=200, seed=0,
-                           shared_noise=True)
+def test_strength_zero_frame_is_the_unedited_sample(tiny, explorer):
+    sample = sample_at(tiny, 0, timestep_at(tiny, 0.6, STEPS), STEPS)
+    unedited = ddim_sample(tiny, sample.x_t, sample.num_steps, t_from=sample.t,
+                           eta_below=int(QUALITY_BOOST * tiny.num_train_timesteps), seed=0, shared_noise=True)
     for method in ("guidance", "naive"):
         explorer.method.value = method
         explorer.wait(30)
@@ -107,9 +101,9 @@ def test_rapid_control_changes_compute_only_the_newest(explorer):
     assert explorer.progress.layout.visibility == "hidden" and explorer.status.value == ""
 
 
-def test_bases_are_cached_on_disk(model, explorer, tmp_path):
+def test_bases_are_cached_on_disk(tiny, explorer, tmp_path):
     assert len(list((tmp_path / "bases").glob("*.safetensors"))) == 1
-    again = edit_explorer(model, seeds=(0,), t_fractions=(0.6,), k=2, strengths=STRENGTHS, cache_dir=tmp_path / "bases",
+    again = EditExplorer(tiny, seeds=(0,), t_fractions=(0.6,), k=2, strengths=STRENGTHS, cache_dir=tmp_path / "bases",
                           num_steps=STEPS)
     again.wait(30)
     assert bytes(again.image.value) == bytes(explorer.image.value)
@@ -144,6 +138,6 @@ def test_save_strip_writes_every_strength(explorer, tmp_path):
         (dict(strengths=[]), "non-empty"),
     ],
 )
-def test_bad_input_fails_early_and_says_what_to_do(model, kwargs, message):
+def test_bad_input_fails_early_and_says_what_to_do(tiny, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        edit_explorer(model, **{"num_steps": STEPS, **kwargs})
+        EditExplorer(tiny, **{"num_steps": STEPS, **kwargs})

@@ -1,4 +1,4 @@
-"""labkit.widgets.interpolation_explorer, headless, on a tiny random U-Net: the method and the
+"""labkit.widgets.InterpolationExplorer, headless, on a tiny random U-Net: the method and the
 point slider drive the image and the labels, paths are computed once per method, rapid method
 changes coalesce, the static page carries every point of every method."""
 
@@ -9,32 +9,27 @@ import time
 import pytest
 import torch
 
-import labkit.widgets
-from labkit.diffusion import load_model
-from labkit.editing import interpolate, sample_at, timestep_at
-from labkit.widgets import InterpolationExplorer, interpolation_explorer, to_png
+import labkit.widgets.interpolation
+from labkit.diffusion import sample_at, timestep_at
+from labkit.editing import interpolate
+from labkit.widgets import InterpolationExplorer, to_png
 
 STEPS = 10  # a short DDIM schedule keeps each path at a few milliseconds
 N = 5
 
 
-@pytest.fixture(scope="module")
-def model(tiny_dir):
-    return load_model(tiny_dir)
-
-
 @pytest.fixture
-def explorer(model) -> InterpolationExplorer:
-    explorer = interpolation_explorer(model, seed_a=0, seed_b=1, t_fraction=1.0, n=N, num_steps=STEPS,
+def explorer(tiny) -> InterpolationExplorer:
+    explorer = InterpolationExplorer(tiny, seed_a=0, seed_b=1, t_fraction=1.0, n=N, num_steps=STEPS,
                                       geodesic_steps=5)
     explorer.wait(30)
     return explorer
 
 
-def test_opens_on_the_first_method_at_the_first_endpoint(explorer, model):
+def test_opens_on_the_first_method_at_the_first_endpoint(explorer, tiny):
     assert explorer.method.value == "lerp" and explorer.slider.value == 0
     assert explorer.computed == ["lerp"]
-    expected = interpolate(model, explorer.a, explorer.b, n=N, method="lerp")
+    expected = interpolate(tiny, explorer.a, explorer.b, n=N, method="lerp")
     assert bytes(explorer.image.value) == to_png(expected.images[0], value_range=(-1, 1))
     assert f"{expected.h_length:.4g}" in explorer.lengths.value and f"{expected.x_length:.4g}" in explorer.lengths.value
     assert explorer.readout.value.startswith(f"point 1 of {N}")
@@ -68,7 +63,7 @@ def test_method_change_computes_once_and_going_back_is_instant(explorer):
     assert explorer.computed == ["lerp", "slerp"]
 
 
-def test_rapid_method_changes_coalesce(model, monkeypatch):
+def test_rapid_method_changes_coalesce(tiny, monkeypatch):
     calls = []
     started = threading.Event()
 
@@ -78,8 +73,8 @@ def test_rapid_method_changes_coalesce(model, monkeypatch):
         time.sleep(0.3)  # slow enough that both clicks arrive while it runs
         return interpolate(*args, method=method, **kwargs)
 
-    monkeypatch.setattr(labkit.widgets, "interpolate", slow_interpolate)
-    explorer = interpolation_explorer(model, n=N, num_steps=STEPS, geodesic_steps=5)
+    monkeypatch.setattr(labkit.widgets.interpolation, "interpolate", slow_interpolate)
+    explorer = InterpolationExplorer(tiny, n=N, num_steps=STEPS, geodesic_steps=5)
     assert started.wait(5)
     explorer.method.value = "slerp"
     explorer.method.value = "geodesic"
@@ -89,11 +84,11 @@ def test_rapid_method_changes_coalesce(model, monkeypatch):
     assert bytes(explorer.image.value) == explorer._frames["geodesic"][0]
 
 
-def test_given_paths_are_shown_without_recomputing(model):
-    t = timestep_at(model, 1.0, STEPS)
-    a, b = sample_at(model, 0, t, STEPS), sample_at(model, 1, t, STEPS)
-    given = {"slerp": interpolate(model, a, b, n=N, method="slerp")}
-    explorer = interpolation_explorer(model, n=N, num_steps=STEPS, methods=("slerp", "lerp"), interpolations=given)
+def test_given_paths_are_shown_without_recomputing(tiny):
+    t = timestep_at(tiny, 1.0, STEPS)
+    a, b = sample_at(tiny, 0, t, STEPS), sample_at(tiny, 1, t, STEPS)
+    given = {"slerp": interpolate(tiny, a, b, n=N, method="slerp")}
+    explorer = InterpolationExplorer(tiny, n=N, num_steps=STEPS, methods=("slerp", "lerp"), interpolations=given)
     explorer.wait(30)
     assert explorer.computed == [] and explorer.interpolation("slerp") is given["slerp"]
     assert bytes(explorer.image.value) == to_png(given["slerp"].images[0], value_range=(-1, 1))
@@ -127,18 +122,18 @@ def test_geodesic_is_no_longer_in_h_than_slerp(explorer):
         (dict(interpolations={"geodesic": None}, methods=("lerp",)), "not among methods"),
     ],
 )
-def test_bad_input_fails_early_and_says_what_to_do(model, kwargs, message):
+def test_bad_input_fails_early_and_says_what_to_do(tiny, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        interpolation_explorer(model, num_steps=STEPS, **kwargs)
+        InterpolationExplorer(tiny, num_steps=STEPS, **kwargs)
 
 
-def test_given_paths_must_have_n_points(model):
-    t = timestep_at(model, 1.0, STEPS)
-    a, b = sample_at(model, 0, t, STEPS), sample_at(model, 1, t, STEPS)
+def test_given_paths_must_have_n_points(tiny):
+    t = timestep_at(tiny, 1.0, STEPS)
+    a, b = sample_at(tiny, 0, t, STEPS), sample_at(tiny, 1, t, STEPS)
     with pytest.raises(ValueError, match="same n"):
-        interpolation_explorer(model, n=N + 1, num_steps=STEPS,
-                               interpolations={"lerp": interpolate(model, a, b, n=N, method="lerp")})
-    explorer = interpolation_explorer(model, n=N, num_steps=STEPS, methods=("lerp",))
+        InterpolationExplorer(tiny, n=N + 1, num_steps=STEPS,
+                               interpolations={"lerp": interpolate(tiny, a, b, n=N, method="lerp")})
+    explorer = InterpolationExplorer(tiny, n=N, num_steps=STEPS, methods=("lerp",))
     with pytest.raises(ValueError, match="one of"):
         explorer.interpolation("slerp")
     # Its worker is computing the lerp path: let it finish, or it may still be inside torch when

@@ -328,3 +328,76 @@ def test_reference_port_agrees_with_power_and_exact():
     torch.testing.assert_close(ref.sigma, exact.sigma, rtol=1e-8, atol=0)
     assert ref.n_jvp == ref.n_vjp == 3 * ref.iterations
     assert ref.iterations == power.iterations  # same iteration, same start block
+
+
+# ---------------------------------------------------------------------------------------------
+# Block Lanczos at tight tolerance, thick restarts, deflation, the float32 floor
+
+
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 1e-6), (torch.float64, 1e-7), (torch.float64, 1e-11)])
+def test_krylov_at_tight_tolerance_against_the_exact_svd(dtype, tol):
+    # Float64 linear algebra around the map's own products: a float32 map gets down to its
+    # rounding floor (a few 1e-7 here), a float64 one far below 1e-7.
+    f = mlp(60, 80, seed=3, dtype=dtype)
+    x = torch.randn(60, generator=torch.Generator().manual_seed(2)).to(dtype)
+    basis = local_basis(f, x, k=5, tol=tol)
+    exact = local_basis(f.double(), x.double(), k=5, method="exact")
+    assert basis.residual.max() <= tol and basis.v.dtype == dtype
+    assert basis.n_jvp < 60  # converged before the basis filled X
+    # The certificate is honest: JᵀJ v − σ² v recomputed in float64 from the explicit Jacobian.
+    J = explicit_jacobian(f.double(), x.double())
+    V = flat(basis.v).double()
+    recomputed = ((V @ J.T @ J - exact.sigma[:, None] ** 2 * V).norm(dim=1) / exact.sigma**2).max()
+    assert recomputed < (1e-5 if dtype == torch.float32 else 10 * tol)
+    # σ error ≈ residual² (Rayleigh quotient); angle ≈ residual / relative gap.
+    torch.testing.assert_close(basis.sigma.double(), exact.sigma, rtol=1e-6 if dtype == torch.float32 else 1e-13,
+                               atol=0)
+    assert principal_angles(basis.v.double(), exact.v).max() < (1e-4 if dtype == torch.float32 else 100 * tol)
+
+
+def test_thick_restart_and_deflation_keep_the_answer():
+    s = 0.97 ** torch.arange(120, dtype=torch.float64)
+    f, _, V = linear_map(s, m=130)
+    x = torch.zeros(120, dtype=torch.float64)
+    free = local_basis(f, x, k=6, tol=1e-9, max_dim=120)
+    restarted = local_basis(f, x, k=6, tol=1e-9, block=4, max_dim=20, max_iter=400)
+    for basis in (free, restarted):
+        assert basis.residual.max() <= 1e-9
+        assert principal_angles(basis.v, V.T[:6]).max() < 1e-6
+        torch.testing.assert_close(basis.sigma, s[:6], rtol=1e-10, atol=0)
+    # Deflation: once top vectors converge, blocks shrink below the largest block of 4.
+    assert restarted.n_jvp < 4 * restarted.iterations
+    with pytest.raises(ValueError, match="max_dim must be at least"):
+        local_basis(f, x, k=6, block=4, max_dim=10)
+
+
+def test_float32_stops_at_its_rounding_floor_with_a_clear_warning():
+    f = mlp(150, 160, seed=1, dtype=torch.float32)
+    x = torch.randn(150, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(RuntimeWarning, match="rounding level"):
+        basis = local_basis(f, x, k=4, tol=1e-13, max_iter=200)
+    # Stopped early (not at max_iter, not by filling X), near the float32 floor.
+    assert basis.iterations < 60 and basis.n_jvp < 150 and basis.residual.max() < 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_double_vjp_matches_forward_mode_and_finite_differences(dtype):
+    net = conv_net(dtype)
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(1, 1, 8, 8, generator=g).to(dtype)
+    V = torch.randn(3, 1, 1, 8, 8, generator=g).to(dtype)
+    forward, transposed = jvps(net, x, V), jvps(net, x, V, mode="double-vjp")
+    torch.testing.assert_close(transposed, forward)
+    if dtype == torch.float64:
+        h = 1e-5
+        central = torch.stack([(net(x + h * v) - net(x - h * v)) / (2 * h) for v in V])
+        torch.testing.assert_close(transposed, central, rtol=1e-6, atol=1e-8)
+    # local_basis gives the same basis either way, with the same products.
+    a = local_basis(net, x, k=3, tol=1e-6, jvp_mode="forward")
+    b = local_basis(net, x, k=3, tol=1e-6, jvp_mode="double-vjp")
+    torch.testing.assert_close(b.sigma, a.sigma, rtol=1e-5, atol=0)
+    assert principal_angles(a.v, b.v).max() < 1e-3
+    with pytest.raises(ValueError, match="jvp_mode must be one of"):
+        local_basis(net, x, k=3, jvp_mode="reverse")
+    with pytest.raises(ValueError, match="mode must be 'forward' or 'double-vjp'"):
+        jvps(net, x, V, mode="transpose")

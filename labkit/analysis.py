@@ -1,0 +1,209 @@
+"""The paper's timestep analysis as a restartable job: local bases over samples × timesteps.
+
+    python -m labkit analyze --samples 8 --t 0.2 0.6 1.0 --k 10 --out runs/analysis
+    torchrun --nproc-per-node 4 -m labkit analyze --samples 64 --t 0.2 0.6 1.0 --k 50 --out runs/big
+
+A *unit* is one (sample, t): the sample is x_T drawn from the seed ``sample``, run by DDIM down to
+the DDIM timestep nearest t·T. For each unit the job computes
+
+- the local basis of f_t: x_t ↦ h_t (top-k right singular vectors v_i of J = ∂h/∂x_t, σ_i);
+- the radial frequency content of each v_i: the share of ‖v_i‖² = 1 in each ring of the 2-D
+  discrete Fourier transform, |ω| = √(k_y² + k_x²) rounded to an integer (cycles per image;
+  the corners above H/2 go to the last ring), channels summed; and its mean frequency Σ |ω| p;
+- the rank of the posterior-mean Jacobian J_pm = ∂x̂₀/∂x_t (Tweedie's x̂₀, labkit.diffusion.
+  posterior_mean): all its singular values, exactly (full Jacobian) when n = dim x ≤ EXACT_PM_MAX,
+  else its top k by local_basis; two ranks: #{σ_i > 1e-3 σ_1} and the smallest r whose σ_1..σ_r
+  hold 99% of Σσ² (for the top-k case, counted within the top k: lower bounds).
+
+Each unit is written atomically (a temporary file, then os.replace) to OUT/units/; a rerun skips
+the units whose file exists and recomputes the rest (a half-written unit left only a temporary
+file). Under torchrun each rank takes every world_size-th unit of the sorted list, so the split
+is deterministic and no unit is assigned twice; after a barrier rank 0 merges everything into
+OUT/results.json: one record per unit, and per t the cross-sample tangent-space similarity
+‖Q_aᵀ Q_b‖_F² / k (the mean squared cosine of the principal angles between the spans of two
+samples' v_1..v_k: 1 for the same space, k/n on average for random ones) over all sample pairs.
+
+Explained in: book/part2-diffusion/08_scaling.ipynb
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from labkit.diffusion import DiffusionModel, h_space, load_model, posterior_mean
+from labkit.editing import sample_at, timestep_at
+from labkit.spectral import local_basis, principal_angles
+
+EXACT_PM_MAX = 4096  # largest n for which the posterior-mean Jacobian is formed explicitly
+RANK_REL = 1e-3  # rank: singular values above RANK_REL · σ_1
+RANK_ENERGY = 0.99  # rank: fewest singular values holding this share of Σσ²
+# Fault injection for the tests: the rank named here kills itself (SIGKILL) after writing this
+# many units, as a crashed node would, e.g. LABKIT_ANALYZE_KILL="1:1" for rank 1 after one unit.
+KILL_ENV = "LABKIT_ANALYZE_KILL"
+
+
+@dataclass(frozen=True)
+class Job:
+    model: str | None  # folder or hub id; None: the embedded model
+    samples: int
+    ts: tuple[float, ...]  # fractions of T
+    k: int
+    out: Path
+    steps: int = 50
+    tol: float = 1e-4
+    device: str = "cpu"
+
+    def units(self) -> list[tuple[int, float]]:
+        return [(s, t) for s in range(self.samples) for t in self.ts]
+
+
+def unit_path(out: Path, sample: int, t: float) -> Path:
+    return out / "units" / f"sample{sample:05d}_t{t:.4f}.safetensors"
+
+
+def radial_spectrum(v: Tensor) -> Tensor:
+    """Share of each v_i's squared norm per integer frequency ring. v: (k, C, H, W) → (k, ⌊min(H, W)/2⌋ + 1)."""
+    H, W = v.shape[-2:]
+    power = torch.fft.fft2(v.double()).abs().pow(2).sum(dim=1) / (H * W)  # (k, H, W); Parseval: sums to ‖v_i‖²
+    ky, kx = torch.fft.fftfreq(H, 1 / H), torch.fft.fftfreq(W, 1 / W)
+    ring = torch.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2).round().long().clamp_max(min(H, W) // 2)
+    shares = torch.zeros(len(v), int(ring.max()) + 1, dtype=torch.float64)
+    shares.index_add_(1, ring.flatten(), power.flatten(1))
+    return shares / shares.sum(dim=1, keepdim=True)
+
+
+def ranks(sigma: Tensor) -> dict:
+    """The two rank definitions of the module docstring, for descending singular values."""
+    energy = torch.cumsum(sigma.double() ** 2, 0) / (sigma.double() ** 2).sum()
+    return {"rank_rel": int((sigma > RANK_REL * sigma[0]).sum()),
+            "rank_energy": int(torch.searchsorted(energy, torch.tensor([RANK_ENERGY], dtype=energy.dtype))) + 1}
+
+
+def compute_unit(model: DiffusionModel, job: Job, sample: int, t: float) -> tuple[dict, dict[str, Tensor]]:
+    """One (sample, t): the record for results.json and the tensors kept in the unit file."""
+    start = time.perf_counter()
+    timestep = timestep_at(model, t, job.steps)
+    x = sample_at(model, sample, timestep, job.steps).x_t
+    basis = local_basis(h_space(model, timestep), x, job.k, tol=job.tol)
+    shares = radial_spectrum(basis.v[:, 0])
+    pm = posterior_mean(model, timestep)
+    n = x.numel()
+    if n <= EXACT_PM_MAX:
+        jac = torch.func.jacrev(pm, chunk_size=64)(x).reshape(n, n)  # chunks bound the memory
+        pm_sigma, pm_how = torch.linalg.svdvals(jac.double()), "exact"
+    else:
+        pm_sigma, pm_how = local_basis(pm, x, job.k, tol=job.tol).sigma, f"top {job.k} (lower bounds)"
+    rings = torch.arange(shares.shape[1], dtype=shares.dtype)
+    record = {"sample": sample, "t": t, "timestep": timestep, "sigma": basis.sigma.tolist(),
+              "residual_max": basis.residual.max().item(), "products": basis.n_jvp + basis.n_vjp,
+              "frequency_shares": shares.tolist(), "mean_frequency": (shares @ rings).tolist(),
+              "posterior_mean_rank": {**ranks(pm_sigma), "singular_values": pm_how},
+              "posterior_mean_sigma_top": pm_sigma[:job.k].tolist(), "seconds": round(time.perf_counter() - start, 3)}
+    return record, {"v": basis.v.detach().cpu().contiguous(), "posterior_mean_sigma": pm_sigma.cpu().contiguous()}
+
+
+def write_unit(path: Path, record: dict, tensors: dict[str, Tensor]) -> None:
+    """Atomic: the unit file either does not exist or is complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+    os.close(fd)
+    save_file(tensors, tmp, metadata={"record": json.dumps(record), "written_ns": str(time.time_ns()),
+                                      "pid": str(os.getpid())})
+    os.replace(tmp, path)
+
+
+def read_unit(path: Path) -> tuple[dict, Tensor]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as file:
+        record = json.loads(file.metadata()["record"])
+    return record, load_file(str(path))["v"]
+
+
+def cross_sample_similarity(vs: list[Tensor]) -> dict:
+    """Mean squared cosine of the principal angles, over all pairs of the given bases."""
+    k, n = vs[0].shape[0], vs[0][0].numel()
+    values = [float((torch.cos(principal_angles(a, b)) ** 2).mean()) for a, b in itertools.combinations(vs, 2)]
+    if not values:
+        return {"pairs": 0, "random_baseline": k / n}
+    return {"pairs": len(values), "mean": sum(values) / len(values), "min": min(values), "max": max(values),
+            "random_baseline": k / n}
+
+
+def merge(job: Job) -> dict:
+    """Read every unit file and write OUT/results.json (atomically)."""
+    missing = [u for u in job.units() if not unit_path(job.out, *u).exists()]
+    if missing:
+        raise RuntimeError(f"{len(missing)} unit(s) have no file in {job.out / 'units'} (e.g. sample "
+                           f"{missing[0][0]}, t {missing[0][1]}); run the same command again to compute them")
+    records, bases = [], {}
+    for sample, t in job.units():
+        record, v = read_unit(unit_path(job.out, sample, t))
+        records.append(record)
+        bases.setdefault(t, []).append(v)
+    results = {"model": job.model or "embedded", "samples": job.samples, "t": list(job.ts), "k": job.k,
+               "tol": job.tol, "num_steps": job.steps,
+               "definitions": {"rank_rel": f"#{{σ_i > {RANK_REL:g} σ_1}} of ∂x̂₀/∂x_t",
+                               "rank_energy": f"fewest σ_i of ∂x̂₀/∂x_t holding {RANK_ENERGY:.0%} of Σσ²",
+                               "similarity": "‖Q_aᵀ Q_b‖_F² / k over sample pairs (mean cos² of principal angles)",
+                               "frequency_shares": "share of ‖v_i‖² per integer radial DFT frequency ring"},
+               "units": records,
+               "cross_sample": [{"t": t, **cross_sample_similarity(vs)} for t, vs in bases.items()]}
+    path = job.out / "results.json"
+    fd, tmp = tempfile.mkstemp(dir=job.out, suffix=".tmp")
+    with os.fdopen(fd, "w") as file:
+        json.dump(results, file, indent=1)
+    os.replace(tmp, path)
+    return results
+
+
+def run(job: Job) -> Path | None:
+    """Run the job in this process, or as one rank of torchrun (RANK, WORLD_SIZE, LOCAL_RANK set).
+
+    Returns OUT/results.json on rank 0 (None on the other ranks).
+    """
+    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    device = job.device
+    if distributed:
+        cuda = torch.device(device).type == "cuda"
+        if cuda:
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if cuda else "gloo")
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    try:
+        model = load_model(job.model, device=device)
+        kill = os.environ.get(KILL_ENV, "")
+        kill_rank, kill_after = (int(part) for part in kill.split(":")) if kill else (-1, 0)
+        mine = job.units()[rank::world]
+        todo = [u for u in mine if not unit_path(job.out, *u).exists()]
+        bar = tqdm(todo, desc=f"rank {rank}/{world}: {len(mine) - len(todo)} of {len(mine)} units done before",
+                   position=rank, disable=None)
+        for done, (sample, t) in enumerate(bar, 1):
+            record, tensors = compute_unit(model, job, sample, t)
+            write_unit(unit_path(job.out, sample, t), {**record, "rank": rank}, tensors)
+            if rank == kill_rank and done == kill_after:
+                os.kill(os.getpid(), signal.SIGKILL)
+        bar.close()
+        if distributed:
+            dist.barrier()
+        if rank != 0:
+            return None
+        merge(job)
+        return job.out / "results.json"
+    finally:
+        if distributed:
+            dist.destroy_process_group()

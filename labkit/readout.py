@@ -1,0 +1,237 @@
+"""The factor read-out: a small CNN that reads a scene's factors (labkit.worlds) back from its image.
+
+It turns any image of the world, a render or a diffusion model's sample, into factors, so that
+edits can be measured in the world's own units. Outputs, per image:
+
+- a circular factor (a hue h ∈ [0, 1)): the point (cos 2πh, sin 2πh) on the unit circle, read back
+  as ĥ = atan2(sin, cos)/2π mod 1 (no seam at 0 ≡ 1);
+- a continuous factor v ∈ [low, high]: z = (v − mid)/half-span ∈ [−1, 1], read back and clamped
+  to the range (so read factors can always be re-rendered);
+- the categorical shape: logits, read back as the arg-max.
+
+Trained on renders drawn afresh every step (no fixed data set, so no over-fitting), with a
+little Gaussian pixel noise (σ uniform in [0, 0.05]) so that it tolerates a sample's grain:
+
+    python -m labkit.readout --out labkit/embedded/shapes/readout
+
+The score on held-out renders (``readout_scores``): R² = 1 − Σ(v̂ − v)²/Σ(v − v̄)² for a continuous
+factor; for a hue, the same with circular differences d(a, b) = ((a − b + ½) mod 1) − ½ and v̄ the
+circular mean, R² = 1 − Σ d(ĥ, h)²/Σ d(h, h̄)²; accuracy for the shape.
+
+Explained in: book/part2-diffusion/07_semantic.ipynb (the world's own chapter is to come)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from labkit.worlds import FACTORS, IMAGE_SIZE, render, sample_factors
+
+EMBEDDED_READOUT = Path(__file__).parent / "embedded" / "shapes" / "readout"
+
+
+def _output_slices() -> dict[str, slice]:
+    """Where each factor's outputs sit in the network's output vector (2 for a hue, 1, or one per class)."""
+    slices, start = {}, 0
+    for name, f in FACTORS.items():
+        width = {"circular": 2, "continuous": 1, "categorical": len(f.values)}[f.kind]
+        slices[name] = slice(start, start + width)
+        start += width
+    return slices
+
+
+class FactorReadout(nn.Module):
+    """CNN from (N, 3, 32, 32) images in [-1, 1] to (N, D) raw outputs (D = 12: see ``_output_slices``).
+
+    Four 3×3 convolutions (channels c1..c4; the last three with stride 2: 32 → 16 → 8 → 4), each
+    followed by batch norm and ReLU, then a hidden linear layer and the output layer.
+    """
+
+    def __init__(self, channels: tuple[int, ...] = (16, 32, 64, 128), hidden: int = 128):
+        super().__init__()
+        if len(channels) != 4 or min(channels) < 1 or hidden < 1:
+            raise ValueError(f"channels must be four positive numbers and hidden positive, got {channels}, {hidden}")
+        self.channels, self.hidden = tuple(channels), hidden
+        layers: list[nn.Module] = []
+        previous = 3
+        for i, c in enumerate(channels):
+            layers += [nn.Conv2d(previous, c, 3, stride=1 if i == 0 else 2, padding=1), nn.BatchNorm2d(c), nn.ReLU()]
+            previous = c
+        self.features = nn.Sequential(*layers)
+        outputs = max(s.stop for s in _output_slices().values())
+        side = IMAGE_SIZE // 8
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(previous * side * side, hidden), nn.ReLU(),
+                                  nn.Linear(hidden, outputs))
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.features(images))
+
+
+def encode(factors: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Training targets: (N, 2) (cos, sin) of 2πh for hues, (N,) z ∈ [−1, 1] for continuous, (N,) classes."""
+    out = {}
+    for name, f in FACTORS.items():
+        v = factors[name]
+        if f.kind == "circular":
+            out[name] = torch.stack([torch.cos(2 * math.pi * v), torch.sin(2 * math.pi * v)], dim=1)
+        elif f.kind == "continuous":
+            out[name] = (v - (f.high + f.low) / 2) / ((f.high - f.low) / 2)
+        else:
+            out[name] = v
+    return out
+
+
+def decode(outputs: Tensor) -> dict[str, Tensor]:
+    """Raw outputs (N, D) → factors {name: (N,)} valid for ``labkit.worlds.render``."""
+    out = {}
+    for name, s in _output_slices().items():
+        f, o = FACTORS[name], outputs[:, s]
+        if f.kind == "circular":
+            out[name] = torch.remainder(torch.atan2(o[:, 1], o[:, 0]) / (2 * math.pi), 1.0)
+        elif f.kind == "continuous":
+            out[name] = ((f.high + f.low) / 2 + o[:, 0] * (f.high - f.low) / 2).clamp(f.low, f.high)
+        else:
+            out[name] = o.argmax(dim=1)
+    return out
+
+
+def readout_loss(outputs: Tensor, targets: dict[str, Tensor]) -> Tensor:
+    """Sum over factors: squared error of (cos, sin) and of z, cross-entropy of the shape."""
+    loss = outputs.new_zeros(())
+    for name, s in _output_slices().items():
+        o, y = outputs[:, s], targets[name]
+        if FACTORS[name].kind == "categorical":
+            loss = loss + nn.functional.cross_entropy(o, y)
+        else:
+            loss = loss + ((o - y.reshape(o.shape)) ** 2).sum(1).mean()
+    return loss
+
+
+def load_readout(path: str | Path | None = None) -> FactorReadout:
+    """The trained read-out in ``path`` (default: the shipped one), on CPU, in eval mode.
+
+    ``path`` is a folder written by ``python -m labkit.readout --out DIR``: config.json
+    (architecture, training record, held-out scores) and model.safetensors.
+    """
+    folder = Path(path) if path is not None else EMBEDDED_READOUT
+    config_file, weights_file = folder / "config.json", folder / "model.safetensors"
+    if not (config_file.exists() and weights_file.exists()):
+        raise FileNotFoundError(f"no read-out in {folder} (needs config.json and model.safetensors); "
+                                "train one with: python -m labkit.readout --out DIR")
+    architecture = json.loads(config_file.read_text())["architecture"]
+    model = FactorReadout(tuple(architecture["channels"]), architecture["hidden"])
+    model.load_state_dict(load_file(weights_file))
+    return model.eval()
+
+
+@torch.no_grad()
+def read_factors(images: Tensor, readout: FactorReadout | None = None, batch_size: int = 500) -> dict[str, Tensor]:
+    """Read the factors of (N, 3, 32, 32) images in [-1, 1]: {name: (N,)} (default read-out: the shipped one)."""
+    if not isinstance(images, Tensor) or images.ndim != 4 or tuple(images.shape[1:]) != (3, IMAGE_SIZE, IMAGE_SIZE):
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"images must be a tensor of shape (N, 3, {IMAGE_SIZE}, {IMAGE_SIZE}) in [-1, 1] "
+                         f"(renders of labkit.worlds or samples of the shapes model), got {shape}")
+    model = readout if readout is not None else load_readout()
+    device = next(model.parameters()).device
+    outputs = torch.cat([model(chunk.to(device)).cpu() for chunk in images.float().split(batch_size)])
+    return decode(outputs)
+
+
+def circular_difference(a: Tensor, b: Tensor) -> Tensor:
+    """d(a, b) = ((a − b + ½) mod 1) − ½ ∈ [−½, ½): the signed shortest way round the unit-length circle."""
+    return torch.remainder(a - b + 0.5, 1.0) - 0.5
+
+
+def circular_mean(h: Tensor) -> Tensor:
+    """The circular mean of hues in [0, 1): the angle of the mean of the points (cos 2πh, sin 2πh)."""
+    angle = torch.atan2(torch.sin(2 * math.pi * h).mean(), torch.cos(2 * math.pi * h).mean())
+    return torch.remainder(angle / (2 * math.pi), 1.0)
+
+
+def readout_scores(read: dict[str, Tensor], true: dict[str, Tensor]) -> dict[str, float]:
+    """R² per continuous factor (circular for hues, see the module docstring), accuracy for the shape."""
+    scores = {}
+    for name, f in FACTORS.items():
+        r, t = read[name], true[name]
+        if f.kind == "categorical":
+            scores[name] = (r == t).double().mean().item()
+            continue
+        r, t = r.double(), t.double()
+        if f.kind == "circular":
+            error, spread = circular_difference(r, t), circular_difference(t, circular_mean(t))
+        else:
+            error, spread = r - t, t - t.mean()
+        scores[name] = 1 - (error**2).sum().item() / (spread**2).sum().item()
+    return scores
+
+
+def train_readout(out: str | Path, steps: int = 2500, batch_size: int = 64, lr: float = 3e-3, seed: int = 0,
+                  heldout: int = 2000, max_noise: float = 0.05) -> dict:
+    """Train a read-out on fresh renders; write OUT/model.safetensors and OUT/config.json; return the record.
+
+    AdamW, learning rate warmed up over min(100, steps/10) steps, then a cosine decay to 0; every
+    step renders a new batch from a seed drawn from a generator seeded with ``seed``. Held out:
+    ``heldout`` renders of sample_factors(heldout, seed=10**6 + seed) (continuous factors, so no
+    training scene repeats them), scored by ``readout_scores``.
+    """
+    if steps < 1 or batch_size < 1 or heldout < 2 or not 0 <= max_noise < 1:
+        raise ValueError("steps, batch_size must be positive, heldout ≥ 2, max_noise in [0, 1)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = FactorReadout()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    lr_sched = get_cosine_schedule_with_warmup(optimizer, min(100, steps // 10), steps)
+    t0 = time.perf_counter()
+    for step in range(steps):
+        factors = sample_factors(batch_size, int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+        images = render(factors)
+        noise = max_noise * torch.rand(batch_size, 1, 1, 1, generator=gen)
+        images = images + noise * torch.randn(images.shape, generator=gen)
+        loss = readout_loss(model(images), encode(factors))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        lr_sched.step()
+        if step % 100 == 0 or step + 1 == steps:
+            print(f"step {step + 1}/{steps}  loss {loss.item():.4f}  {time.perf_counter() - t0:.0f} s", flush=True)
+    elapsed = time.perf_counter() - t0
+    model.eval()
+    true = sample_factors(heldout, seed=10**6 + seed)
+    scores = readout_scores(read_factors(render(true), model), true)
+    record = {
+        "architecture": {"channels": list(model.channels), "hidden": model.hidden,
+                         "parameters": sum(p.numel() for p in model.parameters())},
+        "heldout": {"renders": heldout, "seed": 10**6 + seed, "scores": {k: round(v, 5) for k, v in scores.items()}},
+        "training": {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "max_noise": max_noise,
+                     "seconds": round(elapsed, 1), "torch": torch.__version__, "threads": torch.get_num_threads()},
+    }
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / "model.safetensors")
+    (out / "config.json").write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m labkit.readout", description="train the factor read-out")
+    parser.add_argument("--out", required=True, help="output folder (config.json, model.safetensors)")
+    parser.add_argument("--steps", type=int, default=2500)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    record = train_readout(args.out, args.steps, args.batch_size, args.lr, args.seed)
+    print(json.dumps(record["heldout"], indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""Explorers: scrub through edits and interpolations, live in JupyterLab and static in the web book.
+
+One explorer per module, on a small shared base:
+
+- ``labkit.widgets.base``          `Explorer`: image, slider, status, progress, and `LatestWins`, the
+  background worker that always computes the newest request (rapid control changes never pile up)
+- ``labkit.widgets.player``        frames as PNGs (`to_png`) and the self-contained HTML player
+  (`static_player`) that the web book shows where there is no kernel
+- ``labkit.widgets.edit``          `EditExplorer`: a sample, its local directions, every strength
+- ``labkit.widgets.interpolation`` `InterpolationExplorer`: lerp, slerp and geodesic paths
+
+Explained in: book/part2-diffusion/05_editing.ipynb and 06_interpolation.ipynb
+"""
+
+from labkit.widgets.edit import EditExplorer
+from labkit.widgets.interpolation import InterpolationExplorer
+from labkit.widgets.player import static_player, to_png
+
+__all__ = ["EditExplorer", "InterpolationExplorer", "static_player", "to_png"]

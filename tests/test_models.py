@@ -1,0 +1,65 @@
+"""labkit.models and labkit.notebook: a bare U-Net as a model, no global state touched, the chapter setup."""
+
+import pytest
+import torch
+from conftest import TINY_UNET
+from diffusers import UNet2DModel
+from diffusers.models.attention_processor import Attention, AttnProcessor
+
+from labkit.diffusion import h_space, sample_noise
+from labkit.models import ARCHITECTURES, from_unet, load_model
+from labkit.notebook import setup
+
+
+def test_from_unet_prepares_like_load_model(tiny_dir, tiny):
+    unet = UNet2DModel.from_pretrained(tiny_dir, subfolder="unet", low_cpu_mem_usage=False)
+    model = from_unet(unet, tiny.schedule, name="tiny")
+    assert all(isinstance(m.processor, AttnProcessor) for m in model.unet.modules() if isinstance(m, Attention))
+    assert not model.unet.training and not any(p.requires_grad for p in model.unet.parameters())
+    x = sample_noise(model, 1, seed=0)
+    assert torch.equal(h_space(model, 500)(x), h_space(tiny, 500)(x))  # same weights, same map
+    _, jv = torch.func.jvp(h_space(model, 500), (x,), (torch.ones_like(x),))  # forward AD works
+    assert torch.isfinite(jv).all()
+
+
+def test_from_unet_default_schedule_is_ddpms_linear_one():
+    torch.manual_seed(0)
+    model = from_unet(UNet2DModel(**TINY_UNET))
+    assert model.num_train_timesteps == 1000 and model.schedule["beta_schedule"] == "linear"
+    assert (model.schedule["beta_start"], model.schedule["beta_end"]) == (1e-4, 0.02)
+    assert model.timesteps(10)[0] == 900
+
+
+def test_architectures_build_on_the_meta_device():
+    with torch.device("meta"):
+        models = {name: from_unet(UNet2DModel(**config), name=name) for name, config in ARCHITECTURES.items()}
+    assert models["ddpm-cifar10-32"].sample_shape == (3, 32, 32)
+    assert models["ddpm-celebahq-256"].sample_shape == (3, 256, 256)
+
+
+def test_from_unet_checks_its_input():
+    with pytest.raises(TypeError, match="unet must be a diffusers UNet2DModel"):
+        from_unet(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="num_train_timesteps"):
+        from_unet(UNet2DModel(**TINY_UNET), schedule={"beta_start": 1e-4})
+
+
+def test_loading_leaves_torchs_precision_flags_alone(tiny_dir):
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    before = conv.fp32_precision, matmul.fp32_precision
+    try:
+        conv.fp32_precision = matmul.fp32_precision = "tf32"  # whatever the user chose
+        load_model(tiny_dir)
+        from_unet(UNet2DModel(**TINY_UNET))
+        assert conv.fp32_precision == matmul.fp32_precision == "tf32"
+    finally:
+        conv.fp32_precision, matmul.fp32_precision = before
+
+
+def test_setup_loads_the_chapter_model(tiny_dir):
+    lab = setup()
+    assert lab.embedded and lab.model.name == "embedded" and lab.device == torch.device("cpu")
+    other = setup(tiny_dir, device="cpu")
+    assert not other.embedded and other.model.sample_shape == (1, 8, 8)
+    wall, cpu = other.elapsed()
+    assert wall >= 0 and cpu >= 0
