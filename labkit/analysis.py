@@ -43,8 +43,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from labkit.diffusion import DiffusionModel, h_space, load_model, posterior_mean
-from labkit.editing import sample_at, timestep_at
+from labkit.diffusion import h_space, posterior_mean, sample_at, timestep_at
+from labkit.models import DiffusionModel, load_model
 from labkit.spectral import local_basis, principal_angles
 
 EXACT_PM_MAX = 4096  # largest n for which the posterior-mean Jacobian is formed explicitly

@@ -7,6 +7,8 @@ returns the checked value, so a call site is one line: ``k = check_int("k", k, 1
 For argparse, ``int_arg``, ``float_arg``, ``file_arg`` and ``out_dir_arg`` wrap the same checks
 as ``type=`` functions, so a bad flag is a usage error (exit 2) that argparse prefixes with the
 flag's name.
+
+Explained in: book/part2-diffusion/03_diffusion.ipynb (where labkit's functions are first used on a model)
 """
 
 from __future__ import annotations

@@ -116,14 +116,15 @@ def load_digits(digits: list[int] | None = None, limit: int | None = None) -> tu
     """
     if digits is not None and not isinstance(digits, list | tuple | range):
         raise TypeError(f"digits must be a list of classes 0..9 or None, got {type(digits).__name__} {digits!r}")
-    if limit is not None:
-        check_int("limit", limit, 1, hint="a positive number of images, or None for all")
-    pixels, labels = _mnist_arrays()
-    keep = np.ones(len(labels), dtype=bool)
     if digits is not None:
         bad = [d for d in digits if isinstance(d, bool) or d not in range(NUM_CLASSES)]
         if bad:
             raise ValueError(f"digits must be in 0..9, got {bad}")
+    if limit is not None:
+        check_int("limit", limit, 1, hint="a positive number of images, or None for all")
+    pixels, labels = _mnist_arrays()  # read only once the arguments are known to be good
+    keep = np.ones(len(labels), dtype=bool)
+    if digits is not None:
         keep &= np.isin(labels, digits)
     index = np.flatnonzero(keep)
     if limit is not None:

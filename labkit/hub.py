@@ -5,7 +5,9 @@ overall deadline (DNS, connect, TLS and first byte together), so an endpoint tha
 never answers TLS, a broken certificate, or a missing model each fail within seconds with one
 message, instead of hanging or retrying for most of a minute and then blaming config.json.
 
-Explained in: README.md ("Using a GPU and a hub model")
+The README's "Using a GPU and a hub model" says how to fetch a hub model where there is a network.
+
+Explained in: book/part2-diffusion/03_diffusion.ipynb (load_model)
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from labkit.diffusion import load_model
 from labkit.editing import sample_at, timestep_at
+from labkit.models import load_model
 from labkit.scoring import ReadOut, coverage, digit_readout, disentanglement, score_directions
 
 
