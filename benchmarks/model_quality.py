@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
 
     # low_cpu_mem_usage=False: the plain loading path (the other one wants `accelerate`).
-    unet = UNet2DModel.from_pretrained(args.model, subfolder="unet", low_cpu_mem_usage=False).eval()
+    unet = UNet2DModel.from_pretrained(args.model, subfolder="unet", use_safetensors=True,
+                                       low_cpu_mem_usage=False).eval()
     scheduler = DDIMScheduler.from_pretrained(args.model, subfolder="scheduler")
     scheduler.set_timesteps(args.steps)
     load_before = os.getloadavg()[0]  # other work on the machine slows sampling: record it

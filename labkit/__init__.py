@@ -20,6 +20,9 @@ One module per idea, named as in the book:
 - ``labkit.worlds``     a world with known factors: RGB scenes rendered from seven numbers
 - ``labkit.readout``    the factor read-out, a small CNN that reads a scene's factors back
 - ``labkit.scoring``    scoring directions against measured factors (response, disentanglement, side effects)
+- ``labkit.checks``     the input checks every public function runs first (one place, one style)
+- ``labkit.cache``      content keys (weights fingerprint, dtype, options) for the basis cache
+- ``labkit.hub``        the Hugging Face Hub probe, with one deadline
 
 Part I needs only torch: ``import labkit`` and ``import labkit.geometry`` do not import diffusers.
 The Part II modules, and the shortcuts ``labkit.load_model`` and ``labkit.h_space``, are imported
@@ -34,8 +37,8 @@ from labkit import geometry, spectral
 from labkit.geometry import lerp, pullback_metric, slerp
 from labkit.spectral import LocalBasis, local_basis
 
-_SUBMODULES = ("analysis", "classifier", "data", "diffusion", "editing", "measures", "models", "notebook", "plot",
-               "readout", "scoring", "train", "widgets", "worlds")
+_SUBMODULES = ("analysis", "cache", "checks", "classifier", "data", "diffusion", "editing", "hub", "measures",
+               "models", "notebook", "plot", "readout", "scoring", "train", "widgets", "worlds")
 _SHORTCUTS = {"load_model": "models", "h_space": "diffusion"}
 
 __all__ = ["geometry", "spectral", *_SUBMODULES, *_SHORTCUTS, "lerp", "slerp", "pullback_metric", "LocalBasis",

@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from labkit.checks import check_int, check_tensor
 from labkit.data import IMAGE_SIZE, NUM_CLASSES
 
 EMBEDDED_CLASSIFIER = Path(__file__).parent / "embedded" / "classifier"
@@ -30,8 +31,9 @@ class DigitClassifier(nn.Module):
 
     def __init__(self, channels: tuple[int, int, int] = (16, 32, 64)):
         super().__init__()
-        if len(channels) != 3 or min(channels) < 1:
-            raise ValueError(f"channels must be three positive numbers, got {channels}")
+        if not isinstance(channels, tuple | list) or len(channels) != 3:
+            raise ValueError(f"channels must be three positive ints, got {channels!r}")
+        channels = tuple(check_int(f"channels[{i}]", c, 1, 4096) for i, c in enumerate(channels))
         self.channels = tuple(channels)
         layers: list[nn.Module] = []
         previous = 1
@@ -86,9 +88,12 @@ def classify(images: Tensor, classifier: DigitClassifier | None = None, batch_si
 
     Explained in: book/part2-diffusion/05_editing.ipynb
     """
-    if not isinstance(images, Tensor) or images.ndim != 4 or tuple(images.shape[1:]) != (1, IMAGE_SIZE, IMAGE_SIZE):
-        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"images must be a tensor of shape (N, 1, {IMAGE_SIZE}, {IMAGE_SIZE}) in [-1, 1], got {shape}")
+    check_tensor("images", images, shape=(None, 1, IMAGE_SIZE, IMAGE_SIZE),
+                 hint="digits in [-1, 1]; one image: images[None]")
+    check_int("batch_size", batch_size, 1)
+    if classifier is not None and not isinstance(classifier, DigitClassifier):
+        raise TypeError(f"classifier must be a DigitClassifier (load_classifier()) or None, "
+                        f"got {type(classifier).__name__}")
     model = classifier if classifier is not None else _load_once(EMBEDDED_CLASSIFIER)
     device = next(model.parameters()).device
     logits = torch.cat([model(chunk.to(device)).cpu() for chunk in images.float().split(batch_size)])

@@ -24,6 +24,7 @@ from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
+from labkit.checks import check_bool, check_float, check_int, check_tensor, show
 from labkit.models import DiffusionModel
 
 # The paper's "quality boosting": the last DDIM steps, t ≤ QUALITY_BOOST · T, run with η = 1.
@@ -33,34 +34,38 @@ QUALITY_BOOST = 0.2
 # Checks shared by every function that takes a latent or a timestep
 # --------------------------------------------------------------------------------------------
 
-def check_latent(model: DiffusionModel, x: Tensor) -> None:
-    """Raise a clear error unless x is a finite batch of latents of the model's shape."""
-    if not torch.is_tensor(x):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    _check_shape(model, x)
-    if not torch.isfinite(x).all():
-        raise ValueError("x contains NaN or infinite values; start from finite latents (e.g. sample_noise)")
+def check_latent(model: DiffusionModel, x: Tensor, name: str = "x", batch: int | None = None) -> Tensor:
+    """Raise a clear error unless x is a finite batch of latents (batch, C, H, W) of the model's
+    shape, dtype and device (``batch``: the number of latents required, None for any)."""
+    check_tensor(name, x, shape=(batch, *model.sample_shape),
+                 hint=f"a latent of {model.name!r} has shape (batch, {', '.join(map(str, model.sample_shape))}); "
+                      "add a batch dimension with x[None] if needed")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {tuple(x.shape)}); give at least one latent")
+    if x.dtype != model.dtype or x.device != model.device:
+        raise TypeError(f"{name} is {x.dtype} on {x.device}, the model {model.dtype} on {model.device}; "
+                        f"use {name}.to(model.device, model.dtype)")
+    return x
 
 
-def _check_shape(model: DiffusionModel, x: Tensor) -> None:
-    # Shape only: the maps below run under torch.func transforms, where a value check cannot run.
-    if x.dim() != 4 or tuple(x.shape[1:]) != model.sample_shape:
-        raise ValueError(
-            f"x must have shape (batch, {', '.join(map(str, model.sample_shape))}) for {model.name!r}, "
-            f"got {tuple(x.shape)}; add a batch dimension with x[None] if needed"
-        )
-
-
-def check_timestep(model: DiffusionModel, t: int) -> int:
+def check_timestep(model: DiffusionModel, t: int, name: str = "t") -> int:
     """Raise a clear error unless t is an integer timestep in 0..T−1; returns int(t)."""
-    if isinstance(t, Tensor):
+    if isinstance(t, Tensor) and t.numel() == 1:
         t = t.item()
-    if isinstance(t, float) and not t.is_integer():
-        raise ValueError(f"t must be an integer timestep, got {t}; use model.timesteps(n) to list valid ones")
-    t = int(t)
-    if not 0 <= t < model.num_train_timesteps:
-        raise ValueError(f"t must be in 0..{model.num_train_timesteps - 1}, got {t}")
-    return t
+    if isinstance(t, float):
+        if not t.is_integer():
+            raise ValueError(f"{name} must be an integer timestep, got {t}; model.timesteps(n) lists the DDIM ones")
+        t = int(t)
+    return check_int(name, t, 0, model.num_train_timesteps - 1,
+                     hint="a timestep is an integer in 0..T-1; model.timesteps(n) lists the DDIM ones")
+
+
+def _check_input(model: DiffusionModel, x: Tensor) -> None:
+    """The checks of check_latent that read no data, so a map can run them under torch.func.vmap."""
+    check_tensor("x", x, shape=(None, *model.sample_shape), finite=False)
+    if x.dtype != model.dtype or x.device != model.device:
+        raise TypeError(f"x is {x.dtype} on {x.device}, the model {model.dtype} on {model.device}; "
+                        "use x.to(model.device, model.dtype)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -80,6 +85,8 @@ def h_space(model: DiffusionModel, t: int, layer: str = "mid") -> Callable[[Tens
     t = check_timestep(model, t)
     unet = model.unet
     n_down = len(unet.down_blocks)
+    if not isinstance(layer, str):
+        raise TypeError(f"layer must be 'mid' or 'down.i', got {type(layer).__name__} {show(layer)}")
     if layer == "mid":
         stop = n_down
     elif re.fullmatch(r"down\.\d+", layer) and int(layer.split(".")[1]) < n_down:
@@ -92,7 +99,7 @@ def h_space(model: DiffusionModel, t: int, layer: str = "mid") -> Callable[[Tens
         emb = unet.time_embedding(t_emb)  # depends on t only: computed once
 
     def f(x: Tensor) -> Tensor:
-        _check_shape(model, x)
+        _check_input(model, x)
         e = emb.expand(x.shape[0], -1)
         with sdpa_kernel([SDPBackend.MATH]):
             h = unet.conv_in(2 * x - 1 if unet.config.center_input_sample else x)
@@ -123,7 +130,7 @@ def posterior_mean(model: DiffusionModel, t: int) -> Callable[[Tensor], Tensor]:
     a, s = abar ** 0.5, (1.0 - abar) ** 0.5
 
     def x0_hat(x: Tensor) -> Tensor:
-        _check_shape(model, x)
+        _check_input(model, x)
         out = model.eps(x, t)
         if prediction == "epsilon":
             return (x - s * out) / a
@@ -140,8 +147,8 @@ def posterior_mean(model: DiffusionModel, t: int) -> Callable[[Tensor], Tensor]:
 
 def sample_noise(model: DiffusionModel, batch: int = 1, seed: int = 0) -> Tensor:
     """x_T ~ N(0, I), shape (batch, C, H, W), reproducible from ``seed`` on any device."""
-    if batch < 1:
-        raise ValueError(f"batch must be positive, got {batch}")
+    check_int("batch", batch, 1, 100_000)
+    check_int("seed", seed, 0, 2**63 - 1)
     g = torch.Generator().manual_seed(seed)
     return torch.randn((batch, *model.sample_shape), generator=g).to(model.device, model.dtype)
 
@@ -170,11 +177,16 @@ def ddim_sample(
     Explained in: book/part2-diffusion/03_diffusion.ipynb
     """
     check_latent(model, x)
+    check_float("eta", eta, 0.0, 1.0, hint="DDIM's η: 0 is deterministic, 1 is DDPM-like")
+    if eta_below is not None:
+        check_int("eta_below", eta_below, -1, model.num_train_timesteps - 1)
+    check_int("seed", seed, 0, 2**63 - 1)
+    check_bool("shared_noise", shared_noise)
     scheduler = model.ddim(num_steps)
     steps = [int(t) for t in scheduler.timesteps]
-    t_from = steps[0] if t_from is None else check_timestep(model, t_from)
+    t_from = steps[0] if t_from is None else check_timestep(model, t_from, "t_from")
     if t_to != -1:
-        t_to = check_timestep(model, t_to)
+        t_to = check_timestep(model, t_to, "t_to")
     if t_to >= t_from:
         raise ValueError(f"t_to ({t_to}) must be below t_from ({t_from}); DDIM runs from noise towards data")
     gen = torch.Generator().manual_seed(seed)
@@ -199,7 +211,7 @@ def ddim_invert(
 
     Explained in: book/part2-diffusion/03_diffusion.ipynb
     """
-    check_latent(model, x0)
+    check_latent(model, x0, "x0")
     t_to, _ = _on_schedule(model, t_to, num_steps, name="t_to")
     inverse = DDIMInverseScheduler.from_config(model.schedule, clip_sample=False)
     inverse.set_timesteps(num_steps)
@@ -231,15 +243,15 @@ class Sample:
 
 def _on_schedule(model: DiffusionModel, t: int, num_steps: int, name: str = "t") -> tuple[int, list[int]]:
     """t checked to be one of model.timesteps(num_steps); returns (t, that schedule). name: t's parameter."""
-    t = check_timestep(model, t)
-    steps = model.timesteps(num_steps)
+    t = check_timestep(model, t, name)
+    steps = model.timesteps(num_steps)  # checks num_steps
     if t not in steps:
         raise ValueError(f"{name}={t} is not on the {num_steps}-step DDIM schedule; "
                          f"pick one of model.timesteps({num_steps})")
     return t, steps
 
 
-def sample_at(model: DiffusionModel, seed: int, t: int, num_steps: int = 50) -> Sample:
+def sample_at(model: DiffusionModel, seed: int, t: int, num_steps: int = 50, progress: bool = False) -> Sample:
     """Start from noise x_T(seed) and run DDIM down to timestep t (one of model.timesteps(num_steps)).
 
     Explained in: book/part2-diffusion/04_h_space.ipynb
@@ -247,23 +259,25 @@ def sample_at(model: DiffusionModel, seed: int, t: int, num_steps: int = 50) -> 
     t, steps = _on_schedule(model, t, num_steps)
     x = sample_noise(model, 1, seed)
     if t != steps[0]:
-        x = ddim_sample(model, x, num_steps, t_to=t)
+        x = ddim_sample(model, x, num_steps, t_to=t, progress=progress)
     return Sample(x_t=x, t=t, num_steps=num_steps, seed=seed)
 
 
-def invert_image(model: DiffusionModel, image: Tensor, t: int, num_steps: int = 50) -> Sample:
+def invert_image(model: DiffusionModel, image: Tensor, t: int, num_steps: int = 50, progress: bool = False) -> Sample:
     """A given image x_0 (1, C, H, W) in [-1, 1] as a Sample at timestep t, by DDIM inversion.
 
     The returned latent is the x_t that deterministic DDIM maps back to (approximately) this image,
     so a real image can be edited like a generated one: ``labkit.editing.sample_basis`` then
     ``edit``. For a faithful round trip, edit with ``boost_below=None`` (η = 0 throughout): the
-    default η = 1 near the end re-noises fine detail. The sample has no seed (seed=None), so its
-    basis is not cached.
+    default η = 1 near the end re-noises fine detail. The sample has no seed (seed=None); its
+    basis is cached by content like any other.
 
     Explained in: book/part2-diffusion/05_editing.ipynb
     """
-    t, _ = _on_schedule(model, t, num_steps)  # ddim_invert checks the image
-    return Sample(x_t=ddim_invert(model, image, t_to=t, num_steps=num_steps), t=t, num_steps=num_steps, seed=None)
+    t, _ = _on_schedule(model, t, num_steps)
+    check_latent(model, image, "image", batch=1)
+    x_t = ddim_invert(model, image, t_to=t, num_steps=num_steps, progress=progress)
+    return Sample(x_t=x_t, t=t, num_steps=num_steps, seed=None)
 
 
 def timestep_at(model: DiffusionModel, fraction: float, num_steps: int = 50) -> int:
@@ -271,7 +285,6 @@ def timestep_at(model: DiffusionModel, fraction: float, num_steps: int = 50) -> 
 
     Explained in: book/part2-diffusion/03_diffusion.ipynb
     """
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    check_float("fraction", fraction, 0.0, 1.0, hint="t as a fraction of T, e.g. 0.6")
     steps = model.timesteps(num_steps)
     return min(steps, key=lambda s: abs(s - fraction * model.num_train_timesteps))

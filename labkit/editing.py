@@ -21,21 +21,24 @@ Explained in: book/part2-diffusion/05_editing.ipynb, 06_interpolation.ipynb, 07_
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from labkit.cache import content_key, weights_fingerprint
+from labkit.checks import check_choice, check_float, check_int, check_nonzero, check_tensor, show
 from labkit.diffusion import (
     QUALITY_BOOST,
     Sample,
+    _on_schedule,
     check_latent,
     check_timestep,
     ddim_sample,
@@ -62,13 +65,35 @@ __all__ = ["EditMethod", "Interpolation", "Sample", "edit", "global_directions",
 # One sample's local basis, cached on disk
 # --------------------------------------------------------------------------------------------
 
+RESERVED_METADATA = ("n_jvp", "n_vjp", "method", "iterations")  # save_basis writes these itself
+
+
 def save_basis(basis: LocalBasis, path: str | os.PathLike, metadata: dict | None = None) -> None:
-    """Write a local basis to a safetensors file, atomically (temporary file, then rename)."""
+    """Write a local basis to a safetensors file, atomically (temporary file, then rename).
+
+    ``metadata``: extra string-convertible values stored with it; its keys must be strings and
+    not one of RESERVED_METADATA (the basis's own record, which ``load_basis`` reads back)."""
+    if not isinstance(basis, LocalBasis):
+        raise TypeError(f"basis must be a LocalBasis (from local_basis or sample_basis), got {type(basis).__name__}")
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"path must be a file path (str or pathlib.Path), got {type(path).__name__} {show(path)}")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise TypeError(f"metadata must be a dict of str keys, got {type(metadata).__name__}")
+    metadata = metadata or {}
+    if not all(isinstance(key, str) for key in metadata):
+        raise TypeError(f"metadata keys must be strings, got {show(list(metadata))}")
+    clash = sorted(set(metadata) & set(RESERVED_METADATA))
+    if clash:
+        raise ValueError(f"metadata must not use the reserved keys {clash}: save_basis writes "
+                         f"{', '.join(RESERVED_METADATA)} itself; rename yours (e.g. 'my_{clash[0]}')")
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"path {str(path)!r} is a folder; "
+                                f"give a file name such as {str(path / 'basis.safetensors')!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: getattr(basis, name).detach().cpu().contiguous() for name in ("v", "sigma", "u", "residual")}
     meta = {"n_jvp": str(basis.n_jvp), "n_vjp": str(basis.n_vjp), "method": basis.method,
-            "iterations": str(basis.iterations), **{k: str(v) for k, v in (metadata or {}).items()}}
+            "iterations": str(basis.iterations), **{k: str(v) for k, v in metadata.items()}}
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
     try:
@@ -80,14 +105,21 @@ def save_basis(basis: LocalBasis, path: str | os.PathLike, metadata: dict | None
 
 
 def load_basis(path: str | os.PathLike, device: str | torch.device = "cpu") -> LocalBasis:
-    """Read a local basis written by ``save_basis``, its tensors on ``device``."""
-    from safetensors import safe_open
+    """Read a local basis written by ``save_basis``, its tensors on ``device``.
 
-    with safe_open(str(path), framework="pt") as fh:
-        meta = fh.metadata()
-    t = load_file(str(path), device=str(device))
-    return LocalBasis(v=t["v"], sigma=t["sigma"], u=t["u"], residual=t["residual"], n_jvp=int(meta["n_jvp"]),
-                      n_vjp=int(meta["n_vjp"]), method=meta["method"], iterations=int(meta["iterations"]))
+    A file that is missing raises FileNotFoundError; one that is not a basis written by
+    save_basis (damaged, truncated, or another file) raises ValueError naming it."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"path {str(path)!r}: no such file (a basis written by save_basis)")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        t = load_file(str(path), device=str(device))
+        return LocalBasis(v=t["v"], sigma=t["sigma"], u=t["u"], residual=t["residual"], n_jvp=int(meta["n_jvp"]),
+                          n_vjp=int(meta["n_vjp"]), method=meta["method"], iterations=int(meta["iterations"]))
+    except Exception as err:  # safetensors raises its own error types for a damaged file
+        raise ValueError(f"{str(path)!r} is not a readable basis file ({type(err).__name__}: {err}); "
+                         "delete it, or write it again with save_basis") from err
 
 
 def sample_basis(
@@ -101,21 +133,31 @@ def sample_basis(
     """The local basis of f_t: x_t ↦ h_t at this sample: top-k singular triplets of ∂h/∂x.
 
     v: (k, 1, C, H, W) directions in X;  u: (k, *h.shape);  sigma: (k,).
-    With ``cache_dir``, the result is stored as safetensors under a key made of the model,
-    t, seed, k and method, and read back on the next call.
+    With ``cache_dir``, the result is stored as safetensors under a key made of the content:
+    a fingerprint of the weights, the dtype, t, the latent x_t itself, k, the method and every
+    option (``progress`` aside), and read back on the next call with the same key. An unreadable
+    cache entry is reported (a warning with its path) and computed again.
     """
-    check_latent(model, sample.x_t)
-    path = None
-    if cache_dir is not None:
-        key = json.dumps([model.name, sample.t, sample.num_steps, sample.seed, k, method, sorted(options.items())],
-                         default=str)
-        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-        path = Path(cache_dir) / f"basis-t{sample.t}-k{k}-seed{sample.seed}-{digest}.safetensors"
-        if sample.seed is not None and path.exists():
-            return load_basis(path, device=sample.x_t.device)  # where a fresh basis would be: x_t's device
+    _check_sample(model, sample)
+    if cache_dir is None:
+        return local_basis(h_space(model, sample.t), sample.x_t, k, method=method, **options)
+    text, digest = content_key(weights=weights_fingerprint(model.unet), dtype=str(model.dtype), layer="mid",
+                               t=sample.t, x_t=sample.x_t, k=k, method=method,
+                               options={n: v for n, v in options.items() if n != "progress"})
+    path = Path(cache_dir) / f"basis-t{sample.t}-k{k}-{digest[:24]}.safetensors"
+    if path.exists():
+        try:
+            basis = load_basis(path, device=sample.x_t.device)  # where a fresh basis would be: x_t's device
+            with safe_open(str(path), framework="pt") as fh:
+                stored = fh.metadata().get("cache_key")
+            if stored == text and basis.v.shape == (k, *sample.x_t.shape):
+                return basis
+            problem = "it was written for another key"
+        except ValueError as err:
+            problem = f"it is unreadable ({err})"
+        warnings.warn(f"basis cache entry {path}: {problem}; computing it again", RuntimeWarning, stacklevel=2)
     basis = local_basis(h_space(model, sample.t), sample.x_t, k, method=method, **options)
-    if path is not None and sample.seed is not None:
-        save_basis(basis, path, {"model": model.name, "t": sample.t, "seed": sample.seed, "k": k})
+    save_basis(basis, path, {"model": model.name, "t": sample.t, "seed": sample.seed, "k": k, "cache_key": text})
     return basis
 
 
@@ -123,23 +165,46 @@ def sample_basis(
 # Edits
 # --------------------------------------------------------------------------------------------
 
+def _check_sample(model: DiffusionModel, sample: Sample) -> Sample:
+    """A Sample of one latent of this model, at a timestep on its own DDIM schedule."""
+    if not isinstance(sample, Sample):
+        raise TypeError(f"sample must be a labkit Sample (from sample_at or invert_image), got {type(sample).__name__}")
+    check_latent(model, sample.x_t, "sample.x_t", batch=1)
+    _on_schedule(model, sample.t, sample.num_steps)
+    if sample.seed is not None:
+        check_int("sample.seed", sample.seed, 0, 2**63 - 1)
+    return sample
+
+
 def _check_direction(x: Tensor, v: Tensor) -> Tensor:
+    """v: one direction, shaped like one latent (C, H, W) or (1, C, H, W), finite and not zero."""
+    check_tensor("v", v, hint=f"a direction has the latent's shape {tuple(x.shape[1:])}, e.g. basis.v[i]")
     if v.shape == x.shape[1:]:
         v = v[None]
-    if v.shape[-x.dim() + 1:] != x.shape[1:]:
-        raise ValueError(f"direction v must have the latent's shape {tuple(x.shape[1:])}, got {tuple(v.shape)}")
-    if not torch.isfinite(v).all():
-        raise ValueError("direction v contains NaN or infinite values")
-    return v.to(x)
+    check_tensor("v", v, shape=(1, *x.shape[1:]), finite=False, hint="pass one direction at a time, e.g. basis.v[i]")
+    return check_nonzero("v", v.to(x), hint="edit along a direction with a length, e.g. basis.v[i]")
+
+
+def _check_strengths(strength: Tensor | float, x: Tensor, name: str = "strength") -> Tensor:
+    """Strengths γ as a column (S, 1, 1, 1) in x's dtype and device: finite, at least one."""
+    if isinstance(strength, bool) or not isinstance(strength, Tensor | float | int | list | tuple):
+        raise TypeError(f"{name} must be a number, a list of numbers or a 1-d tensor, got {type(strength).__name__}")
+    try:
+        gamma = torch.as_tensor(strength, dtype=x.dtype, device=x.device)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"{name} must be a number, a list of numbers or a 1-d tensor, got {show(strength)}") from err
+    check_tensor(name, gamma, hint="strengths are finite numbers, e.g. torch.linspace(-1, 1, 7)")
+    if gamma.ndim > 1 or gamma.numel() == 0:
+        raise ValueError(f"{name} must be a number or a non-empty 1-d list of numbers, got {show(gamma)}")
+    return gamma.reshape(-1, 1, 1, 1)
 
 
 def naive_edit(model: DiffusionModel, x_t: Tensor, t: int, v: Tensor, strength: Tensor | float) -> Tensor:
     """x_t + γ v for each strength γ. x_t: (1, C, H, W); strength: scalar or (S,) → (S, C, H, W)."""
-    check_latent(model, x_t)
+    check_latent(model, x_t, "x_t", batch=1)
     check_timestep(model, t)
     v = _check_direction(x_t, v)
-    gamma = torch.as_tensor(strength, dtype=x_t.dtype, device=x_t.device).reshape(-1, 1, 1, 1)
-    return x_t + gamma * v
+    return x_t + _check_strengths(strength, x_t) * v
 
 
 def x_space_guidance(
@@ -159,12 +224,13 @@ def x_space_guidance(
     prediction that a step along v causes, recomputed at the current x on every iteration.
     x_t: (1, C, H, W); strength: scalar or (S,); returns (S, C, H, W). All strengths run as one batch.
     """
-    check_latent(model, x_t)
+    check_latent(model, x_t, "x_t", batch=1)
     t = check_timestep(model, t)
     v = _check_direction(x_t, v)
-    if n_iter < 0:
-        raise ValueError(f"n_iter must be ≥ 0, got {n_iter}")
-    gamma = torch.as_tensor(strength, dtype=x_t.dtype, device=x_t.device).reshape(-1, 1, 1, 1)
+    gamma = _check_strengths(strength, x_t)
+    check_float("delta", delta, 0.0, 1e3, low_open=True,
+                hint="the probe step δ > 0; a negative strength edits the other way")
+    check_int("n_iter", n_iter, 0, 10_000)
     x = x_t.expand(len(gamma), *x_t.shape[1:]).clone()
     with torch.no_grad():
         for _ in range(n_iter):
@@ -188,15 +254,17 @@ def edit(
     edited latents are finished by DDIM on the sample's schedule, with η = 1 for t ≤
     boost_below·T (None: η = 0 throughout). Strength 0 reproduces the unedited image.
     """
-    strengths = torch.as_tensor(strengths, dtype=sample.x_t.dtype).reshape(-1)
+    _check_sample(model, sample)
+    strengths = _check_strengths(strengths, sample.x_t, "strengths").reshape(-1)
+    check_choice("method", method, ("guidance", "naive"))
+    if boost_below is not None:
+        check_float("boost_below", boost_below, 0.0, 1.0, hint="a fraction of T below which η = 1, or None")
     if method == "guidance":
         x = x_space_guidance(model, sample.x_t, sample.t, v, strengths, **method_options)
     elif method == "naive":
         if method_options:
             raise ValueError(f"the naive edit takes no options, got {sorted(method_options)}")
         x = naive_edit(model, sample.x_t, sample.t, v, strengths)
-    else:
-        raise ValueError(f"method must be 'guidance' or 'naive', got {method!r}")
     eta_below = None if boost_below is None else int(boost_below * model.num_train_timesteps)
     if sample.t == 0:
         return x
@@ -220,19 +288,36 @@ def parallel_transport(basis_a: LocalBasis, basis_b: LocalBasis, v: Tensor) -> T
     B's pseudo-inverse:  v_B = V_B Σ_B⁻¹ U_Bᵀ (U_A Σ_A V_Aᵀ v),  then normalised to unit length.
     (The reference code omits Σ_B⁻¹; with it, v_B is the direction whose image is the projection.)
     Returns a unit vector shaped like v. Transporting A's v_i from A to A returns v_i.
+
+    Raises ValueError when there is nothing to transport: v (numerically) orthogonal to span(V_A),
+    J_A v (numerically) zero, or J_A v orthogonal to span(U_B). Normalising what is left then would
+    turn rounding noise into a unit vector; "relatively" means below √eps of the dtype.
     """
+    for name, basis in (("basis_a", basis_a), ("basis_b", basis_b)):
+        if not isinstance(basis, LocalBasis):
+            raise TypeError(f"{name} must be a LocalBasis, got {type(basis).__name__}")
     if basis_a.v.shape[1:] != basis_b.v.shape[1:] or basis_a.u.shape[1:] != basis_b.u.shape[1:]:
-        raise ValueError("both bases must come from the same map (same x and h shapes)")
+        raise ValueError("basis_a and basis_b must come from the same map (same x and h shapes), got "
+                         f"v {tuple(basis_a.v.shape[1:])} vs {tuple(basis_b.v.shape[1:])}")
+    check_tensor("v", v)
     v = v.reshape(-1).to(basis_a.v)
     if v.numel() != _flat(basis_a.v).shape[1]:
         raise ValueError(f"v must have {_flat(basis_a.v).shape[1]} entries like the basis vectors, got {v.numel()}")
-    u = (_flat(basis_a.u).T * basis_a.sigma) @ (_flat(basis_a.v) @ v)  # J_A v
-    coeff = (_flat(basis_b.u) @ u) / basis_b.sigma                      # Σ_B⁻¹ U_Bᵀ u
-    v_b = _flat(basis_b.v).T @ coeff
-    norm = v_b.norm()
-    if norm == 0:
-        raise ValueError("the direction's image is orthogonal to B's tangent space: nothing to transport")
-    return (v_b / norm).reshape(basis_a.v.shape[1:])
+    check_nonzero("v", v, hint="transport a direction with a length, e.g. basis_a.v[i]")
+    small = torch.finfo(v.dtype).eps ** 0.5
+    coeff_a = _flat(basis_a.v) @ v                                     # V_Aᵀ v
+    if coeff_a.norm() <= small * v.norm():
+        raise ValueError(f"v is orthogonal to span(V_A) (only {coeff_a.norm() / v.norm():.1e} of its length lies "
+                         "in it): J_A is unknown there, so there is nothing to transport; use a direction of basis_a")
+    u = (_flat(basis_a.u).T * basis_a.sigma) @ coeff_a                 # J_A v
+    if u.norm() <= small * basis_a.sigma.max() * coeff_a.norm():
+        raise ValueError("J_A v is zero (v lies along singular values of about 0): nothing to transport")
+    projected = _flat(basis_b.u) @ u                                   # U_Bᵀ u
+    if projected.norm() <= small * u.norm():
+        raise ValueError(f"J_A v is orthogonal to B's tangent space span(U_B) ({projected.norm() / u.norm():.1e} of it "
+                         "lies there): nothing to transport; use a basis_b with more directions (larger k)")
+    v_b = _flat(basis_b.v).T @ (projected / basis_b.sigma)            # V_B Σ_B⁻¹ U_Bᵀ u
+    return (v_b / v_b.norm()).reshape(basis_a.v.shape[1:])
 
 
 def global_directions(bases: list[LocalBasis], k: int | None = None) -> Tensor:
@@ -244,12 +329,13 @@ def global_directions(bases: list[LocalBasis], k: int | None = None) -> Tensor:
     sign, and near-equal σ's let v_i rotate within their span from sample to sample.
     Returns (k, *x.shape) orthonormal directions, each sign-normalised (largest entry positive).
     """
-    if not bases:
-        raise ValueError("need at least one local basis")
-    k = k or bases[0].v.shape[0]
+    if not isinstance(bases, list | tuple) or not bases or not all(isinstance(b, LocalBasis) for b in bases):
+        raise TypeError(f"bases must be a non-empty list of LocalBasis, got {show(bases)}")
+    if len({b.v.shape[1:] for b in bases}) > 1:
+        shapes = sorted({tuple(b.v.shape[1:]) for b in bases})
+        raise ValueError(f"bases must all come from the same map (same x shape), got {shapes}")
     stacked = torch.cat([_flat(b.v) for b in bases])
-    if k > min(stacked.shape):
-        raise ValueError(f"k={k} is larger than the stacked bases allow ({min(stacked.shape)})")
+    k = bases[0].v.shape[0] if k is None else check_int("k", k, 1, min(stacked.shape))
     _, _, vh = torch.linalg.svd(stacked, full_matrices=False)
     mean = vh[:k]
     sign = torch.sign(mean.gather(1, mean.abs().argmax(1, keepdim=True)))
@@ -289,21 +375,22 @@ def interpolate(
     geodesic: a discrete curve of least energy in the pullback metric of f_t (started from
     slerp), found by ``labkit.geometry.discrete_geodesic``.
     """
+    _check_sample(model, a), _check_sample(model, b)
     if a.t != b.t or a.num_steps != b.num_steps:
-        raise ValueError("both samples must be at the same timestep on the same DDIM schedule")
-    if n < 2:
-        raise ValueError(f"n must be at least 2, got {n}")
+        raise ValueError(f"a and b must be at the same timestep on the same DDIM schedule, got (t, num_steps) = "
+                         f"{(a.t, a.num_steps)} and {(b.t, b.num_steps)}")
+    check_int("n", n, 2, 1000)
+    check_choice("method", method, ("lerp", "slerp", "geodesic"))
+    check_int("geodesic_steps", geodesic_steps, 0, 100_000)
     f = h_space(model, a.t)
     times = torch.linspace(0, 1, n)
     if method == "lerp":
         path = lerp(a.x_t, b.x_t, times)
     elif method == "slerp":
         path = slerp(a.x_t, b.x_t, times)
-    elif method == "geodesic":
+    else:
         path = discrete_geodesic(f, a.x_t, b.x_t, n_points=n, steps=geodesic_steps,
                                  init=slerp(a.x_t, b.x_t, times), progress=progress)
-    else:
-        raise ValueError(f"method must be 'lerp', 'slerp' or 'geodesic', got {method!r}")
     with torch.no_grad():
         h_len = float(curve_length(path, f))
         x_len = float(curve_length(path))

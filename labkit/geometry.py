@@ -24,6 +24,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from labkit.checks import check_callable, check_float, check_int, check_tensor
+
 Map = Callable[[Tensor], Tensor]
 
 # Above this many input coordinates, an explicit n×n metric is the wrong tool.
@@ -36,25 +38,22 @@ MAX_EXPLICIT_DIM = 4096
 # --------------------------------------------------------------------------------------------
 
 def _check_tensor(name: str, x: object) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}; wrap it with torch.as_tensor(...).")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}; use .double() or .float().")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or inf; check how it was computed.")
-    return x
+    return check_tensor(name, x)
 
 
 def _check_last_dim(name: str, x: Tensor, d: int) -> None:
-    if x.ndim == 0 or x.shape[-1] != d:
-        raise ValueError(f"{name} must have shape (..., {d}), got {tuple(x.shape)}.")
+    check_tensor(name, x, shape=(..., d), finite=False, hint=f"the last dimension holds the {d} chart coordinates")
 
 
 def _check_path(path: object) -> Tensor:
-    path = _check_tensor("path", path)
+    path = check_tensor("path", path)
     if path.ndim < 1 or path.shape[0] < 2:
         raise ValueError(f"path must have shape (N+1, *x.shape) with at least 2 points, got {tuple(path.shape)}.")
     return path
+
+
+def _check_map(f: object) -> None:
+    check_callable("f", f, hint="a map from chart coordinates to points, e.g. labkit.geometry.sphere")
 
 
 # --------------------------------------------------------------------------------------------
@@ -67,6 +66,7 @@ def circle(theta: Tensor, radius: float = 1.0) -> Tensor:
     Pullback metric: G = r² (a 1×1 matrix), so an arc Δθ has length r·Δθ.
     """
     _check_last_dim("theta", theta, 1)
+    check_float("radius", radius, 0.0, low_open=True)
     t = theta[..., 0]
     return radius * torch.stack([torch.cos(t), torch.sin(t)], dim=-1)
 
@@ -78,6 +78,7 @@ def sphere(uv: Tensor, radius: float = 1.0) -> Tensor:
     Pullback metric: G = diag(r², r² sin² θ); the chart is singular at the poles θ = 0, π.
     """
     _check_last_dim("uv", uv, 2)
+    check_float("radius", radius, 0.0, low_open=True)
     theta, phi = uv[..., 0], uv[..., 1]
     return radius * torch.stack(
         [torch.sin(theta) * torch.cos(phi), torch.sin(theta) * torch.sin(phi), torch.cos(theta)], dim=-1
@@ -92,6 +93,7 @@ def torus(uv: Tensor, R: float = 2.0, r: float = 1.0) -> Tensor:
     Pullback metric: G = diag((R + r cos v)², r²).
     """
     _check_last_dim("uv", uv, 2)
+    check_float("R", R, 0.0, low_open=True), check_float("r", r, 0.0, low_open=True)
     u, v = uv[..., 0], uv[..., 1]
     ring = R + r * torch.cos(v)
     return torch.stack([ring * torch.cos(u), ring * torch.sin(u), r * torch.sin(v)], dim=-1)
@@ -117,10 +119,9 @@ def random_mlp(in_dim: int, out_dim: int, hidden: int = 32, depth: int = 2, seed
     whose Jacobian we want to study without training anything.
     """
     for name, value in (("in_dim", in_dim), ("out_dim", out_dim), ("hidden", hidden)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}.")
-    if not isinstance(depth, int) or depth < 0:
-        raise ValueError(f"depth must be a non-negative int, got {depth!r}.")
+        check_int(name, value, 1, 100_000)
+    check_int("depth", depth, 0, 100)
+    check_int("seed", seed, 0, 2**63 - 1)
     gen = torch.Generator().manual_seed(seed)
     widths = [in_dim] + [hidden] * depth + [out_dim]
     layers = [
@@ -152,6 +153,7 @@ def jacobian(f: Map, x: Tensor) -> Tensor:
 
     Explained in: book/part1-geometry/03_jacobians.ipynb
     """
+    _check_map(f)
     x = _check_tensor("x", x)
     if x.numel() > MAX_EXPLICIT_DIM:
         raise ValueError(
@@ -190,6 +192,7 @@ def tangent_norm(f: Map, x: Tensor, v: Tensor) -> Tensor:
 
     Explained in: book/part1-geometry/04_pullback_metric.ipynb
     """
+    _check_map(f)
     x, v = _check_tensor("x", x), _check_tensor("v", v)
     return torch.linalg.vector_norm(_pushforward(f, x, v))
 
@@ -201,11 +204,13 @@ def tangent_angle(f: Map, x: Tensor, v: Tensor, w: Tensor) -> Tensor:
 
     Explained in: book/part1-geometry/04_pullback_metric.ipynb
     """
+    _check_map(f)
     x, v, w = _check_tensor("x", x), _check_tensor("v", v), _check_tensor("w", w)
     Jv, Jw = _pushforward(f, x, v), _pushforward(f, x, w)
     norms = torch.linalg.vector_norm(Jv) * torch.linalg.vector_norm(Jw)
     if not bool(norms > 0):
-        raise ValueError("tangent_angle: a vector has zero length through f (J v = 0); its angle is undefined.")
+        raise ValueError("tangent_angle: v or w has zero length through f (J v = 0 or J w = 0); "
+                         "its angle is undefined.")
     # clamp: rounding can push the cosine a hair outside [-1, 1]
     return torch.arccos(torch.clamp(Jv @ Jw / norms, -1.0, 1.0))
 
@@ -216,6 +221,8 @@ def tangent_angle(f: Map, x: Tensor, v: Tensor, w: Tensor) -> Tensor:
 
 def _image(path: Tensor, f: Map | None) -> Tensor:
     """The points f(x_0), …, f(x_N), flattened to shape (N+1, m)."""
+    if f is not None:
+        _check_map(f)
     points = path if f is None else torch.func.vmap(f)(path)
     return points.reshape(path.shape[0], -1)
 
@@ -268,12 +275,13 @@ def discrete_geodesic(
     x0, x1 = _check_tensor("x0", x0), _check_tensor("x1", x1)
     if x0.shape != x1.shape:
         raise ValueError(f"x0 and x1 must have the same shape, got {tuple(x0.shape)} and {tuple(x1.shape)}.")
-    if not isinstance(n_points, int) or n_points < 2:
-        raise ValueError(f"n_points must be an int >= 2 (the two endpoints at least), got {n_points!r}.")
-    if not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be a non-negative int, got {steps!r}.")
+    _check_map(f)
+    check_int("n_points", n_points, 2, 10_000, hint="the two endpoints at least")
+    check_int("steps", steps, 0, 1_000_000)
+    check_float("tol", tol, 0.0, 1.0, high_open=True)
     line = lerp(x0, x1, torch.linspace(0, 1, n_points, dtype=x0.dtype))
     if init is not None:
+        check_tensor("init", init)
         if init.shape != line.shape:
             raise ValueError(f"init must have shape {tuple(line.shape)} (n_points, *x0.shape), "
                              f"got {tuple(init.shape)}.")
@@ -311,9 +319,11 @@ def _transport_step(J_from: Tensor, J_to: Tensor, v: Tensor, target_norm: Tensor
     pinv(J_to) u is the least-squares solution of J_to w ≈ u, and J_to pinv(J_to) is the
     orthogonal projection onto range(J_to), so this is exactly "project, then pull back".
     """
-    w = torch.linalg.pinv(J_to) @ (J_from @ v)
+    u = J_from @ v
+    w = torch.linalg.pinv(J_to) @ u
     length = torch.linalg.vector_norm(J_to @ w)
-    if not bool(length > 0):
+    # relative to |u|: a projection at rounding level is noise, which rescaling would blow up
+    if not bool(length > torch.finfo(u.dtype).eps ** 0.5 * torch.linalg.vector_norm(u)):
         raise ValueError(
             "parallel_transport: the vector became orthogonal to the next tangent space "
             "(its projection is zero); use a finer path."
@@ -335,6 +345,7 @@ def parallel_transport(f: Map, path: Tensor, v: Tensor) -> Tensor:
 
     Explained in: book/part1-geometry/06_curves.ipynb
     """
+    _check_map(f)
     path = _check_path(path)
     v = _check_tensor("v", v)
     if v.shape != path.shape[1:]:
@@ -364,10 +375,9 @@ def geodesic_shooting(f: Map, x0: Tensor, v0: Tensor, n_steps: int, step_size: f
     x0, v0 = _check_tensor("x0", x0), _check_tensor("v0", v0)
     if v0.shape != x0.shape:
         raise ValueError(f"v0 must have the shape of x0 {tuple(x0.shape)}, got {tuple(v0.shape)}.")
-    if not isinstance(n_steps, int) or n_steps < 1:
-        raise ValueError(f"n_steps must be a positive int, got {n_steps!r}.")
-    if not (step_size > 0 and math.isfinite(step_size)):
-        raise ValueError(f"step_size must be a positive finite number, got {step_size!r}.")
+    _check_map(f)
+    check_int("n_steps", n_steps, 1, 100_000)
+    check_float("step_size", step_size, 0.0, low_open=True)
     x, v = x0, v0.to(x0.dtype)
     J = jacobian(f, x)
     speed = torch.linalg.vector_norm(J @ v.reshape(-1))
@@ -428,7 +438,7 @@ def slerp(a: Tensor, b: Tensor, t: float | Tensor) -> Tensor:
     t, _ = _interpolation_times(a, b, t)
     na, nb = torch.linalg.vector_norm(a), torch.linalg.vector_norm(b)
     if not bool(na > 0 and nb > 0):
-        raise ValueError("slerp needs two non-zero vectors: the angle to a zero vector is undefined.")
+        raise ValueError("a and b must both be non-zero for slerp: the angle to a zero vector is undefined.")
     cos_omega = torch.clamp((a * b).sum() / (na * nb), -1.0, 1.0)
     omega = torch.arccos(cos_omega)
     eps = 1e-6 if a.dtype == torch.float64 else 1e-4

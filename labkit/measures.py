@@ -34,22 +34,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from labkit.checks import check_tensor
+
 INK_FLOOR = 0.1  # grey levels (0 = background, 1 = full ink) below this count as no ink
 
 def _check_images(images: Tensor) -> Tensor:
-    if not isinstance(images, Tensor):
-        raise TypeError(f"images must be a torch.Tensor of shape (N, 1, H, W), got {type(images).__name__}")
-    if images.ndim != 4 or images.shape[1] != 1:
-        raise ValueError(
-            f"images must have shape (N, 1, H, W) (a batch of grey images); got {tuple(images.shape)}. "
-            "For one image use images[None]."
-        )
-    if not images.is_floating_point():
-        raise TypeError(f"images must be floating point in [-1, 1], got dtype {images.dtype}")
+    check_tensor("images", images, shape=(None, 1, None, None),
+                 hint="a batch of grey images (N, 1, H, W) in [-1, 1]; for one image use images[None]")
     if images.numel() == 0:
-        raise ValueError("images is empty")
-    if not torch.isfinite(images).all():
-        raise ValueError("images contain NaN or infinity")
+        raise ValueError(f"images is empty (shape {tuple(images.shape)}); give at least one image")
     # A little overshoot (model outputs, edits) is clipped by the ink density; far outside
     # means the images are in another range, e.g. grey levels 0..255.
     low, high = images.min().item(), images.max().item()

@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
@@ -34,8 +32,12 @@ from diffusers.models.attention_processor import Attention, AttnProcessor
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from labkit.checks import check_int, check_weights, show
+from labkit.hub import hub_problem
+
 EMBEDDED_MODEL = Path(__file__).parent / "embedded"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 # The hub models' architectures (their config.json): ``UNet2DModel(**config)`` builds one with
 # random weights, no download; the book and the benchmark measure their cost this way.
@@ -94,8 +96,7 @@ class DiffusionModel:
 
     def ddim(self, num_steps: int) -> DDIMScheduler:
         """A DDIM scheduler on this model's training schedule, set to ``num_steps`` steps."""
-        if not 1 <= num_steps <= self.num_train_timesteps:
-            raise ValueError(f"num_steps must be in 1..{self.num_train_timesteps}, got {num_steps}")
+        check_int("num_steps", num_steps, 1, self.num_train_timesteps, hint="the number of DDIM steps")
         # No clipping of the predicted x_0: it makes a step non-invertible, and DDIM inversion
         # must retrace exactly the path that sampling takes.
         scheduler = DDIMScheduler.from_config(self.schedule, clip_sample=False)
@@ -117,7 +118,12 @@ class DiffusionModel:
 # --------------------------------------------------------------------------------------------
 
 def _resolve_device(device: str | torch.device) -> torch.device:
-    device = torch.device(device)
+    if not isinstance(device, str | torch.device):
+        raise TypeError(f"device must be a name like 'cpu' or 'cuda', got {type(device).__name__} {show(device)}")
+    try:
+        device = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"device={device!r} is not a device name: use 'cpu', 'cuda' or 'cuda:N'") from err
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(
             f"device={str(device)!r} was asked for, but this torch build sees no CUDA GPU "
@@ -163,20 +169,6 @@ def prepare_for_forward_ad(unet: UNet2DModel) -> UNet2DModel:
     return unet
 
 
-def _hub_reachable(timeout: float = 1.0) -> bool:
-    """Can we open a TCP connection to the Hugging Face endpoint? (DNS + connect, bounded.)"""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def _load_unet_and_schedule(source: str, local_only: bool, dtype: torch.dtype) -> tuple[UNet2DModel, dict]:
     """Read a diffusers model in either layout: pipeline (unet/, scheduler/) or flat (root)."""
     with warnings.catch_warnings():
@@ -196,16 +188,22 @@ def _read_model(source: str, local_only: bool, dtype: torch.dtype) -> tuple[UNet
                 f"{source!r} is a folder but holds no diffusers model (no config.json, no unet/config.json). "
                 "Pass a folder saved with save_pretrained, a hub id, or nothing for the embedded model."
             )
-        unet = UNet2DModel.from_pretrained(source, subfolder=subfolder, **kwargs)
         sched_sub = "scheduler" if (path / "scheduler" / "scheduler_config.json").exists() else None
-        schedule = DDPMScheduler.from_pretrained(source, subfolder=sched_sub, local_files_only=True).config
-        return unet, dict(schedule)
-    try:
-        unet = UNet2DModel.from_pretrained(source, **kwargs)
-        schedule = DDPMScheduler.from_pretrained(source, local_files_only=local_only).config
-    except OSError:
-        unet = UNet2DModel.from_pretrained(source, subfolder="unet", **kwargs)
-        schedule = DDPMScheduler.from_pretrained(source, subfolder="scheduler", local_files_only=local_only).config
+    else:
+        try:
+            UNet2DModel.load_config(source, local_files_only=local_only)
+            subfolder = sched_sub = None
+        except OSError:
+            subfolder, sched_sub = "unet", "scheduler"
+    found = UNet2DModel.load_config(source, subfolder=subfolder, local_files_only=local_only).get("_class_name")
+    if found not in (None, "UNet2DModel"):
+        raise ModelUnavailableError(
+            f"{source!r} holds a {found}, not a UNet2DModel: labkit needs a DDPM's noise-prediction U-Net. "
+            "Pass a DDPM pipeline (folder or hub id with unet/ and scheduler/), or nothing for the embedded model."
+        )
+    unet, info = UNet2DModel.from_pretrained(source, subfolder=subfolder, output_loading_info=True, **kwargs)
+    check_weights(source, unet, info, ModelUnavailableError)
+    schedule = DDPMScheduler.from_pretrained(source, subfolder=sched_sub, local_files_only=local_only).config
     return unet, dict(schedule)
 
 
@@ -230,6 +228,8 @@ def load_model(
     Explained in: book/part2-diffusion/03_diffusion.ipynb
     """
     device = _resolve_device(device)
+    if dtype not in DTYPES:
+        raise TypeError(f"dtype must be one of {', '.join(map(str, DTYPES))}, got {show(dtype)}")
     if name_or_path is None:
         if not (EMBEDDED_MODEL / "unet" / "config.json").exists():
             raise ModelUnavailableError(
@@ -238,11 +238,13 @@ def load_model(
             )
         source, name, local_only = str(EMBEDDED_MODEL), "embedded", True
     else:
+        if not isinstance(name_or_path, str | os.PathLike):
+            raise TypeError(f"name_or_path must be a folder, a hub id or None, got {type(name_or_path).__name__}")
         source, name = str(name_or_path), str(name_or_path)
         is_dir = Path(source).is_dir()
         if not is_dir and not HUB_ID.match(source):
             raise ModelUnavailableError(
-                f"{source!r} is neither a folder nor a hub id like 'google/ddpm-cifar10-32'. "
+                f"name_or_path={source!r} is neither a folder nor a hub id like 'google/ddpm-cifar10-32'. "
                 "Pass an existing folder, a hub id, or nothing for the embedded model."
             )
         local_only = True
@@ -250,14 +252,16 @@ def load_model(
             try:  # the local cache first: fast, and works offline
                 unet, schedule = _load_unet_and_schedule(source, local_only=True, dtype=dtype)
                 return from_unet(unet.to(device), schedule, name)
+            except ModelUnavailableError:
+                raise
             except (OSError, ValueError):
                 local_only = False
-            if not _hub_reachable():
+            problem = hub_problem(source)
+            if problem is not None:
                 raise ModelUnavailableError(
-                    f"cannot load {source!r}: it is not in the local Hugging Face cache and the hub is "
-                    "unreachable from here (offline). Download it where you have internet "
-                    f"(huggingface-cli download {source} --local-dir DIR) and pass DIR, or call "
-                    "load_model() for the embedded model."
+                    f"cannot load {source!r}: it is not in the local Hugging Face cache, and {problem}. "
+                    f"Download it where you have internet (hf download {source} --local-dir DIR) and pass DIR, "
+                    "or call load_model() for the embedded model."
                 )
     try:
         unet, schedule = _load_unet_and_schedule(source, local_only=local_only, dtype=dtype)

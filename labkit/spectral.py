@@ -47,6 +47,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from labkit.checks import check_bool, check_callable, check_choice, check_float, check_int, check_tensor, show
 from labkit.krylov import block_lanczos
 
 Map = Callable[[Tensor], Tensor]
@@ -166,40 +167,37 @@ def local_basis(
 
     Explained in: book/part1-geometry/05_svd.ipynb
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; valid methods are {', '.join(map(repr, METHODS))}")
+    check_choice("method", method, METHODS)
     y = _check_map_and_point(f, x)
     n, m = x.numel(), y.numel()
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise TypeError(f"k must be an int, got {type(k).__name__}")
-    if not 1 <= k <= min(n, m):
-        raise ValueError(
-            f"k must be between 1 and min(n, m) = {min(n, m)} (n = x.numel() = {n}, "
-            f"m = f(x).numel() = {m}), got k = {k}"
-        )
-    if not tol > 0:
-        raise ValueError(f"tol must be positive, got {tol}")
-    if max_iter is not None and max_iter < 1:
-        raise ValueError(f"max_iter must be at least 1, got {max_iter}")
+    check_int("k", k, 1, min(n, m), hint=f"at most min(n, m) = min(x.numel(), f(x).numel()) = min({n}, {m})")
+    check_float("tol", tol, 0.0, 1.0, low_open=True, high_open=True,
+                hint="the largest relative residual accepted, e.g. 1e-4")
+    if max_iter is not None:
+        check_int("max_iter", max_iter, 1, 1_000_000)
+    check_int("oversample", oversample, 0, n)
+    if block is not None:
+        check_int("block", block, 1, n)
+    if max_dim is not None:
+        check_int("max_dim", max_dim, 1)
+    check_int("seed", seed, 0, 2**63 - 1)
+    if chunk_size is not None:
+        check_int("chunk_size", chunk_size, 1)
+    check_bool("progress", progress)
 
     if method == "exact":
         return _exact(f, x, y, k, chunk_size)
     if method == "reference":
         return _reference(f, x, y, k, tol, max_iter or DEFAULT_MAX_ITER["reference"], seed, progress)
 
-    if jvp_mode not in JVP_MODES:
-        raise ValueError(f"jvp_mode must be one of {', '.join(map(repr, JVP_MODES))}, got {jvp_mode!r}")
+    check_choice("jvp_mode", jvp_mode, JVP_MODES)
     if jvp_mode == "auto":
         jvp_mode = "double-vjp" if x.device.type == "cpu" else "forward"
     max_iter = DEFAULT_MAX_ITER[method] if max_iter is None else max_iter
     if method == "power":
         p = k
     else:
-        if oversample < 0:
-            raise ValueError(f"oversample must be ≥ 0, got {oversample}")
         p = min(k + oversample, max(2, -(-k // 3))) if block is None else block
-        if p < 1:
-            raise ValueError(f"block must be at least 1, got {block}")
         max_dim = max(10 * (k + oversample), 20 * p) if max_dim is None else max_dim
         if max_dim < k + oversample + 2 * p:
             raise ValueError(f"max_dim must be at least k + oversample + 2·block = {k + oversample + 2 * p}, "
@@ -258,6 +256,10 @@ def principal_angles(A: Tensor, B: Tensor) -> Tensor:
 
     Explained in: book/part1-geometry/05_svd.ipynb
     """
+    check_tensor("A", A, hint="rows are vectors: (k, *shape)")
+    check_tensor("B", B, hint="rows are vectors: (l, *shape)")
+    if A.ndim == 0 or B.ndim == 0 or 0 in (len(A), len(B)):
+        raise ValueError(f"A and B must each hold at least one row, got shapes {tuple(A.shape)} and {tuple(B.shape)}")
     if A.shape[1:] != B.shape[1:]:
         raise ValueError(f"rows of A and B must have the same shape, got {tuple(A.shape[1:])} and {tuple(B.shape[1:])}")
     QA = _orthonormal_rows(A.reshape(len(A), -1).double())
@@ -384,7 +386,17 @@ def _orthonormal_rows(rows: Tensor) -> Tensor:
 
 
 def _finish(v, sigma, u, residual, x, y, n_jvp, n_vjp, method, iterations) -> LocalBasis:
-    """Fix signs (largest-|.| entry of v_i positive, u_i flipped with it) and restore shapes."""
+    """Fix signs (largest-|.| entry of v_i positive, u_i flipped with it) and restore shapes.
+
+    Refuses J = 0 (every product exactly zero): σ = 0 with residual 0 would read as converged."""
+    if not bool(sigma[0] > 0):
+        raise ValueError("f does not vary with x here: J = ∂f/∂x is exactly zero at x, so there are no singular "
+                         "directions. f may be piecewise constant (round, floor, argmax, a threshold) or detach x "
+                         "inside; local_basis needs a map differentiable in x")
+    zero = torch.finfo(sigma.dtype).eps * max(x.numel(), y.numel()) * sigma[0]  # numerical rank, as in matrix_rank
+    if not bool(sigma[-1] > zero):
+        warnings.warn(f"J has rank {int((sigma > zero).sum())} < k = {len(sigma)} at x: the directions with σ ≈ 0 are "
+                      "arbitrary; ask for fewer", RuntimeWarning, stacklevel=3)
     largest = v.gather(1, v.abs().argmax(dim=1, keepdim=True)).squeeze(1)
     sign = torch.where(largest < 0, -1.0, 1.0).to(v.dtype)
     k = len(sigma)
@@ -415,37 +427,39 @@ def _push_forward_by_double_vjp(pull_back: Callable, y: Tensor) -> Callable[[Ten
 
 
 def _check_tangents(V: Tensor, point: Tensor, name: str, point_name: str) -> None:
-    if not isinstance(V, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(V).__name__}")
-    if V.dtype != point.dtype:
-        raise TypeError(f"{name} must have the dtype of {point_name} ({point.dtype}), got {V.dtype}")
-    if V.shape[1:] != point.shape:
-        raise ValueError(
-            f"{name} must have shape (b, *{point_name}.shape) = (b, {', '.join(map(str, point.shape))}), "
-            f"got {tuple(V.shape)}; stack the vectors along a new first dimension"
-        )
+    check_tensor(name, V, shape=(None, *point.shape), like=point,
+                 hint=f"stack the vectors along a new first dimension: (b, *{point_name}.shape)")
 
 
 def _check_map_and_point(f: Map, x: Tensor) -> Tensor:
-    """Check f and x and return y = f(x)."""
-    if not callable(f):
-        raise TypeError(f"f must be a function from a tensor to a tensor, got {type(f).__name__}")
-    if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    """Check f and x and return y = f(x), evaluated once with autograd on to see that it depends on x."""
+    check_callable("f", f, hint="a function from a tensor to a tensor")
+    check_tensor("x", x, hint="the Jacobian is only defined at a finite point")
     if x.dtype not in (torch.float32, torch.float64):
         raise TypeError(
             f"x must be a float32 or float64 tensor, got {x.dtype}; the QR and SVD steps need "
             "single or double precision (for a half-precision model, wrap it: lambda x: model(x.half()).float())"
         )
-    if not torch.isfinite(x).all():
-        raise ValueError("x contains NaN or infinite values; the Jacobian is only defined at a finite point")
-    with torch.no_grad():
-        y = f(x)
+    if x.numel() == 0:
+        raise ValueError(f"x is empty (shape {tuple(x.shape)}); give the point where J is wanted")
+    with torch.enable_grad():
+        y = f(x.detach().requires_grad_(True))
     if not isinstance(y, Tensor):
         raise TypeError(
             f"f(x) must return a torch.Tensor, got {type(y).__name__}; "
             "wrap f so it returns the one tensor whose Jacobian you want (e.g. lambda x: model(x).sample)"
         )
+    if not y.is_floating_point() or not y.requires_grad:
+        raise ValueError(f"f does not depend on x differentiably: f(x) ({show(y)}) carries no gradient. f may detach "
+                         "x, round or cast it to integers, take an argmax, or ignore it; local_basis needs a map "
+                         "differentiable in x")
+    y = y.detach()
     if not torch.isfinite(y).all():
         raise ValueError("f(x) contains NaN or infinite values; the Jacobian at this x is not usable")
+    if x.ndim >= 2 and y.ndim >= 2 and x.shape[0] > 1 and y.shape[0] == x.shape[0]:
+        raise ValueError(
+            f"x has shape {tuple(x.shape)} and f(x) {tuple(y.shape)}: a batch of {x.shape[0]} points? local_basis "
+            "finds the basis at ONE point: pass x[i:i+1] for each. (To treat them on purpose as one joint point, "
+            "flatten: local_basis(lambda z: f(z.reshape(x.shape)).reshape(-1), x.reshape(-1), k).)"
+        )
     return y

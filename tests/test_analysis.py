@@ -116,8 +116,9 @@ def test_rerun_skips_finished_units_and_redoes_half_written_ones(single, tiny_di
 
 
 def test_bad_flags_are_usage_errors(tmp_path, capsys):
-    for flags, message in ((["--k", "51"], "--k must be in 1..50"), (["--samples", "0"], "--samples must be"),
-                           (["--t", "0"], "--t must be distinct fractions")):
+    for flags, message in ((["--k", "51"], "argument --k: must be in 1..50"),
+                           (["--samples", "0"], "argument --samples: must be"),
+                           (["--t", "0"], "argument --t: must be"), (["--t", "0.5", "0.5"], "must be distinct")):
         with pytest.raises(SystemExit) as exit_:
             main(["analyze", *flags, "--out", str(tmp_path)])
         assert exit_.value.code == 2 and message in capsys.readouterr().err

@@ -1,0 +1,770 @@
+"""Bad inputs over the public API and the command line: each is refused at once, clearly.
+
+One table of cases. Each case calls one public function (or ``python -m labkit`` in-process)
+with one bad value and asserts: the exception type, that the message names the offending
+parameter (or flag), and that it fails within a few seconds. The tests after the table check
+what the refusals protect: content-keyed caching, image reading, the hub's deadline.
+"""
+
+from __future__ import annotations
+
+import http.server
+import math
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from labkit import geometry as geo
+from labkit import measures
+from labkit.__main__ import main as cli
+from labkit.classifier import DigitClassifier, classify, load_classifier
+from labkit.data import batches, load_digits, read_image, to_unit_range
+from labkit.diffusion import ddim_invert, ddim_sample, h_space, posterior_mean, sample_noise
+from labkit.editing import (
+    Sample,
+    edit,
+    global_directions,
+    interpolate,
+    invert_image,
+    load_basis,
+    naive_edit,
+    parallel_transport,
+    sample_at,
+    sample_basis,
+    save_basis,
+    timestep_at,
+    x_space_guidance,
+)
+from labkit.hub import HUB_DEADLINE_S
+from labkit.models import ModelUnavailableError, load_model
+from labkit.spectral import jvps, local_basis, principal_angles, subspace_distance, vjps
+
+LIMIT_S = 5.0  # "within a few seconds", on a busy 2-core machine
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.fixture(scope="module")
+def e(tiny_dir, tmp_path_factory):
+    """Everything the cases need, built once: the tiny model, a sample, bases, files."""
+    root = tmp_path_factory.mktemp("bad_input")
+    model = load_model(tiny_dir)
+    sample = sample_at(model, 0, 600, num_steps=10)
+    basis = sample_basis(model, sample, 2, method="exact")
+    other = sample_basis(model, sample_at(model, 1, 600, num_steps=10), 2, method="exact")
+    f64 = torch.zeros(5, dtype=torch.float64)
+    mlp = geo.random_mlp(5, 7)
+    files = SimpleNamespace(root=root, **_files(root, tiny_dir))
+    return SimpleNamespace(model=model, sample=sample, basis=basis, other=other, x=sample.x_t, v=basis.v[0],
+                           f64=f64, mlp=mlp, files=files, tiny_dir=tiny_dir)
+
+
+def _files(root: Path, tiny_dir: Path) -> dict:
+    """Bad files of every kind the API reads."""
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "ok8.png")
+    Image.fromarray(np.zeros((9, 8), np.uint8)).save(root / "wrong_size.png")
+    (root / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    (root / "text.png").write_text("not an image")
+    (root / "a_file").write_text("x")
+    (root / "empty_dir").mkdir()
+    (root / "corrupt.safetensors").write_bytes(b"\x00" * 64)
+    save_file({"w": torch.zeros(2)}, root / "not_a_basis.safetensors")
+    return dict(ok8=root / "ok8.png", wrong_size=root / "wrong_size.png", corrupt=root / "corrupt.png",
+                text=root / "text.png", a_file=root / "a_file", empty_dir=root / "empty_dir",
+                corrupt_st=root / "corrupt.safetensors", not_basis=root / "not_a_basis.safetensors",
+                vae=_vae_dir(root), half=_damaged_copy(tiny_dir, root / "half", "half"),
+                nan=_damaged_copy(tiny_dir, root / "nan", "nan"),
+                extra=_damaged_copy(tiny_dir, root / "extra", "extra"),
+                bad_json=_damaged_copy(tiny_dir, root / "bad_json", "json"),
+                no_st=_damaged_copy(tiny_dir, root / "no_st", "bin"))
+
+
+def _vae_dir(root: Path) -> Path:
+    from diffusers import AutoencoderKL
+
+    AutoencoderKL(block_out_channels=(8,), norm_num_groups=4, latent_channels=1).save_pretrained(root / "vae")
+    return root / "vae"
+
+
+def _damaged_copy(tiny_dir: Path, dest: Path, how: str) -> Path:
+    import shutil
+
+    shutil.copytree(tiny_dir, dest)
+    weights = dest / "unet" / "diffusion_pytorch_model.safetensors"
+    tensors = load_file(weights)
+    names = sorted(tensors)
+    if how == "half":
+        tensors = {n: tensors[n] for n in names[: len(names) // 2]}
+    elif how == "nan":
+        tensors[names[0]] = torch.full_like(tensors[names[0]], NAN)
+    elif how == "extra":
+        tensors["extra.weight"] = torch.zeros(3)
+    elif how == "json":
+        (dest / "unet" / "config.json").write_text("{ not json")
+    elif how == "bin":
+        weights.unlink()
+        torch.save(tensors, dest / "unet" / "diffusion_pytorch_model.bin")
+        return dest
+    save_file(tensors, weights)
+    return dest
+
+
+def _hand_sample(e, **changes) -> Sample:
+    fields = {"x_t": e.sample.x_t, "t": e.sample.t, "num_steps": e.sample.num_steps, "seed": e.sample.seed}
+    return Sample(**{**fields, **changes})
+
+
+def _round(z):
+    return torch.round(z * 3.0)
+
+
+def _cli(*flags: str, out: Path | None = None):
+    """Run ``python -m labkit directions`` in-process; the cases give the flags."""
+    def run(e):
+        args = ["directions", "--model", str(e.tiny_dir), "--steps", "10", "--k", "1", "--columns", "2",
+                "--out", str(out or e.files.root / "cli_out")]
+        cli(args + list(flags))
+    return run
+
+
+# (id, call taking the fixture, exception type, text the message must contain: the parameter)
+CASES = [
+    # ------------------------------------------------------------------ geometry
+    ("circle-theta-list", lambda e: geo.circle([0.1]), TypeError, "theta"),
+    ("circle-theta-shape", lambda e: geo.circle(torch.zeros(3, 2)), ValueError, "theta"),
+    ("circle-theta-int", lambda e: geo.circle(torch.zeros(3, 1, dtype=torch.long)), TypeError, "theta"),
+    ("circle-radius-0", lambda e: geo.circle(torch.zeros(1), radius=0.0), ValueError, "radius"),
+    ("circle-radius-nan", lambda e: geo.circle(torch.zeros(1), radius=NAN), ValueError, "radius"),
+    ("sphere-uv-int", lambda e: geo.sphere(torch.zeros(2, dtype=torch.long)), TypeError, "uv"),
+    ("sphere-uv-3", lambda e: geo.sphere(torch.zeros(3)), ValueError, "uv"),
+    ("sphere-radius-neg", lambda e: geo.sphere(torch.zeros(2), radius=-1.0), ValueError, "radius"),
+    ("sphere-radius-str", lambda e: geo.sphere(torch.zeros(2), radius="1"), TypeError, "radius"),
+    ("torus-R-inf", lambda e: geo.torus(torch.zeros(2), R=INF), ValueError, "R must"),
+    ("torus-r-0", lambda e: geo.torus(torch.zeros(2), r=0.0), ValueError, "r must"),
+    ("swiss-uv-1", lambda e: geo.swiss_roll(torch.zeros(1)), ValueError, "uv"),
+    ("mlp-in-0", lambda e: geo.random_mlp(0, 2), ValueError, "in_dim"),
+    ("mlp-out-bool", lambda e: geo.random_mlp(2, True), TypeError, "out_dim"),
+    ("mlp-hidden-float", lambda e: geo.random_mlp(2, 2, hidden=2.5), TypeError, "hidden"),
+    ("mlp-depth-neg", lambda e: geo.random_mlp(2, 2, depth=-1), ValueError, "depth"),
+    ("mlp-seed-neg", lambda e: geo.random_mlp(2, 2, seed=-1), ValueError, "seed"),
+    ("mlp-x-shape", lambda e: e.mlp(torch.zeros(4, dtype=torch.float64)), ValueError, "x must"),
+    ("jacobian-f", lambda e: geo.jacobian(5, e.f64), TypeError, "f must"),
+    ("jacobian-x-nan", lambda e: geo.jacobian(e.mlp, e.f64 * NAN), ValueError, "x contains"),
+    ("jacobian-x-numpy", lambda e: geo.jacobian(e.mlp, np.zeros(5)), TypeError, "x must"),
+    ("jacobian-x-huge", lambda e: geo.jacobian(torch.sin, torch.zeros(5000)), ValueError, "x has 5000"),
+    ("pullback-x-int", lambda e: geo.pullback_metric(e.mlp, torch.zeros(5, dtype=torch.long)), TypeError, "x must"),
+    ("pullback-x-huge", lambda e: geo.pullback_metric(torch.sin, torch.zeros(5000)), ValueError, "x has 5000"),
+    ("tangent-norm-v-nan", lambda e: geo.tangent_norm(e.mlp, e.f64, e.f64 * NAN), ValueError, "v contains"),
+    ("tangent-norm-v-shape", lambda e: geo.tangent_norm(e.mlp, e.f64, torch.zeros(4, dtype=torch.float64)),
+     ValueError, "tangent vector"),
+    ("tangent-angle-w-none", lambda e: geo.tangent_angle(e.mlp, e.f64, e.f64, None), TypeError, "w must"),
+    ("tangent-angle-zero", lambda e: geo.tangent_angle(e.mlp, e.f64, e.f64, e.f64 + 1), ValueError, "v or w"),
+    ("curve-length-1pt", lambda e: geo.curve_length(torch.zeros(1, 2)), ValueError, "path"),
+    ("curve-length-nan", lambda e: geo.curve_length(torch.full((3, 2), NAN)), ValueError, "path"),
+    ("curve-energy-list", lambda e: geo.curve_energy([[0.0], [1.0]]), TypeError, "path"),
+    ("curve-length-f", lambda e: geo.curve_length(torch.zeros(3, 2), f="sphere"), TypeError, "f must"),
+    ("geodesic-n-1", lambda e: geo.discrete_geodesic(geo.sphere, torch.ones(2), torch.ones(2), n_points=1),
+     ValueError, "n_points"),
+    ("geodesic-n-float", lambda e: geo.discrete_geodesic(geo.sphere, torch.ones(2), torch.ones(2), n_points=4.0),
+     TypeError, "n_points"),
+    ("geodesic-steps-neg", lambda e: geo.discrete_geodesic(geo.sphere, torch.ones(2), torch.ones(2), steps=-1),
+     ValueError, "steps"),
+    ("geodesic-tol-nan", lambda e: geo.discrete_geodesic(geo.sphere, torch.ones(2), torch.ones(2), tol=NAN),
+     ValueError, "tol"),
+    ("geodesic-x1-shape", lambda e: geo.discrete_geodesic(geo.sphere, torch.ones(2), torch.ones(3)),
+     ValueError, "x0 and x1"),
+    ("geodesic-init-shape", lambda e: geo.discrete_geodesic(geo.sphere, torch.ones(2), torch.ones(2), n_points=4,
+                                                            init=torch.ones(3, 2)), ValueError, "init"),
+    ("geodesic-init-nan", lambda e: geo.discrete_geodesic(geo.sphere, torch.ones(2), torch.ones(2), n_points=3,
+                                                          init=torch.full((3, 2), NAN)), ValueError, "init"),
+    ("transport-v-shape", lambda e: geo.parallel_transport(geo.sphere, torch.ones(3, 2), torch.ones(3)),
+     ValueError, "v must"),
+    ("transport-v-zero", lambda e: geo.parallel_transport(geo.sphere, torch.ones(3, 2), torch.zeros(2)),
+     ValueError, "v has zero length"),
+    ("transport-f", lambda e: geo.parallel_transport(None, torch.ones(3, 2), torch.ones(2)), TypeError, "f must"),
+    ("shooting-n-0", lambda e: geo.geodesic_shooting(geo.sphere, torch.ones(2), torch.ones(2), 0, 0.1),
+     ValueError, "n_steps"),
+    ("shooting-step-nan", lambda e: geo.geodesic_shooting(geo.sphere, torch.ones(2), torch.ones(2), 3, NAN),
+     ValueError, "step_size"),
+    ("shooting-step-neg", lambda e: geo.geodesic_shooting(geo.sphere, torch.ones(2), torch.ones(2), 3, -0.1),
+     ValueError, "step_size"),
+    ("shooting-v0-shape", lambda e: geo.geodesic_shooting(geo.sphere, torch.ones(2), torch.ones(3), 3, 0.1),
+     ValueError, "v0"),
+    ("shooting-v0-null", lambda e: geo.geodesic_shooting(lambda z: z * 0, torch.ones(2), torch.ones(2), 3, 0.1),
+     ValueError, "v0 has zero length"),
+    ("lerp-shapes", lambda e: geo.lerp(torch.zeros(2), torch.zeros(3), 0.5), ValueError, "a and b"),
+    ("lerp-t-nan", lambda e: geo.lerp(torch.zeros(2), torch.ones(2), NAN), ValueError, "t contains"),
+    ("lerp-t-2d", lambda e: geo.lerp(torch.zeros(2), torch.ones(2), torch.zeros(2, 2)), ValueError, "t must"),
+    ("lerp-a-list", lambda e: geo.lerp([0.0], torch.ones(1), 0.5), TypeError, "a must"),
+    ("slerp-zero", lambda e: geo.slerp(torch.zeros(2), torch.ones(2), 0.5), ValueError, "a and b"),
+    ("slerp-opposite", lambda e: geo.slerp(torch.ones(2), -torch.ones(2), 0.5), ValueError, "a and b"),
+    ("slerp-b-inf", lambda e: geo.slerp(torch.ones(2), torch.full((2,), INF), 0.5), ValueError, "b contains"),
+    # ------------------------------------------------------------------ spectral
+    ("lb-method", lambda e: local_basis(e.mlp, e.f64, 2, method="svd"), ValueError, "method"),
+    ("lb-f", lambda e: local_basis("mlp", e.f64, 2), TypeError, "f must"),
+    ("lb-x-list", lambda e: local_basis(e.mlp, [0.0] * 5, 2), TypeError, "x must"),
+    ("lb-x-int", lambda e: local_basis(e.mlp, torch.zeros(5, dtype=torch.long), 2), TypeError, "x must"),
+    ("lb-x-half", lambda e: local_basis(e.mlp, torch.zeros(5, dtype=torch.float16), 2), TypeError, "x must"),
+    ("lb-x-nan", lambda e: local_basis(e.mlp, e.f64 * NAN, 2), ValueError, "x contains"),
+    ("lb-x-empty", lambda e: local_basis(torch.sin, torch.zeros(0, dtype=torch.float64), 1), ValueError, "x is empty"),
+    ("lb-k-0", lambda e: local_basis(e.mlp, e.f64, 0), ValueError, "k must"),
+    ("lb-k-float", lambda e: local_basis(e.mlp, e.f64, 2.0), TypeError, "k must"),
+    ("lb-k-bool", lambda e: local_basis(e.mlp, e.f64, True), TypeError, "k must"),
+    ("lb-k-big", lambda e: local_basis(e.mlp, e.f64, 6), ValueError, "k must"),
+    ("lb-tol-inf", lambda e: local_basis(e.mlp, e.f64, 2, tol=INF), ValueError, "tol"),
+    ("lb-tol-0", lambda e: local_basis(e.mlp, e.f64, 2, tol=0.0), ValueError, "tol"),
+    ("lb-tol-neg", lambda e: local_basis(e.mlp, e.f64, 2, tol=-1e-4), ValueError, "tol"),
+    ("lb-tol-nan", lambda e: local_basis(e.mlp, e.f64, 2, tol=NAN), ValueError, "tol"),
+    ("lb-tol-1", lambda e: local_basis(e.mlp, e.f64, 2, tol=1.0), ValueError, "tol"),
+    ("lb-tol-str", lambda e: local_basis(e.mlp, e.f64, 2, tol="1e-4"), TypeError, "tol"),
+    ("lb-max-iter-0", lambda e: local_basis(e.mlp, e.f64, 2, max_iter=0), ValueError, "max_iter"),
+    ("lb-oversample-neg", lambda e: local_basis(e.mlp, e.f64, 2, oversample=-1), ValueError, "oversample"),
+    ("lb-block-0", lambda e: local_basis(e.mlp, e.f64, 2, block=0), ValueError, "block"),
+    ("lb-seed-neg", lambda e: local_basis(e.mlp, e.f64, 2, seed=-1), ValueError, "seed"),
+    ("lb-chunk-0", lambda e: local_basis(e.mlp, e.f64, 2, chunk_size=0), ValueError, "chunk_size"),
+    ("lb-progress-str", lambda e: local_basis(e.mlp, e.f64, 2, progress="yes"), TypeError, "progress"),
+    ("lb-f-tuple", lambda e: local_basis(lambda z: (z, z), e.f64, 2), TypeError, "f(x)"),
+    ("lb-f-nan", lambda e: local_basis(lambda z: torch.log(z - 1.0), e.f64, 2), ValueError, "f(x)"),
+    ("lb-detach", lambda e: local_basis(lambda z: e.mlp(z.detach()), e.f64, 2), ValueError, "f does not depend"),
+    ("lb-detach-exact", lambda e: local_basis(lambda z: e.mlp(z.detach()), e.f64, 2, method="exact"),
+     ValueError, "f does not depend"),
+    ("lb-argmax", lambda e: local_basis(lambda z: e.mlp(z).argmax()[None], e.f64, 1), ValueError, "f does not depend"),
+    ("lb-constant", lambda e: local_basis(lambda z: torch.ones(3, dtype=z.dtype), e.f64, 1), ValueError,
+     "f does not depend"),
+    ("lb-round", lambda e: local_basis(lambda z: _round(e.mlp(z)), e.f64, 2), ValueError, "f does not vary"),
+    ("lb-round-power", lambda e: local_basis(lambda z: _round(e.mlp(z)), e.f64, 2, method="power"), ValueError,
+     "f does not vary"),
+    ("lb-round-exact", lambda e: local_basis(lambda z: _round(e.mlp(z)), e.f64, 2, method="exact"), ValueError,
+     "f does not vary"),
+    ("lb-times-zero", lambda e: local_basis(lambda z: 0.0 * e.mlp(z), e.f64, 2), ValueError, "f does not vary"),
+    ("lb-batch-of-two", lambda e: local_basis(h_space(e.model, 600), e.x.expand(2, -1, -1, -1).clone(), 2),
+     ValueError, "x has shape"),
+    ("lb-unet-x-float64", lambda e: local_basis(h_space(e.model, 600), e.x.double(), 2), TypeError, "x is"),
+    ("jvps-V-shape", lambda e: jvps(e.mlp, e.f64, torch.zeros(2, 4, dtype=torch.float64)), ValueError, "V must"),
+    ("jvps-V-dtype", lambda e: jvps(e.mlp, e.f64, torch.zeros(2, 5)), TypeError, "V must"),
+    ("vjps-U-shape", lambda e: vjps(e.mlp, e.f64, torch.zeros(2, 5, dtype=torch.float64)), ValueError, "U must"),
+    ("vjps-U-list", lambda e: vjps(e.mlp, e.f64, [[0.0] * 7]), TypeError, "U must"),
+    ("angles-shapes", lambda e: principal_angles(torch.zeros(2, 3), torch.zeros(2, 4)), ValueError, "A and B"),
+    ("angles-A-list", lambda e: principal_angles([[1.0]], torch.zeros(1, 1)), TypeError, "A must"),
+    ("angles-B-nan", lambda e: principal_angles(torch.eye(2), torch.full((1, 2), NAN)), ValueError, "B contains"),
+    ("distance-empty", lambda e: subspace_distance(torch.zeros(0, 3), torch.eye(3)), ValueError, "A and B"),
+    # ------------------------------------------------------------------ loading
+    ("load-int", lambda e: load_model(123), TypeError, "name_or_path"),
+    ("load-not-id", lambda e: load_model("no such model"), ModelUnavailableError, "name_or_path"),
+    ("load-empty-dir", lambda e: load_model(e.files.empty_dir), ModelUnavailableError, "empty_dir"),
+    ("load-vae", lambda e: load_model(e.files.vae), ModelUnavailableError, "AutoencoderKL"),
+    ("load-half-weights", lambda e: load_model(e.files.half), ModelUnavailableError, "missing"),
+    ("load-extra-weights", lambda e: load_model(e.files.extra), ModelUnavailableError, "unexpected"),
+    ("load-nan-weights", lambda e: load_model(e.files.nan), ModelUnavailableError, "NaN"),
+    ("load-bad-json", lambda e: load_model(e.files.bad_json), ModelUnavailableError, "bad_json"),
+    ("load-bin-only", lambda e: load_model(e.files.no_st), ModelUnavailableError, "safetensors"),
+    ("load-device-gpu", lambda e: load_model(e.tiny_dir, device="gpu"), ValueError, "device"),
+    ("load-device-int", lambda e: load_model(e.tiny_dir, device=[0]), TypeError, "device"),
+    pytest.param("load-device-cuda", lambda e: load_model(e.tiny_dir, device="cuda"), RuntimeError, "device",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
+    ("load-dtype-int", lambda e: load_model(e.tiny_dir, dtype=torch.int64), TypeError, "dtype"),
+    ("load-dtype-str", lambda e: load_model(e.tiny_dir, dtype="float32"), TypeError, "dtype"),
+    # ------------------------------------------------------------------ diffusion
+    ("noise-batch-0", lambda e: sample_noise(e.model, 0), ValueError, "batch"),
+    ("noise-batch-float", lambda e: sample_noise(e.model, 2.5), TypeError, "batch"),
+    ("noise-seed-neg", lambda e: sample_noise(e.model, 1, seed=-1), ValueError, "seed"),
+    ("ddim-steps-0", lambda e: e.model.ddim(0), ValueError, "num_steps"),
+    ("ddim-steps-big", lambda e: e.model.ddim(5000), ValueError, "num_steps"),
+    ("timesteps-str", lambda e: e.model.timesteps("10"), TypeError, "num_steps"),
+    ("sample-x-shape", lambda e: ddim_sample(e.model, e.x[0]), ValueError, "x must"),
+    ("sample-x-nan", lambda e: ddim_sample(e.model, e.x * NAN), ValueError, "x contains"),
+    ("sample-x-empty", lambda e: ddim_sample(e.model, e.x[:0]), ValueError, "x is"),
+    ("sample-x-float64", lambda e: ddim_sample(e.model, e.x.double()), TypeError, "x is"),
+    ("sample-x-numpy", lambda e: ddim_sample(e.model, e.x.numpy()), TypeError, "x must"),
+    ("sample-eta-neg", lambda e: ddim_sample(e.model, e.x, 10, eta=-0.5), ValueError, "eta"),
+    ("sample-eta-nan", lambda e: ddim_sample(e.model, e.x, 10, eta=NAN), ValueError, "eta"),
+    ("sample-eta-2", lambda e: ddim_sample(e.model, e.x, 10, eta=2.0), ValueError, "eta"),
+    ("sample-eta-below", lambda e: ddim_sample(e.model, e.x, 10, eta_below=5000), ValueError, "eta_below"),
+    ("sample-t-from", lambda e: ddim_sample(e.model, e.x, 10, t_from=1000), ValueError, "t_from"),
+    ("sample-t-to", lambda e: ddim_sample(e.model, e.x, 10, t_from=100, t_to=500), ValueError, "t_to"),
+    ("sample-t-to-float", lambda e: ddim_sample(e.model, e.x, 10, t_to=2.5), ValueError, "t_to"),
+    ("sample-steps-0", lambda e: ddim_sample(e.model, e.x, 0), ValueError, "num_steps"),
+    ("sample-seed-str", lambda e: ddim_sample(e.model, e.x, 10, seed="0"), TypeError, "seed"),
+    ("sample-shared-str", lambda e: ddim_sample(e.model, e.x, 10, shared_noise="yes"), TypeError, "shared_noise"),
+    ("invert-off-schedule", lambda e: ddim_invert(e.model, e.x, t_to=333, num_steps=10), ValueError, "t_to"),
+    ("invert-x0-shape", lambda e: ddim_invert(e.model, e.x[0], t_to=600, num_steps=10), ValueError, "x0"),
+    ("h-t-1000", lambda e: h_space(e.model, 1000), ValueError, "t must"),
+    ("h-t-frac", lambda e: h_space(e.model, 2.5), ValueError, "t must"),
+    ("h-t-str", lambda e: h_space(e.model, "600"), TypeError, "t must"),
+    ("h-layer-9", lambda e: h_space(e.model, 600, layer="down.9"), ValueError, "layer"),
+    ("h-layer-int", lambda e: h_space(e.model, 600, layer=3), TypeError, "layer"),
+    ("h-x-shape", lambda e: h_space(e.model, 600)(e.x[0]), ValueError, "x must"),
+    ("h-x-dtype", lambda e: h_space(e.model, 600)(e.x.double()), TypeError, "x is"),
+    ("tweedie-t-neg", lambda e: posterior_mean(e.model, -1), ValueError, "t must"),
+    # ------------------------------------------------------------------ editing: samples and bases
+    ("sample-at-seed", lambda e: sample_at(e.model, -1, 600, 10), ValueError, "seed"),
+    ("sample-at-off-schedule", lambda e: sample_at(e.model, 0, 650, 10), ValueError, "t=650"),
+    ("sample-at-steps-0", lambda e: sample_at(e.model, 0, 600, 0), ValueError, "num_steps"),
+    ("sample-at-t-big", lambda e: sample_at(e.model, 0, 5000, 10), ValueError, "t must"),
+    ("invert-image-shape", lambda e: invert_image(e.model, e.x[0], 600, 10), ValueError, "image"),
+    ("invert-image-nan", lambda e: invert_image(e.model, e.x * NAN, 600, 10), ValueError, "image"),
+    ("invert-image-batch", lambda e: invert_image(e.model, torch.cat([e.x, e.x]), 600, 10), ValueError, "image"),
+    ("invert-off-schedule-t", lambda e: invert_image(e.model, e.x, 650, 10), ValueError, "t=650"),
+    ("timestep-at-1.5", lambda e: timestep_at(e.model, 1.5), ValueError, "fraction"),
+    ("timestep-at-nan", lambda e: timestep_at(e.model, NAN), ValueError, "fraction"),
+    ("timestep-at-str", lambda e: timestep_at(e.model, "0.5"), TypeError, "fraction"),
+    ("save-reserved", lambda e: save_basis(e.basis, e.files.root / "b.safetensors", {"method": "mine"}),
+     ValueError, "reserved"),
+    ("save-reserved-n-jvp", lambda e: save_basis(e.basis, e.files.root / "b.safetensors", {"n_jvp": 0}),
+     ValueError, "n_jvp"),
+    ("save-metadata-list", lambda e: save_basis(e.basis, e.files.root / "b.safetensors", ["a"]), TypeError,
+     "metadata"),
+    ("save-metadata-key", lambda e: save_basis(e.basis, e.files.root / "b.safetensors", {1: "a"}), TypeError,
+     "metadata keys"),
+    ("save-basis-type", lambda e: save_basis(e.basis.v, e.files.root / "b.safetensors"), TypeError, "basis"),
+    ("save-path-dir", lambda e: save_basis(e.basis, e.files.empty_dir), IsADirectoryError, "path"),
+    ("save-path-none", lambda e: save_basis(e.basis, None), TypeError, "path"),
+    ("load-basis-missing", lambda e: load_basis(e.files.root / "nope.safetensors"), FileNotFoundError, "nope"),
+    ("load-basis-corrupt", lambda e: load_basis(e.files.corrupt_st), ValueError, "corrupt.safetensors"),
+    ("load-basis-other", lambda e: load_basis(e.files.not_basis), ValueError, "not_a_basis"),
+    ("basis-k-0", lambda e: sample_basis(e.model, e.sample, 0), ValueError, "k must"),
+    ("basis-method", lambda e: sample_basis(e.model, e.sample, 2, method="fast"), ValueError, "method"),
+    ("basis-tol-inf", lambda e: sample_basis(e.model, e.sample, 2, tol=INF), ValueError, "tol"),
+    ("basis-sample-type", lambda e: sample_basis(e.model, e.x, 2), TypeError, "sample"),
+    ("basis-sample-batch", lambda e: sample_basis(e.model, _hand_sample(e, x_t=e.x.expand(2, -1, -1, -1)), 2),
+     ValueError, "sample.x_t"),
+    ("basis-off-schedule", lambda e: sample_basis(e.model, _hand_sample(e, t=650), 2), ValueError, "t=650"),
+    ("basis-bad-option", lambda e: sample_basis(e.model, e.sample, 2, tolerance=1e-3), TypeError, "tolerance"),
+    # ------------------------------------------------------------------ editing: edits
+    ("naive-v-zero", lambda e: naive_edit(e.model, e.x, 600, torch.zeros_like(e.v), 1.0), ValueError, "v is zero"),
+    ("naive-v-nan", lambda e: naive_edit(e.model, e.x, 600, e.v * NAN, 1.0), ValueError, "v contains"),
+    ("naive-v-shape", lambda e: naive_edit(e.model, e.x, 600, e.v[..., :4], 1.0), ValueError, "v must"),
+    ("naive-v-two", lambda e: naive_edit(e.model, e.x, 600, e.basis.v[:, 0], 1.0), ValueError, "v must"),
+    ("naive-strength-nan", lambda e: naive_edit(e.model, e.x, 600, e.v, NAN), ValueError, "strength"),
+    ("naive-strength-str", lambda e: naive_edit(e.model, e.x, 600, e.v, "1"), TypeError, "strength"),
+    ("naive-x-batch", lambda e: naive_edit(e.model, torch.cat([e.x, e.x]), 600, e.v, 1.0), ValueError, "x_t"),
+    ("guidance-delta-0", lambda e: x_space_guidance(e.model, e.x, 600, e.v, 1.0, delta=0.0), ValueError, "delta"),
+    ("guidance-delta-nan", lambda e: x_space_guidance(e.model, e.x, 600, e.v, 1.0, delta=NAN), ValueError, "delta"),
+    ("guidance-delta-neg", lambda e: x_space_guidance(e.model, e.x, 600, e.v, 1.0, delta=-1.0), ValueError, "delta"),
+    ("guidance-n-iter-neg", lambda e: x_space_guidance(e.model, e.x, 600, e.v, 1.0, n_iter=-1), ValueError, "n_iter"),
+    ("guidance-n-iter-float", lambda e: x_space_guidance(e.model, e.x, 600, e.v, 1.0, n_iter=1.5), TypeError,
+     "n_iter"),
+    ("guidance-strength-2d", lambda e: x_space_guidance(e.model, e.x, 600, e.v, torch.ones(2, 2)), ValueError,
+     "strength"),
+    ("guidance-t-big", lambda e: x_space_guidance(e.model, e.x, 1000, e.v, 1.0), ValueError, "t must"),
+    ("edit-v-zero", lambda e: edit(e.model, e.sample, torch.zeros_like(e.v), [1.0]), ValueError, "v is zero"),
+    ("edit-delta-0", lambda e: edit(e.model, e.sample, e.v, [1.0], delta=0), ValueError, "delta"),
+    ("edit-boost-1.5", lambda e: edit(e.model, e.sample, e.v, [1.0], boost_below=1.5), ValueError, "boost_below"),
+    ("edit-boost-neg", lambda e: edit(e.model, e.sample, e.v, [1.0], boost_below=-0.1), ValueError, "boost_below"),
+    ("edit-boost-nan", lambda e: edit(e.model, e.sample, e.v, [1.0], boost_below=NAN), ValueError, "boost_below"),
+    ("edit-off-schedule", lambda e: edit(e.model, _hand_sample(e, t=650), e.v, [1.0]), ValueError, "t=650"),
+    ("edit-t-big", lambda e: edit(e.model, _hand_sample(e, t=5000), e.v, [1.0]), ValueError, "t must"),
+    ("edit-steps-0", lambda e: edit(e.model, _hand_sample(e, num_steps=0), e.v, [1.0]), ValueError, "num_steps"),
+    ("edit-seed-neg", lambda e: edit(e.model, _hand_sample(e, seed=-5), e.v, [1.0]), ValueError, "sample.seed"),
+    ("edit-x-nan", lambda e: edit(e.model, _hand_sample(e, x_t=e.x * NAN), e.v, [1.0]), ValueError, "sample.x_t"),
+    ("edit-strengths-inf", lambda e: edit(e.model, e.sample, e.v, [1.0, INF]), ValueError, "strengths"),
+    ("edit-strengths-empty", lambda e: edit(e.model, e.sample, e.v, []), ValueError, "strengths"),
+    ("edit-strengths-none", lambda e: edit(e.model, e.sample, e.v, None), TypeError, "strengths"),
+    ("edit-method", lambda e: edit(e.model, e.sample, e.v, [1.0], method="magic"), ValueError, "method"),
+    ("edit-naive-options", lambda e: edit(e.model, e.sample, e.v, [1.0], method="naive", delta=1.0), ValueError,
+     "naive edit takes no options"),
+    ("edit-n-iter-huge", lambda e: edit(e.model, e.sample, e.v, [1.0], n_iter=10**9), ValueError, "n_iter"),
+    ("transport-orthogonal", lambda e: parallel_transport(e.basis, e.other, _orthogonal(e.basis)), ValueError,
+     "orthogonal to span(V_A)"),
+    ("transport-zero", lambda e: parallel_transport(e.basis, e.other, torch.zeros_like(e.v)), ValueError, "v is zero"),
+    ("transport-v-size", lambda e: parallel_transport(e.basis, e.other, torch.ones(3)), ValueError, "v must"),
+    ("transport-v-nan", lambda e: parallel_transport(e.basis, e.other, e.v * NAN), ValueError, "v contains"),
+    ("transport-b-type", lambda e: parallel_transport(e.basis, e.other.v, e.v), TypeError, "basis_b"),
+    ("transport-mismatch", lambda e: parallel_transport(e.basis, _toy_basis(), e.v), ValueError, "basis_a and basis_b"),
+    ("global-empty", lambda e: global_directions([]), TypeError, "bases"),
+    ("global-k-0", lambda e: global_directions([e.basis, e.other], k=0), ValueError, "k must"),
+    ("global-k-big", lambda e: global_directions([e.basis], k=100), ValueError, "k must"),
+    ("global-mixed", lambda e: global_directions([e.basis, _toy_basis()]), ValueError, "bases"),
+    ("interp-n-1", lambda e: interpolate(e.model, e.sample, e.sample, n=1), ValueError, "n must"),
+    ("interp-method", lambda e: interpolate(e.model, e.sample, e.sample, method="cubic"), ValueError, "method"),
+    ("interp-t-differ", lambda e: interpolate(e.model, e.sample, _hand_sample(e, t=500)), ValueError, "a and b"),
+    ("interp-steps-neg", lambda e: interpolate(e.model, e.sample, e.sample, method="geodesic", geodesic_steps=-1),
+     ValueError, "geodesic_steps"),
+    # ------------------------------------------------------------------ measures, data, classifier
+    ("ink-list", lambda e: measures.ink_mass([[0.0]]), TypeError, "images"),
+    ("ink-3d", lambda e: measures.ink_mass(torch.zeros(1, 28, 28)), ValueError, "images"),
+    ("ink-int", lambda e: measures.ink_mass(torch.zeros(1, 1, 28, 28, dtype=torch.uint8)), TypeError, "images"),
+    ("ink-nan", lambda e: measures.ink_mass(torch.full((1, 1, 8, 8), NAN)), ValueError, "images"),
+    ("ink-empty", lambda e: measures.ink_mass(torch.zeros(0, 1, 8, 8)), ValueError, "images"),
+    ("ink-255", lambda e: measures.ink_mass(torch.full((1, 1, 8, 8), 255.0)), ValueError, "images"),
+    ("slant-rgb", lambda e: measures.slant(torch.zeros(1, 3, 8, 8)), ValueError, "images"),
+    ("measures-inf", lambda e: measures.digit_measures(torch.full((1, 1, 8, 8), INF)), ValueError, "images"),
+    ("read-missing", lambda e: read_image(e.files.root / "missing.png", (1, 8, 8)), FileNotFoundError, "missing.png"),
+    ("read-dir", lambda e: read_image(e.files.empty_dir, (1, 8, 8)), FileNotFoundError, "empty_dir"),
+    ("read-corrupt", lambda e: read_image(e.files.corrupt, (1, 8, 8)), ValueError, "corrupt.png"),
+    ("read-text", lambda e: read_image(e.files.text, (1, 8, 8)), ValueError, "text.png"),
+    ("read-size", lambda e: read_image(e.files.wrong_size, (1, 8, 8)), ValueError, "wrong_size.png"),
+    ("read-bomb", lambda e: read_image(_bomb(e.files.root), (1, 28, 28)), ValueError, "bomb.png"),
+    ("read-path-int", lambda e: read_image(3, (1, 8, 8)), TypeError, "path"),
+    ("read-shape-2", lambda e: read_image(e.files.ok8, (8, 8)), TypeError, "shape"),
+    ("read-shape-channels", lambda e: read_image(e.files.ok8, (2, 8, 8)), ValueError, "channels"),
+    ("read-shape-huge", lambda e: read_image(e.files.ok8, (1, 10**6, 8)), ValueError, "height"),
+    ("read-alpha-only", lambda e: read_image(_alpha_only(e.files.root), (1, 8, 8)), ValueError, "alpha_only.png"),
+    ("digits-11", lambda e: load_digits([11]), ValueError, "digits"),
+    ("digits-str", lambda e: load_digits("3"), TypeError, "digits"),
+    ("digits-limit-0", lambda e: load_digits(limit=0), ValueError, "limit"),
+    ("batches-0", lambda e: batches(torch.zeros(4, 1), 0, torch.Generator()), ValueError, "batch_size"),
+    ("batches-too-big", lambda e: batches(torch.zeros(4, 1), 5, torch.Generator()), ValueError, "batch_size"),
+    ("unit-range-list", lambda e: to_unit_range([0, 255]), TypeError, "images"),
+    ("classify-shape", lambda e: classify(torch.zeros(1, 1, 8, 8)), ValueError, "images"),
+    ("classify-nan", lambda e: classify(torch.full((1, 1, 28, 28), NAN)), ValueError, "images"),
+    ("classify-batch-0", lambda e: classify(torch.zeros(1, 1, 28, 28), batch_size=0), ValueError, "batch_size"),
+    ("classify-model-type", lambda e: classify(torch.zeros(1, 1, 28, 28), classifier="cnn"), TypeError, "classifier"),
+    ("classifier-missing", lambda e: load_classifier(e.files.empty_dir), FileNotFoundError, "empty_dir"),
+    ("classifier-channels", lambda e: DigitClassifier((16, 0, 8)), ValueError, "channels"),
+    # ------------------------------------------------------------------ command line (usage errors, exit 2)
+    ("cli-t-2", _cli("--t", "2.0"), SystemExit, "--t"),
+    ("cli-t-nan", _cli("--t", "nan"), SystemExit, "--t"),
+    ("cli-t-word", _cli("--t", "half"), SystemExit, "--t"),
+    ("cli-t-neg", _cli("--t", "-0.1"), SystemExit, "--t"),
+    ("cli-steps-0", _cli("--steps", "0"), SystemExit, "--steps"),
+    ("cli-steps-big", _cli("--steps", "5000"), SystemExit, "--steps"),
+    ("cli-steps-float", _cli("--steps", "2.5"), SystemExit, "--steps"),
+    ("cli-k-0", _cli("--k", "0"), SystemExit, "--k"),
+    ("cli-k-huge", _cli("--k", "1000000"), SystemExit, "--k"),
+    ("cli-columns-1", _cli("--columns", "1"), SystemExit, "--columns"),
+    ("cli-columns-huge", _cli("--columns", "100000000"), SystemExit, "--columns"),
+    ("cli-strength-nan", _cli("--strength", "nan"), SystemExit, "--strength"),
+    ("cli-strength-inf", _cli("--strength", "inf"), SystemExit, "--strength"),
+    ("cli-strength-0", _cli("--strength", "0"), SystemExit, "--strength"),
+    ("cli-strength-neg", _cli("--strength", "-1"), SystemExit, "--strength"),
+    ("cli-seed-neg", _cli("--seed", "-1"), SystemExit, "--seed"),
+    ("cli-seed-word", _cli("--seed", "zero"), SystemExit, "--seed"),
+    ("cli-image-missing", lambda e: _cli("--image", str(e.files.root / "none.png"))(e), SystemExit, "--image"),
+    ("cli-image-dir", lambda e: _cli("--image", str(e.files.empty_dir))(e), SystemExit, "--image"),
+    ("cli-image-corrupt", lambda e: _cli("--image", str(e.files.corrupt))(e), SystemExit, "--image"),
+    ("cli-image-size", lambda e: _cli("--image", str(e.files.wrong_size))(e), SystemExit, "--image"),
+    ("cli-out-under-file", lambda e: _cli(out=e.files.a_file / "sub")(e), SystemExit, "--out"),
+    ("cli-out-is-file", lambda e: _cli(out=e.files.a_file)(e), SystemExit, "--out"),
+    ("cli-method", _cli("--method", "fast"), SystemExit, "--method"),
+    ("cli-device-gpu", _cli("--device", "gpu"), SystemExit, "--device"),
+    pytest.param("cli-device-cuda", _cli("--device", "cuda"), SystemExit, "--device",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
+    ("cli-model-missing", _cli("--model", "/no/such/folder"), SystemExit, "--model"),
+    ("cli-model-vae", lambda e: _cli("--model", str(e.files.vae))(e), SystemExit, "--model"),
+    ("cli-model-half", lambda e: _cli("--model", str(e.files.half))(e), SystemExit, "--model"),
+    ("cli-unknown-flag", _cli("--colums", "3"), SystemExit, "--colums"),
+]
+
+
+def _orthogonal(basis) -> torch.Tensor:
+    """A unit vector orthogonal to span(V) (V has 2 rows in a 64-dimensional space)."""
+    V = basis.v.reshape(len(basis.v), -1).double()
+    w = torch.randn(V.shape[1], generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    w = w - V.T @ (V @ w)
+    w = w - V.T @ (V @ w)
+    return (w / w.norm()).to(basis.v.dtype).reshape(basis.v.shape[1:])
+
+
+def _toy_basis():
+    return local_basis(geo.random_mlp(3, 4), torch.zeros(3, dtype=torch.float64), 2, method="exact")
+
+
+def _bomb(root: Path) -> Path:
+    """A PNG of a few hundred bytes whose header says 12000×12000 grey pixels (2.3 GB as RGBA floats)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path = root / "bomb.png"
+    rows = zlib.compress(b"\x00" * 12001 * 16)  # the first rows; a decoder would go on to 12000
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 12000, 12000, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    return path
+
+
+def _alpha_only(root: Path) -> Path:
+    """Black ink drawn only through alpha on a transparent canvas: blank once composited onto black."""
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[2:6, 3:5, 3] = 255
+    Image.fromarray(rgba, "RGBA").save(root / "alpha_only.png")
+    return root / "alpha_only.png"
+
+
+def _case_id(case) -> str:
+    return case.values[0] if hasattr(case, "values") else case[0]
+
+
+@pytest.mark.parametrize("name, call, error, needle", CASES, ids=[_case_id(c) for c in CASES])
+def test_bad_input_is_refused_clearly(e, name, call, error, needle, capsys):
+    start = time.perf_counter()
+    with pytest.raises(error) as info:
+        call(e)
+    seconds = time.perf_counter() - start
+    if error is SystemExit:  # a usage error: exit status 2, argparse's message on stderr, no traceback
+        assert info.value.code == 2
+        message = capsys.readouterr().err
+    else:
+        message = str(info.value)
+    assert needle in message, f"{name}: the message does not name {needle!r}: {message}"
+    assert "Traceback" not in message
+    assert seconds < LIMIT_S, f"{name} took {seconds:.1f} s to fail"
+
+
+def test_the_table_is_large():
+    assert len(CASES) >= 150
+
+
+# ---------------------------------------------------------------------------------- end to end
+
+@pytest.mark.parametrize("flags, flag", [(["--t", "2.0"], "--t"), (["--strength", "nan"], "--strength")])
+def test_cli_usage_error_in_a_real_process(flags, flag):
+    start = time.perf_counter()
+    run = subprocess.run([sys.executable, "-m", "labkit", "directions", *flags], capture_output=True, text=True,
+                         check=False, timeout=120)
+    assert run.returncode == 2 and "Traceback" not in run.stderr and f"argument {flag}" in run.stderr
+    assert time.perf_counter() - start < 60  # mostly the import of torch
+
+
+def test_cli_checks_out_before_any_work(e, monkeypatch):
+    calls = []
+    monkeypatch.setattr("labkit.__main__.load_model", lambda *a, **k: calls.append(a))
+    with pytest.raises(SystemExit):
+        cli(["directions", "--out", str(e.files.a_file / "sub")])
+    assert calls == []
+
+
+def test_cli_shows_progress_in_the_edit_phase(e, tmp_path, capsys):
+    cli(["directions", "--model", str(e.tiny_dir), "--steps", "10", "--k", "2", "--columns", "2",
+         "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "edit (one row per direction)" in err and "2/2" in err
+
+
+# ---------------------------------------------------------------------------------- the basis cache
+
+def test_cache_is_keyed_by_weights_not_by_name(tiny_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_dir, folder)
+    first = load_model(folder)
+    sample = sample_at(first, 0, 600, 10)
+    a = sample_basis(first, sample, 2, method="exact", cache_dir=tmp_path / "cache")
+    # "retrain" in the same folder: same name, other weights
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    save_file({n: t * 1.5 for n, t in load_file(weights).items()}, weights)
+    second = load_model(folder)
+    assert second.name == first.name
+    b = sample_basis(second, sample, 2, method="exact", cache_dir=tmp_path / "cache")
+    fresh = sample_basis(second, sample, 2, method="exact")
+    assert torch.allclose(b.sigma, fresh.sigma) and not torch.allclose(a.sigma, b.sigma)
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+    # the first model's entry is still there and used
+    again = sample_basis(first, sample, 2, method="exact", cache_dir=tmp_path / "cache")
+    assert torch.equal(again.v, a.v)
+
+
+def test_cache_tells_float64_from_float32(tiny_dir, tmp_path):
+    m32, m64 = load_model(tiny_dir), load_model(tiny_dir, dtype=torch.float64)
+    s32 = sample_at(m32, 0, 600, 10)
+    s64 = Sample(x_t=s32.x_t.double(), t=s32.t, num_steps=s32.num_steps, seed=s32.seed)
+    b32 = sample_basis(m32, s32, 2, method="exact", cache_dir=tmp_path)
+    b64 = sample_basis(m64, s64, 2, method="exact", cache_dir=tmp_path)
+    assert b32.v.dtype == torch.float32 and b64.v.dtype == torch.float64
+    assert len(list(tmp_path.iterdir())) == 2
+
+
+def test_cache_weights_changed_in_place_are_a_new_key(tiny_dir, tmp_path):
+    model = load_model(tiny_dir)
+    sample = sample_at(model, 0, 600, 10)
+    a = sample_basis(model, sample, 2, method="exact", cache_dir=tmp_path)
+    with torch.no_grad():
+        model.unet.conv_in.weight.mul_(2.0)
+    b = sample_basis(model, sample, 2, method="exact", cache_dir=tmp_path)
+    assert not torch.allclose(a.sigma, b.sigma) and len(list(tmp_path.iterdir())) == 2
+
+
+def test_cache_options_are_part_of_the_key(e, tmp_path):
+    a = sample_basis(e.model, e.sample, 2, cache_dir=tmp_path, tol=1e-2)
+    sample_basis(e.model, e.sample, 2, cache_dir=tmp_path, tol=1e-3, progress=False)
+    sample_basis(e.model, e.sample, 2, cache_dir=tmp_path, tol=1e-2, progress=True)  # progress: same key
+    assert len(list(tmp_path.iterdir())) == 2 and a.v.shape == (2, 1, 1, 8, 8)
+
+
+def test_corrupt_cache_entry_is_reported_and_recomputed(e, tmp_path):
+    first = sample_basis(e.model, e.sample, 2, method="exact", cache_dir=tmp_path)
+    (entry,) = tmp_path.iterdir()
+    entry.write_bytes(b"\x00" * 100)
+    with pytest.warns(RuntimeWarning, match=str(entry.name)):
+        again = sample_basis(e.model, e.sample, 2, method="exact", cache_dir=tmp_path)
+    assert torch.allclose(again.v, first.v)
+    rewritten = sample_basis(e.model, e.sample, 2, method="exact", cache_dir=tmp_path)
+    assert torch.equal(rewritten.v, again.v)
+
+
+def test_save_basis_metadata_round_trip(e, tmp_path):
+    save_basis(e.basis, tmp_path / "b.safetensors", {"my_method": "x", "t": 600})
+    assert torch.equal(load_basis(tmp_path / "b.safetensors").v, e.basis.v)
+
+
+# ---------------------------------------------------------------------------------- results, not errors
+
+def test_transport_of_a_vector_inside_the_span_still_works(e):
+    moved = parallel_transport(e.basis, e.other, e.basis.v[0])
+    assert math.isclose(float(moved.norm()), 1.0, rel_tol=1e-5)
+
+
+def test_rank_deficient_map_warns_for_the_zero_directions():
+    def f(z):  # R^4 -> R^3 of rank 2: asking for k = 3 directions asks for one that does not exist
+        return torch.stack([2.0 * z[0], z[0] + z[1], 0.0 * z[2]])
+
+    with pytest.warns(RuntimeWarning, match="rank 2 < k = 3"):
+        local_basis(f, torch.zeros(4, dtype=torch.float64), 3, method="exact")
+
+
+def test_rgba_transparent_white_background_reads_as_black(tmp_path):
+    rgba = np.full((8, 8, 4), 255, np.uint8)
+    rgba[..., 3] = 0  # transparent everywhere, white underneath
+    rgba[2:6, 3:5, 3] = 255  # a white stroke, opaque
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "digit.png")
+    image = read_image(tmp_path / "digit.png", (1, 8, 8))
+    assert image[0, 0, 0, 0] == -1.0 and image[0, 0, 3, 3] == 1.0
+    assert int((image > 0).sum()) == 8
+
+
+def test_sixteen_bit_png_is_scaled_by_65535(tmp_path):
+    Image.fromarray(np.full((8, 8), 65535, np.uint16)).save(tmp_path / "white16.png")
+    assert torch.allclose(read_image(tmp_path / "white16.png", (1, 8, 8)), torch.ones(1, 1, 8, 8))
+
+
+def test_decompression_bomb_is_refused_before_decoding(tmp_path):
+    import tracemalloc
+
+    path = _bomb(tmp_path)
+    assert path.stat().st_size < 2_000_000
+    tracemalloc.start()
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="12000×12000"):
+        read_image(path, (1, 28, 28))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert time.perf_counter() - start < 1.0 and peak < 50_000_000
+
+
+# ---------------------------------------------------------------------------------- the hub's deadline
+
+def _serve(handler_factory) -> tuple[int, threading.Event]:
+    """A TCP server on 127.0.0.1 running handler(connection) per client, in a daemon thread."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def loop():
+        server.settimeout(0.2)
+        held = []
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            held.append(conn)
+            handler_factory(conn)
+        for conn in held:
+            conn.close()
+        server.close()
+
+    threading.Thread(target=loop, daemon=True).start()
+    return server.getsockname()[1], stop
+
+
+def _silent(conn):  # accepts TCP, never answers TLS
+    pass
+
+
+def _plain_http(conn):  # speaks plain HTTP where TLS is expected: a broken certificate exchange
+    try:
+        conn.recv(4096)
+        conn.sendall(b"HTTP/1.0 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+    except OSError:
+        pass
+
+
+def _self_signed_server(tmp_path) -> tuple[int, threading.Event]:
+    """HTTPS with a self-signed certificate (made by openssl), which verification must refuse."""
+    import shutil
+    import ssl
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"], check=True, capture_output=True, timeout=60)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+
+    def handshake(conn):
+        try:
+            with context.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(4096)
+        except (OSError, ssl.SSLError):
+            pass
+
+    return _serve(lambda conn: threading.Thread(target=handshake, args=(conn,), daemon=True).start())
+
+
+class _NotFound(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def empty_hub_cache(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    return constants
+
+
+@pytest.mark.parametrize("kind", ["silent", "plain-http", "self-signed", "refused"])
+def test_hub_fails_within_the_deadline_with_one_message(kind, tmp_path, empty_hub_cache, monkeypatch):
+    if kind == "self-signed":
+        port, stop = _self_signed_server(tmp_path)
+    elif kind == "refused":
+        probe = socket.create_server(("127.0.0.1", 0))
+        port, stop = probe.getsockname()[1], threading.Event()
+        probe.close()
+    else:
+        port, stop = _serve(_silent if kind == "silent" else _plain_http)
+    monkeypatch.setattr(empty_hub_cache, "ENDPOINT", f"https://127.0.0.1:{port}")
+    start = time.perf_counter()
+    try:
+        with pytest.raises(ModelUnavailableError) as info:
+            load_model("someone/some-ddpm")
+    finally:
+        stop.set()
+    seconds = time.perf_counter() - start
+    message = str(info.value)
+    assert seconds < HUB_DEADLINE_S + 6, f"{kind}: {seconds:.1f} s"  # the deadline, plus the local-cache look-up
+    assert "someone/some-ddpm" in message and "--local-dir" in message and "config.json" not in message
+    assert ("did not answer" if kind == "silent" else "unreachable") in message
+
+
+def test_hub_without_the_model_says_so(empty_hub_cache, monkeypatch):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(empty_hub_cache, "ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    try:
+        start = time.perf_counter()
+        with pytest.raises(ModelUnavailableError, match="no public model 'someone/some-ddpm'"):
+            load_model("someone/some-ddpm")
+        assert time.perf_counter() - start < HUB_DEADLINE_S + 6
+    finally:
+        server.shutdown()
