@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from diffusers import DDIMInverseScheduler, DDPMScheduler
+from diffusers import DDIMInverseScheduler
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
@@ -122,16 +122,16 @@ def posterior_mean(model: DiffusionModel, t: int) -> Callable[[Tensor], Tensor]:
     Explained in: book/part2-diffusion/04_h_space.ipynb
     """
     t = check_timestep(model, t)
-    prediction = model.schedule.get("prediction_type", "epsilon")
+    prediction = model.prediction_type
     if prediction not in ("epsilon", "sample", "v_prediction"):
         raise ValueError(f"posterior_mean: the model's prediction_type {prediction!r} is not one of "
                          "'epsilon', 'sample', 'v_prediction'")
-    abar = DDPMScheduler.from_config(model.schedule).alphas_cumprod[t].item()
+    abar = float(model.alphas_cumprod[t])
     a, s = abar ** 0.5, (1.0 - abar) ** 0.5
 
     def x0_hat(x: Tensor) -> Tensor:
         _check_input(model, x)
-        out = model.eps(x, t)
+        out = model.output(x, t)
         if prediction == "epsilon":
             return (x - s * out) / a
         if prediction == "sample":
@@ -213,7 +213,7 @@ def ddim_invert(
     """
     check_latent(model, x0, "x0")
     t_to, _ = _on_schedule(model, t_to, num_steps, name="t_to")
-    inverse = DDIMInverseScheduler.from_config(model.schedule, clip_sample=False)
+    inverse = DDIMInverseScheduler.from_config(model.schedule, clip_sample=False, prediction_type="epsilon")
     inverse.set_timesteps(num_steps)
     x = x0
     with torch.no_grad():

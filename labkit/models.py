@@ -24,6 +24,7 @@ import os
 import re
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -36,6 +37,8 @@ from labkit.checks import check_int, check_weights, show
 from labkit.hub import hub_problem
 
 EMBEDDED_MODEL = Path(__file__).parent / "embedded"
+# The models this project trains and ships, by name: load_model(None) is MNIST.
+EMBEDDED_MODELS = {"mnist": EMBEDDED_MODEL, "shapes": EMBEDDED_MODEL / "shapes" / "ddpm"}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
@@ -89,17 +92,42 @@ class DiffusionModel:
     def num_train_timesteps(self) -> int:
         return int(self.schedule["num_train_timesteps"])
 
-    def eps(self, x: Tensor, t: int) -> Tensor:
-        """ε_θ(x_t, t): the predicted noise, same shape as x (batched (B, C, H, W))."""
+    @property
+    def prediction_type(self) -> str:
+        """What the U-Net outputs: "epsilon" (ε), "v_prediction" (v = √ᾱ ε − √(1−ᾱ) x₀) or "sample" (x₀)."""
+        return self.schedule.get("prediction_type", "epsilon")
+
+    @cached_property
+    def alphas_cumprod(self) -> Tensor:
+        """ᾱ_t for t = 0..T−1 (float64, CPU), the training schedule's cumulative product of 1 − β."""
+        return DDPMScheduler.from_config(self.schedule).alphas_cumprod.double()
+
+    def output(self, x: Tensor, t: int) -> Tensor:
+        """The U-Net's raw output at (x_t, t): ε, v or x₀ as ``prediction_type`` says; shaped like x."""
         with sdpa_kernel([SDPBackend.MATH]):
             return self.unet(x, t).sample
+
+    def eps(self, x: Tensor, t: int) -> Tensor:
+        """ε_θ(x_t, t): the predicted noise, same shape as x (batched (B, C, H, W)), whatever the U-Net predicts.
+
+        With x_t = a x₀ + s ε (a = √ᾱ_t, s = √(1−ᾱ_t)): from v, ε = a v + s x_t; from x₀, ε = (x_t − a x₀)/s.
+        """
+        out = self.output(x, t)
+        if self.prediction_type == "epsilon":
+            return out
+        abar = float(self.alphas_cumprod[t])
+        a, s = abar ** 0.5, (1.0 - abar) ** 0.5
+        if self.prediction_type == "v_prediction":
+            return a * out + s * x
+        return (x - a * out) / s
 
     def ddim(self, num_steps: int) -> DDIMScheduler:
         """A DDIM scheduler on this model's training schedule, set to ``num_steps`` steps."""
         check_int("num_steps", num_steps, 1, self.num_train_timesteps, hint="the number of DDIM steps")
         # No clipping of the predicted x_0: it makes a step non-invertible, and DDIM inversion
         # must retrace exactly the path that sampling takes.
-        scheduler = DDIMScheduler.from_config(self.schedule, clip_sample=False)
+        # prediction_type="epsilon": the steps are given ``eps``, which is ε whatever the U-Net predicts.
+        scheduler = DDIMScheduler.from_config(self.schedule, clip_sample=False, prediction_type="epsilon")
         scheduler.set_timesteps(num_steps)
         return scheduler
 
@@ -212,9 +240,11 @@ def load_model(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> DiffusionModel:
-    """Load a DDPM: the embedded model (None), a local folder, or a Hugging Face hub id.
+    """Load a DDPM: an embedded model (None, "mnist", "shapes"), a local folder, or a Hugging Face hub id.
 
-    - ``None``: the small MNIST DDPM this project trains and ships (labkit/embedded); no network.
+    - ``None`` or ``"mnist"``: the small MNIST DDPM this project trains and ships (labkit/embedded);
+      ``"shapes"``: the colour DDPM of labkit.worlds' scenes (labkit/embedded/shapes/ddpm). No
+      network. (These names win over a folder of the same name: pass ``"./shapes"`` for that.)
     - a folder saved by diffusers (``save_pretrained``), in pipeline layout (unet/, scheduler/)
       or flat layout (config.json and scheduler_config.json at the root);
     - a hub id such as ``"google/ddpm-cifar10-32"`` or ``"google/ddpm-ema-celebahq-256"``:
@@ -230,22 +260,27 @@ def load_model(
     device = _resolve_device(device)
     if dtype not in DTYPES:
         raise TypeError(f"dtype must be one of {', '.join(map(str, DTYPES))}, got {show(dtype)}")
-    if name_or_path is None:
-        if not (EMBEDDED_MODEL / "unet" / "config.json").exists():
+    if name_or_path is None or name_or_path in EMBEDDED_MODELS:
+        key = name_or_path or "mnist"
+        folder = EMBEDDED_MODELS[key]
+        if not (folder / "unet" / "config.json").exists():
+            data = "" if key == "mnist" else f" --data {key}"
             raise ModelUnavailableError(
-                f"the embedded model is missing from {EMBEDDED_MODEL}; reinstall labkit from the repository, "
-                "or train it: python -m labkit.train ddpm --out labkit/embedded"
+                f"the embedded {key} model is missing from {folder}; reinstall labkit from the repository, "
+                f"or train it: python -m labkit.train ddpm{data} --out {folder.relative_to(EMBEDDED_MODEL.parent.parent)}"
             )
-        source, name, local_only = str(EMBEDDED_MODEL), "embedded", True
+        source, name, local_only = str(folder), "embedded" if key == "mnist" else f"embedded:{key}", True
     else:
         if not isinstance(name_or_path, str | os.PathLike):
-            raise TypeError(f"name_or_path must be a folder, a hub id or None, got {type(name_or_path).__name__}")
+            raise TypeError(f"name_or_path must be a folder, a hub id, an embedded name ({', '.join(EMBEDDED_MODELS)}) "
+                            f"or None, got {type(name_or_path).__name__}")
         source, name = str(name_or_path), str(name_or_path)
         is_dir = Path(source).is_dir()
         if not is_dir and not HUB_ID.match(source):
             raise ModelUnavailableError(
                 f"name_or_path={source!r} is neither a folder nor a hub id like 'google/ddpm-cifar10-32'. "
-                "Pass an existing folder, a hub id, or nothing for the embedded model."
+                f"Pass an existing folder, a hub id, an embedded name ({', '.join(EMBEDDED_MODELS)}), "
+                "or nothing for the embedded MNIST model."
             )
         local_only = True
         if not is_dir:

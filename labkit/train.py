@@ -13,7 +13,11 @@ command resumes) and, at the end, the EMA weights in diffusers' pipeline layout 
 
     python -m labkit.train ddpm --data shapes --out runs/shapes --steps 4000 --device cpu
 
-trains the same way on 32×32 colour scenes of ``labkit.worlds``, rendered on the fly.
+trains the same way on 32×32 colour scenes of ``labkit.worlds``, rendered on the fly, with
+v-prediction (v = √ᾱ ε − √(1−ᾱ) x₀, Salimans & Ho 2022): an ε-model's x̂₀ = (x − √(1−ᾱ) ε̂)/√ᾱ
+multiplies ε's error by up to 1/√ᾱ_T ≈ 160 at t = T, and unclipped DDIM from pure noise then
+drifts to saturated, object-less colours (measured on this model after 1,280 ε steps); v's
+x̂₀ = √ᾱ x − √(1−ᾱ) v̂ has no such factor.
 
     python -m labkit.train classifier --out labkit/embedded/classifier
 
@@ -72,14 +76,19 @@ def shapes_unet_config() -> dict:
     return dict(embedded_unet_config(), sample_size=32, in_channels=3, out_channels=3)
 
 
-def ddpm_scheduler() -> DDPMScheduler:
-    """The training noise schedule: linear β from 1e-4 to 0.02 over T = 1000 steps, ε-prediction."""
+PREDICTIONS = ("epsilon", "v_prediction")
+
+
+def ddpm_scheduler(prediction_type: str = "epsilon") -> DDPMScheduler:
+    """The training noise schedule: linear β from 1e-4 to 0.02 over T = 1000 steps; ε- or v-prediction."""
+    if prediction_type not in PREDICTIONS:
+        raise ValueError(f"prediction_type must be one of {PREDICTIONS}, got {prediction_type!r}")
     return DDPMScheduler(
         num_train_timesteps=1000,
         beta_schedule="linear",
         beta_start=1e-4,
         beta_end=0.02,
-        prediction_type="epsilon",
+        prediction_type=prediction_type,
         clip_sample=True,
     )
 
@@ -98,6 +107,7 @@ class TrainConfig:
     limit: int | None = None  # train on the first `limit` digits only (tests)
     model_config: dict | None = None  # UNet2DModel arguments; None: the data's default (tests pass a tiny one)
     data: str = "mnist"  # "mnist": the 5,000 digits; "shapes": scenes of labkit.worlds rendered on the fly
+    prediction: str | None = None  # "epsilon" or "v_prediction"; None: the data's default (mnist ε, shapes v)
 
 
 def _resolve_device(name: str) -> torch.device:
@@ -187,10 +197,15 @@ def scene_batches(batch_size: int, gen: torch.Generator, size: int = 32) -> Iter
         yield worlds.render(worlds.sample_factors(batch_size, seed), size=size)
 
 
+def _default_prediction(data: str) -> str:
+    return "epsilon" if data == "mnist" else "v_prediction"
+
+
 def train_ddpm(config: TrainConfig) -> Path:
     """Train the embedded DDPM; returns the output folder (pipeline layout, EMA weights).
 
-    Loss: E_{x0, t, ε} ‖ε − ε_θ(√ᾱ_t x0 + √(1−ᾱ_t) ε, t)‖², t uniform in 0..T−1.
+    Loss: E_{x0, t, ε} ‖ε − ε_θ(√ᾱ_t x0 + √(1−ᾱ_t) ε, t)‖², t uniform in 0..T−1 (for v-prediction
+    the target is v = √ᾱ_t ε − √(1−ᾱ_t) x0 instead of ε).
     Deterministic given ``config.seed`` on a given device and torch build.
     """
     if config.steps < 1 or config.batch_size < 1:
@@ -201,7 +216,8 @@ def train_ddpm(config: TrainConfig) -> Path:
         raise ValueError(f"data must be 'mnist' or 'shapes', got {config.data!r}")
     default_config = embedded_unet_config() if config.data == "mnist" else shapes_unet_config()
     model = UNet2DModel(**(config.model_config or default_config)).to(device)
-    scheduler = ddpm_scheduler()
+    prediction = config.prediction or _default_prediction(config.data)
+    scheduler = ddpm_scheduler(prediction)
     ema = EMAModel(model.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=3 / 4)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
     lr_sched = get_cosine_schedule_with_warmup(optimizer, config.warmup, config.steps)
@@ -209,6 +225,12 @@ def train_ddpm(config: TrainConfig) -> Path:
     start, seconds_before = 0, 0.0
     ckpt = out / "checkpoint"
     if (ckpt / "state.json").exists():
+        saved = json.loads((ckpt / "state.json").read_text()).get("config", {})
+        saved_prediction = saved.get("prediction") or _default_prediction(saved.get("data", "mnist"))
+        if saved_prediction != prediction:
+            raise ValueError(f"the checkpoint in {ckpt} was trained with prediction={saved_prediction!r}, this run "
+                             f"asks for {prediction!r}: pass --prediction {saved_prediction} to resume it, "
+                             "or train into a new --out")
         start, seconds_before = _load_checkpoint(ckpt, model, ema, optimizer, lr_sched, gen)
         print(f"resuming from step {start}")
 
@@ -229,7 +251,8 @@ def train_ddpm(config: TrainConfig) -> Path:
         t = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), generator=gen).to(device)
         abar = alphas_cumprod[t].view(-1, 1, 1, 1)
         xt = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
-        loss = torch.nn.functional.mse_loss(model(xt, t).sample, noise)
+        target = noise if prediction == "epsilon" else abar.sqrt() * noise - (1 - abar).sqrt() * x0
+        loss = torch.nn.functional.mse_loss(model(xt, t).sample, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -353,6 +376,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--data", default="mnist", choices=("mnist", "shapes"),
                    help="mnist: the 5,000 digits; shapes: scenes of labkit.worlds rendered on the fly")
+    p.add_argument("--prediction", default=None, choices=PREDICTIONS,
+                   help="what the U-Net predicts (default: epsilon for mnist, v_prediction for shapes)")
     c = sub.add_parser("classifier", help="train the digit classifier that judges samples")
     c.add_argument("--out", required=True, help="output folder (config.json, model.safetensors)")
     for field in ("epochs", "batch_size", "max_shift", "seed"):

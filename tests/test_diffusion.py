@@ -257,3 +257,31 @@ def test_posterior_mean_is_tweedies_formula_and_differentiable(tiny, tiny64):
     assert torch.allclose(jv, fd, rtol=1e-6, atol=1e-7)
     with pytest.raises(ValueError, match="t must be in"):
         posterior_mean(tiny, 1000)
+
+
+def test_a_v_prediction_model_gives_eps_x0_and_ddim_steps_as_diffusers_does(tiny64):
+    """For a v-prediction U-Net (the shapes model), eps() is a v + s x, posterior_mean is a x − s v, and
+    DDIM through eps() takes the same steps as diffusers' own DDIMScheduler(prediction_type="v_prediction")."""
+    from diffusers import DDIMScheduler
+
+    from labkit.diffusion import posterior_mean
+    from labkit.models import from_unet
+
+    vmodel = from_unet(tiny64.unet, {**tiny64.schedule, "prediction_type": "v_prediction"})
+    assert vmodel.prediction_type == "v_prediction"
+    t = 740
+    abar = _schedule().alphas_cumprod[t].double().item()
+    a, s = abar ** 0.5, (1 - abar) ** 0.5
+    x = sample_noise(vmodel, 2, seed=5)
+    v = vmodel.output(x, t)
+    assert torch.allclose(vmodel.eps(x, t), a * v + s * x, atol=1e-12)
+    x0 = posterior_mean(vmodel, t)(x)
+    assert torch.allclose(x0, a * x - s * v, atol=1e-12)
+    assert torch.allclose(x0, (x - s * vmodel.eps(x, t)) / a, atol=1e-9)  # Tweedie through ε agrees
+    reference = DDIMScheduler.from_config(vmodel.schedule, clip_sample=False)
+    reference.set_timesteps(10)
+    y = x
+    with torch.no_grad():
+        for step in reference.timesteps:
+            y = reference.step(vmodel.output(y, int(step)), int(step), y).prev_sample
+    assert torch.allclose(ddim_sample(vmodel, x, num_steps=10), y, atol=1e-10)

@@ -148,3 +148,35 @@ def test_ddpm_trains_on_scenes_rendered_on_the_fly_and_resumes(tmp_path):
     assert log["resumed_from"] == 2 and log["steps"] == 3 and log["images"] == "rendered on the fly"
     with pytest.raises(ValueError, match="data must be 'mnist' or 'shapes'"):
         train_ddpm(TrainConfig(steps=1, **{**config, "data": "cifar"}))
+    # shapes trains with v-prediction, and the exported scheduler says so
+    saved = json.loads((tmp_path / "scheduler" / "scheduler_config.json").read_text())
+    assert saved["prediction_type"] == "v_prediction"
+    # resuming with another prediction type is refused before any step, naming the flag
+    with pytest.raises(ValueError, match="prediction='v_prediction'.*--prediction v_prediction"):
+        train_ddpm(TrainConfig(steps=4, prediction="epsilon", **config))
+
+
+def test_v_prediction_training_target_is_v(monkeypatch, tmp_path):
+    """One step of the training loss for v-prediction regresses v = √ᾱ ε − √(1−ᾱ) x₀ (checked against a hand computation)."""
+    from labkit import train
+
+    seen = {}
+    real = torch.nn.functional.mse_loss
+
+    def spy(prediction, target):
+        seen["target"] = target.detach().clone()
+        return real(prediction, target)
+
+    monkeypatch.setattr(torch.nn.functional, "mse_loss", spy)
+    tiny = {"sample_size": 8, "in_channels": 3, "out_channels": 3, "block_out_channels": (8, 16, 16),
+            "layers_per_block": 1, "down_block_types": ("DownBlock2D",) * 3, "up_block_types": ("UpBlock2D",) * 3,
+            "norm_num_groups": 4, "attention_head_dim": 8}
+    config = train.TrainConfig(out=str(tmp_path), steps=1, batch_size=4, warmup=1, model_config=tiny, data="shapes")
+    train.train_ddpm(config)
+    # replay the step's random draws: the generator is seeded with the config's seed and draws in this order
+    gen = torch.Generator().manual_seed(config.seed)
+    x0 = next(train.scene_batches(4, gen, size=8))
+    noise = torch.randn(x0.shape, generator=gen)
+    t = torch.randint(0, 1000, (4,), generator=gen)
+    abar = train.ddpm_scheduler().alphas_cumprod[t].view(-1, 1, 1, 1)
+    assert torch.allclose(seen["target"], abar.sqrt() * noise - (1 - abar).sqrt() * x0, atol=1e-6)
