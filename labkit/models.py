@@ -265,9 +265,10 @@ def load_model(
         folder = EMBEDDED_MODELS[key]
         if not (folder / "unet" / "config.json").exists():
             data = "" if key == "mnist" else f" --data {key}"
+            where = folder.relative_to(EMBEDDED_MODEL.parent.parent)
             raise ModelUnavailableError(
                 f"the embedded {key} model is missing from {folder}; reinstall labkit from the repository, "
-                f"or train it: python -m labkit.train ddpm{data} --out {folder.relative_to(EMBEDDED_MODEL.parent.parent)}"
+                f"or train it: python -m labkit.train ddpm{data} --out {where}"
             )
         source, name, local_only = str(folder), "embedded" if key == "mnist" else f"embedded:{key}", True
     else:

@@ -22,7 +22,7 @@ The read-out is pluggable (``ReadOut``): ``world_readout()`` reads the scenes of
 with the trained CNN of labkit.readout; ``digit_readout()`` uses the digit measures of
 labkit.measures on MNIST (no re-render there, so no side effects).
 
-Explained in: book/part2-diffusion/07_semantic.ipynb (the world's own chapter is to come)
+Explained in: book/part2-diffusion/08_known_factors.ipynb (and 07_semantic.ipynb for MNIST)
 """
 
 from __future__ import annotations
@@ -30,12 +30,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
 
+from labkit.checks import check_choice, check_float
 from labkit.diffusion import Sample
 from labkit.editing import EditMethod, edit
+from labkit.hspace import h_shape, h_space_edit
 from labkit.models import DiffusionModel
 
 
@@ -166,7 +169,7 @@ def score_directions(
     directions: Tensor,
     strengths: Tensor | list[float],
     readout: ReadOut,
-    method: EditMethod = "guidance",
+    method: EditMethod | Literal["h"] = "guidance",
     boost_below: float | None = 0.2,
     **edit_options,
 ) -> DirectionScores:
@@ -174,16 +177,20 @@ def score_directions(
 
     directions: (k, C, H, W) or (k, 1, C, H, W), each edited on its own; strengths: (S,) positive
     numbers γ, used as −γ and +γ (a symmetric budget); method, boost_below and edit_options go to
-    ``labkit.editing.edit``. Costs k edits of 2S + 1 images each.
+    ``labkit.editing.edit``. method="h" edits in H instead (``labkit.hspace.h_space_edit``), with
+    directions (k, c_h, H_h, W_h). Costs k edits of 2S + 1 images each.
     """
     if not isinstance(readout, ReadOut):
         raise TypeError(f"readout must be a labkit.scoring.ReadOut (world_readout(), digit_readout()), got "
                         f"{type(readout).__name__}")
+    check_choice("method", method, ("guidance", "naive", "h"))
+    shape = h_shape(model) if method == "h" else model.sample_shape
+    where = "(directions in H, method='h')" if method == "h" else "(directions in X)"
     directions = torch.as_tensor(directions)
-    if directions.dim() == len(model.sample_shape) + 2:
+    if directions.dim() == len(shape) + 2:
         directions = directions.squeeze(1)
-    if directions.dim() != len(model.sample_shape) + 1 or tuple(directions.shape[1:]) != model.sample_shape:
-        raise ValueError(f"directions must have shape (k, {', '.join(map(str, model.sample_shape))}), "
+    if directions.dim() != len(shape) + 1 or tuple(directions.shape[1:]) != shape:
+        raise ValueError(f"directions must have shape (k, {', '.join(map(str, shape))}) {where}, "
                          f"got {tuple(directions.shape)}")
     gamma = torch.as_tensor(strengths, dtype=torch.float64).reshape(-1)
     if len(gamma) == 0 or not (torch.isfinite(gamma).all() and (gamma > 0).all()):
@@ -193,7 +200,7 @@ def score_directions(
 
     changes, side, images = [], [], []
     for v in directions:
-        edited = edit(model, sample, v, used.tolist(), method=method, boost_below=boost_below, **edit_options)
+        edited = _edit(model, sample, v, used.tolist(), method, boost_below, **edit_options)
         read = readout.read(edited)
         base = {name: value[:1].expand(len(value)) for name, value in read.items()}
         changes.append(factor_changes(readout, {k: v[1:] for k, v in read.items()},
@@ -211,3 +218,47 @@ def score_directions(
         side_effect=torch.stack(side) if side else None,
         images=torch.stack(images),
     )
+
+
+def _edit(model: DiffusionModel, sample: Sample, v: Tensor, strengths: list[float], method: str,
+          boost_below: float | None, **edit_options) -> Tensor:
+    if method == "h":
+        return h_space_edit(model, sample, v, strengths, boost_below=boost_below, **edit_options)
+    return edit(model, sample, v, strengths, method=method, boost_below=boost_below, **edit_options)
+
+
+# A probe strength per edit method, in that method's own units, small enough to stay near linear
+# for unit directions (x_t has norm ≈ √(C·H·W); h's entries are of order 1).
+PROBE_STRENGTHS = {"guidance": 0.5, "naive": 2.0, "h": 2.0}
+
+
+def image_change(edited: Tensor, unedited: Tensor) -> Tensor:
+    """(S,) root-mean-square pixel change √(mean_pixels (x_s − x₀)²) of images (S, C, H, W) from x₀ (1, C, H, W)."""
+    return ((edited - unedited) ** 2).flatten(1).mean(1).sqrt()
+
+
+def strength_for_change(
+    model: DiffusionModel,
+    sample: Sample,
+    direction: Tensor,
+    change: float,
+    method: EditMethod | Literal["h"] = "guidance",
+    boost_below: float | None = 0.2,
+) -> float:
+    """The strength γ at which an edit along ``direction`` changes the finished image by ``change``, to first order.
+
+    One probe edit at p = PROBE_STRENGTHS[method] gives the change c(p) (``image_change``, RMS
+    pixel); then γ = p · change / c(p). Edits are not linear in γ, so the change actually made at
+    γ differs somewhat: measure it (``image_change``) where it matters. This is the common edit
+    budget of the method comparison (book chapter 08_known_factors): every method's edits change
+    the image by the same amount. Raises ValueError when the probe changes nothing.
+    """
+    check_choice("method", method, ("guidance", "naive", "h"))
+    check_float("change", change, 0.0, 2.0, low_open=True, hint="an RMS pixel change of images in [-1, 1], e.g. 0.1")
+    probe = PROBE_STRENGTHS[method]
+    images = _edit(model, sample, direction, [0.0, probe], method, boost_below)
+    measured = image_change(images[1:], images[:1]).item()
+    if not measured > 0:
+        raise ValueError(f"an edit along this direction at strength {probe} ({method}) does not change the image, "
+                         "so no strength reaches the change asked for; pick another direction")
+    return probe * change / measured

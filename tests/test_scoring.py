@@ -93,6 +93,24 @@ def test_guidance_edits_run_and_strength_zero_is_the_sample(tiny):
     assert torch.allclose(s.images[0, 0], s.images[1, 0])
 
 
+def test_h_space_directions_are_scored_through_h_space_edit(tiny):
+    from labkit.hspace import h_shape, h_space_edit
+
+    g = torch.Generator().manual_seed(4)
+    w = torch.randn(2, 64, generator=g, dtype=torch.float64)
+    readout = linear_readout(w, {"a": 1.0, "b": 0.5})
+    sample = sample_at(tiny, seed=4, t=timestep_at(tiny, 0.8, num_steps=10), num_steps=10)
+    directions = torch.randn(2, *h_shape(tiny), generator=g, dtype=torch.float64)
+    s = score_directions(tiny, sample, directions, [3.0], readout, method="h")
+    images = h_space_edit(tiny, sample, directions[1], [0.0, -3.0, 3.0])
+    assert torch.allclose(s.images[1], images, atol=1e-12)
+    m = images.flatten(1) @ w.T
+    expected = ((m[1:] - m[0]).abs() / torch.tensor([1.0, 0.5], dtype=torch.float64)).mean(0)
+    assert torch.allclose(s.response[1], expected, atol=1e-9)
+    with pytest.raises(ValueError, match=r"directions must have shape \(k, 16, 2, 2\) \(directions in H"):
+        score_directions(tiny, sample, torch.ones(2, 1, 8, 8), [1.0], readout, method="h")
+
+
 def test_summaries_and_errors():
     r = torch.tensor([[3.0, 1.0, 0.0], [0.0, 2.0, 2.0], [1.0, 0.0, 0.0]])
     assert torch.allclose(disentanglement(r), torch.tensor([0.75, 0.5, 1.0]))
@@ -126,3 +144,26 @@ def test_on_mnist_the_digit_measures_are_the_readout():
     assert s.response.shape == (2, 4) and torch.isfinite(s.response).all()
     assert s.side_effect is None
     assert ((s.disentanglement >= 0.25) & (s.disentanglement <= 1)).all()
+
+
+def test_strength_for_change_hits_the_budget_exactly_where_the_edit_is_linear(tiny):
+    # At t = 0 the naive edit returns x + γ v, so the RMS change is γ ‖v‖ / √64 exactly.
+    from labkit.scoring import image_change, strength_for_change
+
+    sample = sample_at(tiny, seed=1, t=0, num_steps=10)
+    v = torch.randn(1, 8, 8, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    gamma = strength_for_change(tiny, sample, v, 0.1, method="naive")
+    assert gamma == pytest.approx(0.1 * 8 / v.norm().item(), rel=1e-9)
+    from labkit.editing import edit
+
+    images = edit(tiny, sample, v, [0.0, gamma], method="naive")
+    assert image_change(images[1:], images[:1]).item() == pytest.approx(0.1, rel=1e-9)
+    # later in sampling the edit is not linear: the budget is met to first order only, and is measured
+    later = sample_at(tiny, seed=1, t=timestep_at(tiny, 0.6, num_steps=10), num_steps=10)
+    gamma = strength_for_change(tiny, later, v, 0.05, method="guidance")
+    images = edit(tiny, later, v, [0.0, gamma])
+    assert 0.02 < image_change(images[1:], images[:1]).item() < 0.1
+    with pytest.raises(ValueError, match="change must be in"):
+        strength_for_change(tiny, sample, v, 0.0)
+    with pytest.raises(ValueError, match="method must be one of"):
+        strength_for_change(tiny, sample, v, 0.1, method="sideways")

@@ -157,7 +157,7 @@ def test_ddpm_trains_on_scenes_rendered_on_the_fly_and_resumes(tmp_path):
 
 
 def test_v_prediction_training_target_is_v(monkeypatch, tmp_path):
-    """One step of the training loss for v-prediction regresses v = √ᾱ ε − √(1−ᾱ) x₀ (checked against a hand computation)."""
+    """One step of the v-prediction loss regresses v = √ᾱ ε − √(1−ᾱ) x₀ (checked against a hand computation)."""
     from labkit import train
 
     seen = {}
