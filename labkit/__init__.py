@@ -11,6 +11,7 @@ One module per idea, named as in the book:
 - ``labkit.diffusion``  h-space, Tweedie's x̂₀, DDIM sampling and inversion, samples at timestep t (Part II)
 - ``labkit.analysis``   local bases over many samples and timesteps as a job (torchrun for many ranks)
 - ``labkit.editing``    x-space guidance, naive edits, transport between samples, interpolation
+- ``labkit.hspace``     edits made in H itself (Asyrp/Haas): an offset on the mid-block output, h's PCA
 - ``labkit.notebook``   the setup every Part II chapter starts with (model, device, timing)
 - ``labkit.measures``   digit moments (slant, thickness, width, ink) to score directions
 - ``labkit.classifier`` the digit classifier that judges the embedded model's samples
@@ -37,7 +38,7 @@ from labkit import geometry, spectral
 from labkit.geometry import lerp, pullback_metric, slerp
 from labkit.spectral import LocalBasis, local_basis
 
-_SUBMODULES = ("analysis", "cache", "checks", "classifier", "data", "diffusion", "editing", "hub", "measures",
+_SUBMODULES = ("analysis", "cache", "checks", "classifier", "data", "diffusion", "editing", "hspace", "hub", "measures",
                "models", "notebook", "plot", "readout", "scoring", "train", "widgets", "worlds")
 _SHORTCUTS = {"load_model": "models", "h_space": "diffusion"}
 

@@ -23,7 +23,7 @@ OUT/results.json: one record per unit, and per t the cross-sample tangent-space 
 ‖Q_aᵀ Q_b‖_F² / k (the mean squared cosine of the principal angles between the spans of two
 samples' v_1..v_k: 1 for the same space, k/n on average for random ones) over all sample pairs.
 
-Explained in: book/part2-diffusion/08_scaling.ipynb
+Explained in: book/part2-diffusion/09_scaling.ipynb
 """
 
 from __future__ import annotations

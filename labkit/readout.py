@@ -18,7 +18,7 @@ The score on held-out renders (``readout_scores``): R² = 1 − Σ(v̂ − v)²/
 factor; for a hue, the same with circular differences d(a, b) = ((a − b + ½) mod 1) − ½ and v̄ the
 circular mean, R² = 1 − Σ d(ĥ, h)²/Σ d(h, h̄)²; accuracy for the shape.
 
-Explained in: book/part2-diffusion/07_semantic.ipynb (the world's own chapter is to come)
+Explained in: book/part2-diffusion/08_known_factors.ipynb
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ gives its Jacobian). Pixel = wall·(1 − m_floor) + floor·m_floor, then object
 ``render`` is one batch of torch operations, no Python loop over images: about a few thousand
 32×32 images per second on one CPU core, so training renders its data on the fly.
 
-Explained in: book/part2-diffusion/07_semantic.ipynb (the world's own chapter is to come)
+Explained in: book/part2-diffusion/08_known_factors.ipynb
 """
 
 from __future__ import annotations
