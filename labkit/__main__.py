@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     a.add_argument("--steps", type=int_arg(1, 1000), default=50, help="DDIM steps, 1..T (default 50)")
     a.add_argument("--tol", type=float_arg(0.0, 1.0, low_open=True, high_open=True), default=1e-4,
                    help="local basis residual tolerance (default 1e-4)")
-    a.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: one GPU per rank)")
+    a.add_argument("--device", type=device_arg, default="cpu", help="cpu or cuda (under torchrun: one GPU per rank)")
     a.add_argument("--out", required=True, help="output folder (units/ and results.json)")
     args = parser.parse_args(argv)
     if args.command == "analyze":
@@ -132,7 +132,9 @@ def analyze(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 
     if len(set(args.t)) != len(args.t):
         parser.error(f"argument --t: the timesteps must be distinct, got {args.t}")
-    path = run(Job(args.model, args.samples, tuple(args.t), args.k, Path(args.out), args.steps, args.tol, args.device))
+    set_fp32_precision(args.device, tf32=False)  # true float32 on a GPU, as `directions` and Park et al.'s code
+    path = run(Job(args.model, args.samples, tuple(args.t), args.k, Path(args.out), args.steps, args.tol,
+                   str(args.device)))
     if path is not None:
         print(f"wrote {path}")
 

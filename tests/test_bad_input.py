@@ -453,6 +453,8 @@ CASES = [
     ("cli-model-vae", lambda e: _cli("--model", str(e.files.vae))(e), SystemExit, "--model"),
     ("cli-model-half", lambda e: _cli("--model", str(e.files.half))(e), SystemExit, "--model"),
     ("cli-unknown-flag", _cli("--colums", "3"), SystemExit, "--colums"),
+    ("cli-analyze-device-gpu", lambda e: cli(["analyze", "--device", "gpu", "--out", str(e.files.root / "an")]),
+     SystemExit, "--device"),
 ]
 
 
