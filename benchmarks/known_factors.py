@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.05, 0.1],
                         help="image changes (RMS pixel, images in [-1, 1]) each edit is scaled to, both signs")
     parser.add_argument("--pca-samples", type=int, default=64, help="samples for h-space PCA at each t")
-    parser.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    parser.add_argument("--steps", type=int, default=20, help="DDIM steps (20, as the book's Part II chapters)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "known_factors_cpu.json"))
     args = parser.parse_args(argv)

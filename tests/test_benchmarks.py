@@ -1,0 +1,65 @@
+"""The world benchmarks run end to end on the shipped shapes model (small settings) and write what they print."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from labkit.models import load_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_load_model_shapes_is_the_shipped_colour_model_and_loads_fast():
+    load_model()  # imports and first-use costs are not the shapes model's
+    start = time.perf_counter()
+    model = load_model("shapes")
+    seconds = time.perf_counter() - start
+    assert model.name == "embedded:shapes" and model.sample_shape == (3, 32, 32)
+    assert model.prediction_type == "v_prediction"
+    assert seconds < 1.0, f"load_model('shapes') took {seconds:.2f} s"
+    assert load_model("mnist").sample_shape == load_model().sample_shape == (1, 28, 28)
+
+
+def _run(script: str, *args: str) -> str:
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args], capture_output=True, text=True,
+                         timeout=600, check=False, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return run.stdout
+
+
+def test_world_quality_rerenders_samples_and_reports_histograms(tmp_path):
+    stdout = _run("world_quality.py", "--samples", "12", "--batch-size", "6", "--steps", "10", "--out", str(tmp_path))
+    report = json.loads((tmp_path / "quality.json").read_text())
+    r = report["rerender"]
+    assert 0 < r["true_median"] <= r["threshold_true_p99"]
+    assert 0 <= r["share_samples_within_threshold"] <= 1
+    assert f"{r['share_samples_within_threshold']:.1%}" in stdout
+    for name, counts in report["histograms"]["samples"].items():
+        assert sum(counts) == 12 and sum(report["histograms"]["true"][name]) == 12
+
+
+def test_known_factors_scores_every_method_on_the_same_samples(tmp_path):
+    out = tmp_path / "kf.json"
+    stdout = _run("known_factors.py", "--samples", "2", "--fractions", "0.2", "0.6", "--k", "1", "--pca-samples", "4",
+                  "--steps", "10", "--budgets", "0.1", "--out", str(out))
+    report = json.loads(out.read_text())
+    methods = {f"{m}/{e}" for m in ("park-local", "park-global", "loco", "random") for e in ("guidance", "naive")}
+    methods |= {"h-park-u/h", "h-pca/h", "h-random/h"}
+    assert set(report["summary"]) == methods
+    for key, cell in report["summary"].items():
+        # edits in H need a step above 0.2 T: at 0.2 T they are marked skipped, not scored
+        assert set(cell) == ({"0.6"} if key.endswith("/h") else {"0.2", "0.6"})
+        for scores in cell.values():
+            assert 1 / 6 - 1e-9 <= scores["disentanglement"] <= 1 and 1 <= scores["coverage"] <= 1
+    skipped = [r for r in report["rows"] if r.get("skipped")]
+    assert len(skipped) == 3 * 2 and all(r["fraction"] == 0.2 for r in skipped)
+    row = next(r for r in report["rows"] if r["method"] == "park-local" and r["edit"] == "naive")
+    assert len(row["response"]) == 1 and len(row["response"][0]) == 6
+    assert torch.tensor(row["response"][0]).max() / torch.tensor(row["response"][0]).sum() == pytest.approx(
+        row["disentanglement"][0])
+    assert "ratios against the floor" in stdout
