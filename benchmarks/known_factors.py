@@ -90,11 +90,11 @@ def score_method(model: DiffusionModel, sample: Sample, directions: torch.Tensor
 
 
 def directions_at(model: DiffusionModel, samples: list[Sample], t: int, k: int, pca_samples: int,
-                  seed: int) -> dict[str, list[torch.Tensor]]:
+                  seed: int, num_steps: int) -> dict[str, list[torch.Tensor]]:
     """Each method's k directions at each sample (lists indexed like ``samples``)."""
     bases = [sample_basis(model, s, k) for s in samples]
     mean = global_directions(bases, k)
-    pca, _ = h_principal_components(model, t, k, n=pca_samples, seed=10**6 + seed)
+    pca, _ = h_principal_components(model, t, k, n=pca_samples, seed=10**6 + seed, num_steps=num_steps)
     shape_h = h_shape(model)
     out: dict[str, list[torch.Tensor]] = {m: [] for m in METHODS}
     for i, (s, b) in enumerate(zip(samples, bases, strict=True)):
@@ -174,13 +174,24 @@ def main(argv: list[str] | None = None) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
 
     model, readout = load_model(args.model), world_readout()
+    config = {k: v for k, v in vars(args).items() if k != "out"}
+    # Finished (t, sample) units are kept in OUT.partial as they complete; a rerun with the same
+    # configuration goes on from there (a run takes tens of minutes on a CPU).
+    partial = out.with_name(out.name + ".partial")
+    saved = json.loads(partial.read_text()) if partial.exists() else {}
+    rows = saved["rows"] if saved.get("config") == config else []
+    done = {(r["fraction"], r["sample"]) for r in rows}
     start, load_before = time.perf_counter(), os.getloadavg()[0]
-    rows = []
     for fraction in args.fractions:
+        seeds = range(args.seed, args.seed + args.samples)
+        if all((fraction, seed) in done for seed in seeds):
+            continue
         t = timestep_at(model, fraction, args.steps)
-        samples = [sample_at(model, seed, t, args.steps) for seed in range(args.seed, args.seed + args.samples)]
-        found = directions_at(model, samples, t, args.k, args.pca_samples, args.seed)
+        samples = [sample_at(model, seed, t, args.steps) for seed in seeds]
+        found = directions_at(model, samples, t, args.k, args.pca_samples, args.seed, args.steps)
         for i, sample in enumerate(samples):
+            if (fraction, sample.seed) in done:
+                continue
             for method in METHODS:
                 for how in (("h",) if method in H_METHODS else ("guidance", "naive")):
                     row = {"method": method, "edit": how, "fraction": fraction, "t": t, "sample": sample.seed}
@@ -189,6 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
                         continue
                     rows.append({**row, **score_method(model, sample, found[method][i], how, args.budgets,
                                                        readout)})
+            partial.write_text(json.dumps({"config": config, "rows": rows}))
             print(f"t = {fraction} T ({t}), sample {sample.seed}: done after {time.perf_counter() - start:.0f} s",
                   flush=True)
     seconds = time.perf_counter() - start
@@ -196,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "model": args.model,
         "factors": list(readout.names),
-        "config": {k: v for k, v in vars(args).items() if k != "out"},
+        "config": config,
         "probe_strengths": PROBE_STRENGTHS,
         "timing": {"seconds": round(seconds, 1), "torch_threads": torch.get_num_threads(),
                    "cpu_cores": os.cpu_count(),
@@ -205,6 +217,7 @@ def main(argv: list[str] | None = None) -> dict:
         "rows": rows,
     }
     out.write_text(json.dumps(report, indent=1) + "\n")
+    partial.unlink(missing_ok=True)
     print_tables(summary, args.fractions, args.budgets)
     print(f"\n{seconds:.0f} s; wrote {out}")
     return report
