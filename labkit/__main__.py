@@ -27,8 +27,9 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from labkit.checks import file_arg, float_arg, int_arg, out_dir_arg  # noqa: E402
 from labkit.data import read_image  # noqa: E402
-from labkit.diffusion import QUALITY_BOOST, h_space, invert_image, sample_at, timestep_at  # noqa: E402
+from labkit.diffusion import QUALITY_BOOST, invert_image, sample_at, timestep_at  # noqa: E402
 from labkit.editing import edit, sample_basis, save_basis  # noqa: E402
+from labkit.hspace import h_shape  # noqa: E402
 from labkit.models import DiffusionModel, _resolve_device, load_model, set_fp32_precision  # noqa: E402
 from labkit.plot import image_grid  # noqa: E402
 
@@ -113,8 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     model = load_model_arg(parser, args)
     if args.steps > model.num_train_timesteps:
         parser.error(f"argument --steps: must be at most the model's T = {model.num_train_timesteps}, got {args.steps}")
-    with torch.no_grad():
-        m = h_space(model, 0)(torch.zeros(1, *model.sample_shape, device=model.device, dtype=model.dtype)).numel()
+    m = math.prod(h_shape(model))
     if args.k > min(m, math.prod(model.sample_shape)):
         parser.error(f"argument --k: this model has {min(m, math.prod(model.sample_shape))} directions at most "
                      f"(min of x's {math.prod(model.sample_shape)} and h's {m} numbers), got {args.k}")

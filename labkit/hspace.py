@@ -43,6 +43,12 @@ def h_offset(model: DiffusionModel, offset: Tensor) -> Iterator[None]:
     offset: (B, c_h, H_h, W_h), one per batch element, or (1, c_h, H_h, W_h) for all. The hook
     is removed on exit, also when the block raises.
     """
+    offset = check_tensor("offset", offset, hint="an offset in H, e.g. strength * direction[None]")
+    shape = h_shape(model)
+    if offset.ndim != len(shape) + 1 or tuple(offset.shape[1:]) != shape:
+        raise ValueError(f"offset must have shape (B, {', '.join(map(str, shape))}) (one h per batch element, "
+                         f"or B = 1 for all), got {tuple(offset.shape)}")
+
     def add(_module, _inputs, output: Tensor) -> Tensor:
         return output + offset.to(output)
 

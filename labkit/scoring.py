@@ -35,7 +35,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from labkit.checks import check_choice, check_float
+from labkit.checks import check_choice, check_float, show
 from labkit.diffusion import Sample
 from labkit.editing import EditMethod, edit
 from labkit.hspace import h_shape, h_space_edit
@@ -234,6 +234,10 @@ PROBE_STRENGTHS = {"guidance": 0.5, "naive": 2.0, "h": 2.0}
 
 def image_change(edited: Tensor, unedited: Tensor) -> Tensor:
     """(S,) root-mean-square pixel change √(mean_pixels (x_s − x₀)²) of images (S, C, H, W) from x₀ (1, C, H, W)."""
+    if not (isinstance(edited, Tensor) and isinstance(unedited, Tensor)) or edited.shape[1:] != unedited.shape[1:] \
+            or unedited.shape[0] != 1:
+        raise ValueError(f"image_change needs edited (S, C, H, W) and unedited (1, C, H, W) images of one size, got "
+                         f"{show(edited)} and {show(unedited)}")
     return ((edited - unedited) ** 2).flatten(1).mean(1).sqrt()
 
 

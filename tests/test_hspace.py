@@ -86,3 +86,13 @@ def test_h_principal_components_match_an_explicit_pca(tiny64):
     assert components.shape == (3, *h_shape(tiny64))
     with pytest.raises(ValueError, match="k must be"):
         h_principal_components(tiny64, t, k=12, n=12, num_steps=10)
+
+
+def test_h_offset_and_image_change_refuse_bad_shapes(tiny):
+    from labkit.scoring import image_change
+
+    unbatched = torch.ones(16, 2, 2)
+    with pytest.raises(ValueError, match=r"offset must have shape \(B, 16, 2, 2\)"), h_offset(tiny, unbatched):
+        pass
+    with pytest.raises(ValueError, match="image_change needs"):
+        image_change(torch.zeros(3, 1, 8, 8), torch.zeros(1, 1, 4, 4))
