@@ -8,10 +8,11 @@ and the residual of every Ritz vector cost no products at all:
     residual_i = ‖A v_i − σ_i² v_i‖ / σ_i².
 
 Each iteration extends K by a block: the residuals A v_i − σ_i² v_i of the leading Ritz vectors
-that have not yet converged, made orthogonal to K. In exact arithmetic these residuals span the
-same new directions as the next block of block Lanczos, (I − K ᵀK) A Q_last, so this is block
-Lanczos; choosing only unconverged vectors shrinks the block as the top vectors converge
-(deflation: no products are spent on directions that are already done). When K would exceed
+that have not yet converged (the largest residuals first), made orthogonal to K. In exact
+arithmetic these residuals span the same new directions as the next block of block Lanczos,
+(I − K ᵀK) A Q_last, so this is block Lanczos; choosing only unconverged vectors shrinks the
+block as the top vectors converge (deflation: no products are spent on directions that are
+already done). When K would exceed
 ``max_dim`` rows it is cut back to the leading Ritz vectors (a thick restart, as in Wu & Simon
 2000): their images are linear combinations of the stored ones, so the restart is free.
 
@@ -82,10 +83,14 @@ def block_lanczos(J: Product, Jt: Product, start: Tensor, k: int, *, tol: float,
         stalled = len(history) > STALL_WINDOW and floor > history[-1] > 0.5 * history[-1 - STALL_WINDOW]
         if residual[:k].max() <= tol or len(K) >= n or iteration == max_iter or stalled:
             break
-        # Residuals of the leading unconverged Ritz vectors: the next block, smaller as the top converge.
+        # The next block: residuals of unconverged Ritz vectors, smaller as the top converge. Among
+        # the leading k + oversample the worst go first: one already at the products' rounding
+        # floor has a residual that is only noise, and spending the block on it stalls the rest.
         open_ = torch.nonzero(residual > tol).flatten()
         b = min(p, int((open_ < k).sum()) + oversample, len(open_))
-        R = AV[open_[:b]] - sigma[open_[:b], None] ** 2 * V[open_[:b]]
+        lead = open_[open_ < k + oversample]
+        chosen = torch.cat([lead[torch.argsort(residual[lead], descending=True)], open_[open_ >= k + oversample]])[:b]
+        R = AV[chosen] - sigma[chosen, None] ** 2 * V[chosen]
         if len(K) + b > max_dim:  # thick restart: keep the leading Ritz vectors and their images
             keep = max(k + oversample, max_dim - 2 * p)
             K, JK, AK = V[:keep], sigma[:keep, None] * U[:keep], AV[:keep]

@@ -380,6 +380,27 @@ def test_float32_stops_at_its_rounding_floor_with_a_clear_warning():
     assert basis.iterations < 60 and basis.n_jvp < 150 and basis.residual.max() < 1e-5
 
 
+def test_a_tolerance_below_the_float32_floor_still_reaches_the_floor_on_the_embedded_model():
+    # Regression: on the embedded U-Net (t = 0.2 T, k = 8), tol = 1e-7 is below what float32
+    # products allow. Blocks spent on Ritz vectors already at the floor (their residual is noise)
+    # once stalled the rest at 2e-5 after 150 products, worse than tol = 1e-6 gave in 51.
+    from labkit.diffusion import h_space, sample_at, timestep_at
+    from labkit.models import load_model
+
+    model = load_model()
+    t = timestep_at(model, 0.2)
+    f, x = h_space(model, t), sample_at(model, seed=0, t=t).x_t
+    loose = local_basis(f, x, 8, tol=1e-6)
+    with pytest.warns(RuntimeWarning, match="rounding level"):
+        tight = local_basis(f, x, 8, tol=1e-7)
+    recheck = jvps(f, x, tight.v)
+    W = vjps(f, x, recheck).reshape(8, -1).double()
+    s2 = tight.sigma.double() ** 2
+    residual = ((W - s2[:, None] * tight.v.reshape(8, -1).double()).norm(dim=1) / s2).max()
+    assert residual < 1e-6 and tight.residual.max() < 1e-6
+    assert tight.n_jvp < 2 * loose.n_jvp
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_double_vjp_matches_forward_mode_and_finite_differences(dtype):
     net = conv_net(dtype)
