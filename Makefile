@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: setup book student test browser-check lint unit nbval strict-book browser quick lab clean
+.PHONY: setup book student singlehtml test browser-check lint unit nbval strict-book browser quick lab clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,11 @@ book: setup
 ## The student edition: same book, exercise solutions removed -> _build/student/_build/html
 student: setup
 	$(BIN)/python scripts/build_student_edition.py
+
+## The whole book on one page, solutions included (read it offline, or print it as PDF from a
+## browser); reuses the web book's executed notebooks -> _build/single/_build/singlehtml/index.html
+singlehtml: setup
+	$(BIN)/python scripts/build_single_page.py
 
 ## Everything CI checks: lint, unit tests, nbval over every notebook, the strict build, the browser tests.
 ## First of all, find or install the browser the browser tests need (or stop at once, saying what to install).
