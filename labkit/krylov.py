@@ -12,9 +12,9 @@ that have not yet converged (the largest residuals first), made orthogonal to K.
 arithmetic these residuals span the same new directions as the next block of block Lanczos,
 (I − K ᵀK) A Q_last, so this is block Lanczos; choosing only unconverged vectors shrinks the
 block as the top vectors converge (deflation: no products are spent on directions that are
-already done). When K would exceed
-``max_dim`` rows it is cut back to the leading Ritz vectors (a thick restart, as in Wu & Simon
-2000): their images are linear combinations of the stored ones, so the restart is free.
+already done). When K would exceed ``max_dim`` rows it is cut back to the leading Ritz vectors
+(a thick restart, as in Wu & Simon 2000): their images are linear combinations of the stored
+ones, so the restart is free.
 
 Precision: the products run in the caller's dtype (a float32 U-Net stays float32), everything
 else in float64. After each block of products the block is made exactly orthonormal to K in

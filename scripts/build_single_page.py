@@ -10,10 +10,10 @@ MathJax, figures, the page's own anchors) relative to the output folder, as if t
 ``index.html``; ``index.html`` itself is only a redirect. So this script moves the page to
 ``index.html``, where every link resolves, makes its links to itself plain anchors, drops the
 theme's links to index and search pages that singlehtml does not write, puts the book's title
-back in the theme's logo text (singlehtml leaves it "None"), and leaves a redirect at
-the old place. Like the student edition, it executes no notebook again: it reuses the
-full edition's executed notebooks (building the full edition first if they are missing or stale),
-with the same strict flags as `make book`.
+back in the theme's logo text (singlehtml passes the theme no ``docstitle``, so it reads "None"),
+and leaves a redirect at the old place. Like the student edition, it executes no notebook again:
+it reuses the full edition's executed notebooks (building the full edition first if they are
+missing or stale), with the same strict flags as `make book`.
 """
 
 from __future__ import annotations
