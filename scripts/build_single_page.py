@@ -9,7 +9,8 @@ Sphinx's ``singlehtml`` builder writes the whole book into the page of the root 
 MathJax, figures, the page's own anchors) relative to the output folder, as if the page were
 ``index.html``; ``index.html`` itself is only a redirect. So this script moves the page to
 ``index.html``, where every link resolves, makes its links to itself plain anchors, drops the
-theme's links to index and search pages that singlehtml does not write, puts the book's title
+theme's links to index and search pages that singlehtml does not write (and its search buttons and
+search dialog, whose form posts to that missing page), puts the book's title
 back in the theme's logo text (singlehtml passes the theme no ``docstitle``, so it reads "None"),
 and leaves a redirect at the old place. Like the student edition, it executes no notebook again:
 it reuses the full edition's executed notebooks (building the full edition first if they are
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import re
 import sys
 import time
 from pathlib import Path
@@ -41,6 +43,10 @@ def move_to_index(built: Path, root: Path, title: str) -> Path:
     for tag in ('<link rel="index" title="Index" href="genindex.html" />',
                 '<link rel="search" title="Search" href="search.html" />', '<script src="searchindex.js"></script>'):
         text = text.replace(tag, "")
+    # The theme's search buttons open a dialog whose form submits to search.html; drop both. A
+    # button holds only an icon and spans, never another button, so the shortest match is the whole.
+    text = re.sub(r'<button[^>]*search-button__button[^>]*>.*?</button>', "", text, flags=re.S)
+    text = re.sub(r'<dialog id="pst-search-dialog">.*?</dialog>', "", text, flags=re.S)
     index = built / "index.html"
     index.write_text(text, encoding="utf-8")
     up = "../" * name.count("/")

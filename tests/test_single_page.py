@@ -62,5 +62,9 @@ def test_single_page_holds_every_page_with_its_figures():
     assert any("mathjax" in link for link in local), "the single page loads no local MathJax"
     broken = [link for link in local if not (SINGLE / link).is_file()]
     assert not broken, f"links on the single page that do not resolve: {broken[:5]}"
+    # Nothing leads to the search and index pages singlehtml does not write: no link, no form.
+    targets = [tag.get("href") or tag.get("action") or "" for tag in single.select("a[href], link[href], form")]
+    dead = [target for target in targets if target.split("?")[0] in ("search.html", "genindex.html")]
+    assert not dead and not single.select(".search-button__button"), f"search leads nowhere: {dead}"
     anchors = [a["href"] for a in single.select("a[href]") if a["href"].startswith("book/")]
     assert not anchors, f"links back into the old page's place: {anchors[:5]}"
