@@ -3,7 +3,9 @@
     python benchmarks/model_quality.py                      # the shipped model, 1,000 samples
     python benchmarks/model_quality.py --model runs/ddpm --samples 200 --out artifacts/q
 
-Samples ``--samples`` digits with DDIM (50 steps, η = 0, seeded, in batches) and reports:
+Samples ``--samples`` digits with DDIM (50 steps, η = 0, seeded, in batches; with
+``--quality-boost``, η = 1 for t ≤ 0.2 T, the sampler that ends every edit of the book and that
+benchmarks/world_quality.py uses) and reports:
 
 - the share the digit classifier (labkit.classifier) labels with confidence ≥ 0.9, next to the
   same share on real held-out digits (from the classifier's record), the reference a perfect
@@ -41,6 +43,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from labkit.classifier import EMBEDDED_CLASSIFIER, classify, load_classifier  # noqa: E402
 from labkit.data import load_digits, to_pixel_range  # noqa: E402
+from labkit.diffusion import QUALITY_BOOST  # noqa: E402
 from labkit.measures import digit_measures  # noqa: E402
 
 EMBEDDED_MODEL = Path(__file__).resolve().parents[1] / "labkit" / "embedded"
@@ -55,16 +58,20 @@ def _shown(path: str) -> str:
 
 @torch.inference_mode()
 def ddim_samples(
-    unet: UNet2DModel, scheduler: DDIMScheduler, n: int, batch_size: int, seed: int
+    unet: UNet2DModel, scheduler: DDIMScheduler, n: int, batch_size: int, seed: int, boost_below: int | None = None
 ) -> tuple[torch.Tensor, float]:
-    """n samples in [-1, 1] by deterministic DDIM (η = 0) from seeded noise; returns (samples, seconds)."""
+    """n samples by DDIM from seeded noise; returns (samples, seconds).
+
+    Deterministic (η = 0), except that steps with t ≤ ``boost_below`` use η = 1 when it is given.
+    """
     gen = torch.Generator().manual_seed(seed)
     out = []
     t0 = time.perf_counter()
     for start in tqdm(range(0, n, batch_size), desc="sampling (batches)"):
         x = torch.randn(min(batch_size, n - start), 1, 28, 28, generator=gen)
         for t in scheduler.timesteps:
-            x = scheduler.step(unet(x, t).sample, t, x, eta=0.0).prev_sample
+            eta = 1.0 if boost_below is not None and t <= boost_below else 0.0
+            x = scheduler.step(unet(x, t).sample, t, x, eta=eta, generator=gen).prev_sample
         out.append(x)
     return torch.cat(out), time.perf_counter() - t0
 
@@ -115,6 +122,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quality-boost", action="store_true",
+                        help=f"η = 1 for t ≤ {QUALITY_BOOST} T (the book's sampler); default: η = 0 throughout")
     parser.add_argument("--out", default="artifacts/model_quality", help="folder for quality.json and the PNGs")
     args = parser.parse_args(argv)
     if args.samples < 1 or args.batch_size < 1 or args.steps < 1:
@@ -128,7 +137,8 @@ def main(argv: list[str] | None = None) -> dict:
     scheduler = DDIMScheduler.from_pretrained(args.model, subfolder="scheduler")
     scheduler.set_timesteps(args.steps)
     load_before = os.getloadavg()[0]  # other work on the machine slows sampling: record it
-    samples, seconds = ddim_samples(unet, scheduler, args.samples, args.batch_size, args.seed)
+    boost_below = int(QUALITY_BOOST * scheduler.config.num_train_timesteps) if args.quality_boost else None
+    samples, seconds = ddim_samples(unet, scheduler, args.samples, args.batch_size, args.seed, boost_below)
     load_after = os.getloadavg()[0]
     forwards = -(-args.samples // args.batch_size) * args.steps
 
@@ -148,7 +158,9 @@ def main(argv: list[str] | None = None) -> dict:
         "model": _shown(args.model),
         "classifier": _shown(args.classifier),
         "samples": args.samples,
-        "sampler": {"name": "DDIM", "steps": args.steps, "eta": 0.0, "seed": args.seed, "batch_size": args.batch_size},
+        "sampler": {"name": "DDIM", "steps": args.steps, "eta": 0.0,
+                    "eta_1_below": QUALITY_BOOST if args.quality_boost else None,
+                    "seed": args.seed, "batch_size": args.batch_size},
         "timing": {
             "seconds": round(seconds, 1),
             "ms_per_forward": round(1000 * seconds / forwards, 1),
@@ -194,7 +206,8 @@ def main(argv: list[str] | None = None) -> dict:
     c, m, t = report["classifier_confidence"], report["memorisation"], report["timing"]
     classes = report["classes"]
     rows = [
-        ("samples (DDIM, η=0)", f"{args.samples} × {args.steps} steps, batch {args.batch_size}"),
+        ("samples (DDIM, η=0" + (f", η=1 for t ≤ {QUALITY_BOOST} T)" if args.quality_boost else ")"),
+         f"{args.samples} × {args.steps} steps, batch {args.batch_size}"),
         ("sampling time",
          f"{t['seconds']} s ({t['ms_per_forward']} ms per batched forward, {t['ms_per_image']} ms per image)"),
         ("machine",

@@ -62,3 +62,16 @@ def test_known_factors_scores_every_method_on_the_same_samples(tmp_path):
     assert torch.tensor(row["response"][0]).max() / torch.tensor(row["response"][0]).sum() == pytest.approx(
         row["disentanglement"][0])
     assert "ratios against the floor" in stdout
+
+
+def test_model_quality_quality_boost_adds_eta_noise_only_when_asked(tmp_path):
+    """10 DDIM steps put t = 200 and 100 at or below 0.2 T: with --quality-boost those steps get η = 1 noise."""
+    reports = {}
+    for name, extra in (("plain", []), ("boost", ["--quality-boost"])):
+        _run("model_quality.py", "--samples", "4", "--batch-size", "4", "--steps", "10",
+             "--out", str(tmp_path / name), *extra)
+        reports[name] = json.loads((tmp_path / name / "quality.json").read_text())
+    assert reports["plain"]["sampler"]["eta_1_below"] is None
+    assert reports["boost"]["sampler"]["eta_1_below"] == 0.2
+    plain, boost = (reports[k]["memorisation"]["sample_to_nearest_training"] for k in ("plain", "boost"))
+    assert plain != boost, "the same seed gave the same samples with and without the η = 1 steps"
