@@ -47,10 +47,12 @@ from pathlib import Path
 
 import torch
 
+from labkit.cache import weights_fingerprint
 from labkit.diffusion import QUALITY_BOOST, Sample, posterior_mean, sample_at, timestep_at
 from labkit.editing import global_directions, sample_basis
 from labkit.hspace import h_principal_components, h_shape
 from labkit.models import DiffusionModel, load_model
+from labkit.readout import load_readout
 from labkit.scoring import (
     PROBE_STRENGTHS,
     ReadOut,
@@ -173,13 +175,16 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
-    model, readout = load_model(args.model), world_readout()
+    readout_model = load_readout()
+    model, readout = load_model(args.model), world_readout(readout_model)
     config = {k: v for k, v in vars(args).items() if k != "out"}
     # Finished (t, sample) units are kept in OUT.partial as they complete; a rerun with the same
-    # configuration goes on from there (a run takes tens of minutes on a CPU).
+    # configuration and the same weights goes on from there (a run takes tens of minutes on a CPU).
+    # The weights are part of the key: after a retrain, rows of the old model must not be reused.
+    weights = {"model": weights_fingerprint(model.unet), "readout": weights_fingerprint(readout_model)}
     partial = out.with_name(out.name + ".partial")
     saved = json.loads(partial.read_text()) if partial.exists() else {}
-    rows = saved["rows"] if saved.get("config") == config else []
+    rows = saved["rows"] if saved.get("config") == config and saved.get("weights") == weights else []
     done = {(r["fraction"], r["sample"]) for r in rows}
     start, load_before = time.perf_counter(), os.getloadavg()[0]
     for fraction in args.fractions:
@@ -200,13 +205,14 @@ def main(argv: list[str] | None = None) -> dict:
                         continue
                     rows.append({**row, **score_method(model, sample, found[method][i], how, args.budgets,
                                                        readout)})
-            partial.write_text(json.dumps({"config": config, "rows": rows}))
+            partial.write_text(json.dumps({"config": config, "weights": weights, "rows": rows}))
             print(f"t = {fraction} T ({t}), sample {sample.seed}: done after {time.perf_counter() - start:.0f} s",
                   flush=True)
     seconds = time.perf_counter() - start
     summary = summarise(rows)
     report = {
         "model": args.model,
+        "weights_sha256": weights,
         "factors": list(readout.names),
         "config": config,
         "probe_strengths": PROBE_STRENGTHS,

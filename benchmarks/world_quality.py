@@ -30,9 +30,10 @@ from pathlib import Path
 import torch
 
 from labkit import worlds
+from labkit.cache import weights_fingerprint
 from labkit.diffusion import QUALITY_BOOST, ddim_sample, sample_noise
 from labkit.models import EMBEDDED_MODELS, load_model
-from labkit.readout import read_factors
+from labkit.readout import load_readout, read_factors
 from labkit.scoring import rerender_error, world_readout
 
 BINS = 10
@@ -67,7 +68,8 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    model, readout = load_model(args.model), world_readout()
+    readout_model = load_readout()
+    model, readout = load_model(args.model), world_readout(readout_model)
     true_factors = worlds.sample_factors(args.samples, seed=10**6)
     true_error = rerender_error(worlds.render(true_factors), readout)
     threshold = torch.quantile(true_error, 0.99).item()
@@ -86,6 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     report = {
         "model": str(EMBEDDED_MODELS["shapes"].relative_to(REPO)) if args.model == "shapes" else args.model,
+        "weights_sha256": {"model": weights_fingerprint(model.unet), "readout": weights_fingerprint(readout_model)},
         "samples": args.samples,
         "sampler": {"name": "DDIM", "steps": args.steps, "eta": 0.0, "eta_1_below": QUALITY_BOOST,
                     "seed": args.seed, "batch_size": args.batch_size, "clamped_to": [-1, 1]},

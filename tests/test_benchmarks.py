@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from labkit.cache import weights_fingerprint
 from labkit.models import load_model
+from labkit.readout import load_readout
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,6 +27,10 @@ def test_load_model_shapes_is_the_shipped_colour_model_and_loads_fast():
     assert load_model("mnist").sample_shape == load_model().sample_shape == (1, 28, 28)
 
 
+def _shipped_weights() -> dict[str, str]:
+    return {"model": weights_fingerprint(load_model("shapes").unet), "readout": weights_fingerprint(load_readout())}
+
+
 def _run(script: str, *args: str) -> str:
     run = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args], capture_output=True, text=True,
                          timeout=600, check=False, cwd=REPO)
@@ -38,6 +44,7 @@ def test_world_quality_rerenders_samples_and_reports_histograms(tmp_path):
     r = report["rerender"]
     assert 0 < r["true_median"] <= r["threshold_true_p99"]
     assert 0 <= r["share_samples_within_threshold"] <= 1
+    assert report["weights_sha256"] == _shipped_weights()
     assert f"{r['share_samples_within_threshold']:.1%}" in stdout
     for name, counts in report["histograms"]["samples"].items():
         assert sum(counts) == 12 and sum(report["histograms"]["true"][name]) == 12
@@ -45,9 +52,19 @@ def test_world_quality_rerenders_samples_and_reports_histograms(tmp_path):
 
 def test_known_factors_scores_every_method_on_the_same_samples(tmp_path):
     out = tmp_path / "kf.json"
+    # A resume file from other weights (a model since retrained) with this very configuration:
+    # its row must not be reused, or the table would mix two models.
+    config = {"model": "shapes", "samples": 2, "fractions": [0.6], "k": 1, "budgets": [0.1], "pca_samples": 4,
+              "steps": 5, "seed": 0}
+    stale = {"method": "park-local", "edit": "naive", "fraction": 0.6, "t": 0, "sample": 0, "stale": True}
+    out.with_name(out.name + ".partial").write_text(json.dumps(
+        {"config": config, "weights": {"model": "0" * 64, "readout": "0" * 64}, "rows": [stale]}))
     stdout = _run("known_factors.py", "--samples", "2", "--fractions", "0.6", "--k", "1", "--pca-samples", "4",
                   "--steps", "5", "--budgets", "0.1", "--out", str(out))
     report = json.loads(out.read_text())
+    assert report["config"] == config
+    assert not any(r.get("stale") for r in report["rows"])
+    assert report["weights_sha256"] == _shipped_weights()
     methods = {f"{m}/{e}" for m in ("park-local", "park-global", "loco", "random") for e in ("guidance", "naive")}
     methods |= {"h-park-u/h", "h-pca/h", "h-random/h"}
     assert set(report["summary"]) == methods
