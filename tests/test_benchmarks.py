@@ -31,6 +31,13 @@ def _shipped_weights() -> dict[str, str]:
     return {"model": weights_fingerprint(load_model("shapes").unet), "readout": weights_fingerprint(load_readout())}
 
 
+def test_committed_world_results_come_from_the_shipped_weights():
+    """Chapter 08 prints these files: they must be measurements of the models labkit ships now."""
+    for path in ("labkit/embedded/shapes/quality.json", "benchmarks/results/known_factors_cpu.json"):
+        recorded = json.loads((REPO / path).read_text()).get("weights_sha256")
+        assert recorded == _shipped_weights(), f"{path} was computed from other weights: rerun its benchmark"
+
+
 def _run(script: str, *args: str) -> str:
     run = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args], capture_output=True, text=True,
                          timeout=600, check=False, cwd=REPO)
