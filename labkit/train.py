@@ -11,7 +11,7 @@ command resumes) and, at the end, the EMA weights in diffusers' pipeline layout 
 ``OUT/scheduler``, ``OUT/model_index.json``), the layout ``labkit.load_model`` and
 ``DDPMPipeline.from_pretrained`` read.
 
-    python -m labkit.train ddpm --data shapes --out runs/shapes --steps 17000 --device cpu
+    python -m labkit.train ddpm --data shapes --out runs/shapes --steps 21000 --device cpu
 
 trains the same way on 32×32 colour scenes of ``labkit.worlds``, rendered on the fly, with
 v-prediction (v = √ᾱ ε − √(1−ᾱ) x₀, Salimans & Ho 2022): an ε-model's x̂₀ = (x − √(1−ᾱ) ε̂)/√ᾱ
