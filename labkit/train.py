@@ -77,6 +77,7 @@ def shapes_unet_config() -> dict:
 
 
 PREDICTIONS = ("epsilon", "v_prediction")
+PRECISIONS = ("fp32", "bf16")
 
 
 def ddpm_scheduler(prediction_type: str = "epsilon") -> DDPMScheduler:
@@ -108,6 +109,7 @@ class TrainConfig:
     model_config: dict | None = None  # UNet2DModel arguments; None: the data's default (tests pass a tiny one)
     data: str = "mnist"  # "mnist": the 5,000 digits; "shapes": scenes of labkit.worlds rendered on the fly
     prediction: str | None = None  # "epsilon" or "v_prediction"; None: the data's default (mnist ε, shapes v)
+    precision: str = "fp32"  # "bf16": the U-Net's forward and backward in bfloat16 (see train_ddpm)
 
 
 def _resolve_device(name: str) -> torch.device:
@@ -207,9 +209,17 @@ def train_ddpm(config: TrainConfig) -> Path:
     Loss: E_{x0, t, ε} ‖ε − ε_θ(√ᾱ_t x0 + √(1−ᾱ_t) ε, t)‖², t uniform in 0..T−1 (for v-prediction
     the target is v = √ᾱ_t ε − √(1−ᾱ_t) x0 instead of ε).
     Deterministic given ``config.seed`` on a given device and torch build.
+
+    ``precision="bf16"`` runs the U-Net under ``torch.autocast`` in bfloat16 (mixed precision:
+    the weights, the optimiser, the EMA and the loss stay float32). On a CPU with AVX512-BF16 it
+    halves the time per step (0.34 s against 0.68–0.73 s for the embedded model's batch of 64,
+    measured here); on a CPU without bfloat16 instructions it is slower than float32.
     """
     if config.steps < 1 or config.batch_size < 1:
         raise ValueError("steps and batch_size must be positive")
+    if config.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {config.precision!r}: "
+                         "fp32 trains in float32, bf16 in mixed precision")
     device, out, gen = _start_run(config.device, config.out, config.seed)
 
     if config.data not in ("mnist", "shapes"):
@@ -252,7 +262,9 @@ def train_ddpm(config: TrainConfig) -> Path:
         abar = alphas_cumprod[t].view(-1, 1, 1, 1)
         xt = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
         target = noise if prediction == "epsilon" else abar.sqrt() * noise - (1 - abar).sqrt() * x0
-        loss = torch.nn.functional.mse_loss(model(xt, t).sample, target)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+            predicted = model(xt, t).sample
+        loss = torch.nn.functional.mse_loss(predicted.float(), target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -378,6 +390,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="mnist: the 5,000 digits; shapes: scenes of labkit.worlds rendered on the fly")
     p.add_argument("--prediction", default=None, choices=PREDICTIONS,
                    help="what the U-Net predicts (default: epsilon for mnist, v_prediction for shapes)")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="bf16: mixed precision, about 2x faster on CPUs with AVX512-BF16 (default fp32)")
     c = sub.add_parser("classifier", help="train the digit classifier that judges samples")
     c.add_argument("--out", required=True, help="output folder (config.json, model.safetensors)")
     for field in ("epochs", "batch_size", "max_shift", "seed"):
