@@ -1,10 +1,10 @@
 """Training the embedded default model, a small DDPM on 5,000 MNIST digits, and its digit classifier.
 
-The model is a ``diffusers.UNet2DModel`` (ε-prediction, linear β from 1e-4 to 0.02, T = 1000,
+The model is a ``diffusers.UNet2DModel`` (v-prediction, linear β from 1e-4 to 0.02, T = 1000,
 the schedule of Google's DDPM checkpoints) with self-attention in its mid-block, so that h-space
 and the forward-mode-AD workarounds are exercised exactly as on the large hub models.
 
-    python -m labkit.train ddpm --out runs/ddpm --steps 3500 --device cpu
+    python -m labkit.train ddpm --out runs/ddpm --steps 28500 --precision bf16 --device cpu
 
 writes resumable checkpoints under ``OUT/checkpoint`` (safetensors + JSON; rerunning the same
 command resumes) and, at the end, the EMA weights in diffusers' pipeline layout (``OUT/unet``,
@@ -13,11 +13,14 @@ command resumes) and, at the end, the EMA weights in diffusers' pipeline layout 
 
     python -m labkit.train ddpm --data shapes --out runs/shapes --steps 21000 --device cpu
 
-trains the same way on 32×32 colour scenes of ``labkit.worlds``, rendered on the fly, with
-v-prediction (v = √ᾱ ε − √(1−ᾱ) x₀, Salimans & Ho 2022): an ε-model's x̂₀ = (x − √(1−ᾱ) ε̂)/√ᾱ
-multiplies ε's error by up to 1/√ᾱ_T ≈ 160 at t = T, and unclipped DDIM from pure noise then
-drifts to saturated, object-less colours (measured on this model after 1,280 ε steps); v's
-x̂₀ = √ᾱ x − √(1−ᾱ) v̂ has no such factor.
+trains the same way on 32×32 colour scenes of ``labkit.worlds``, rendered on the fly.
+
+Both models predict v = √ᾱ ε − √(1−ᾱ) x₀ (Salimans & Ho 2022), not ε: an ε-model's
+x̂₀ = (x − √(1−ᾱ) ε̂)/√ᾱ multiplies ε's error by up to 1/√ᾱ_T ≈ 160 at t = T, and unclipped DDIM
+from pure noise then drifts (on the shapes model, after 1,280 ε steps, to saturated, object-less
+colours); v's x̂₀ = √ᾱ x − √(1−ᾱ) v̂ has no such factor. On MNIST the same recipe took the share
+of confidently classified samples from 75.2% (ε, 3,500 steps) to 86.5% (v, 28,500 steps).
+``--prediction epsilon`` trains an ε-model.
 
     python -m labkit.train classifier --out labkit/embedded/classifier
 
@@ -80,7 +83,7 @@ PREDICTIONS = ("epsilon", "v_prediction")
 PRECISIONS = ("fp32", "bf16")
 
 
-def ddpm_scheduler(prediction_type: str = "epsilon") -> DDPMScheduler:
+def ddpm_scheduler(prediction_type: str = "v_prediction") -> DDPMScheduler:
     """The training noise schedule: linear β from 1e-4 to 0.02 over T = 1000 steps; ε- or v-prediction."""
     if prediction_type not in PREDICTIONS:
         raise ValueError(f"prediction_type must be one of {PREDICTIONS}, got {prediction_type!r}")
@@ -97,7 +100,7 @@ def ddpm_scheduler(prediction_type: str = "epsilon") -> DDPMScheduler:
 @dataclass
 class TrainConfig:
     out: str
-    steps: int = 3500  # the shipped model (labkit/embedded/README.md)
+    steps: int = 28500  # the shipped model (labkit/embedded/README.md)
     batch_size: int = 64
     lr: float = 2e-3
     warmup: int = 200
@@ -108,7 +111,7 @@ class TrainConfig:
     limit: int | None = None  # train on the first `limit` digits only (tests)
     model_config: dict | None = None  # UNet2DModel arguments; None: the data's default (tests pass a tiny one)
     data: str = "mnist"  # "mnist": the 5,000 digits; "shapes": scenes of labkit.worlds rendered on the fly
-    prediction: str | None = None  # "epsilon" or "v_prediction"; None: the data's default (mnist ε, shapes v)
+    prediction: str = "v_prediction"  # or "epsilon"
     precision: str = "fp32"  # "bf16": the U-Net's forward and backward in bfloat16 (see train_ddpm)
 
 
@@ -199,8 +202,12 @@ def scene_batches(batch_size: int, gen: torch.Generator, size: int = 32) -> Iter
         yield worlds.render(worlds.sample_factors(batch_size, seed), size=size)
 
 
-def _default_prediction(data: str) -> str:
-    return "epsilon" if data == "mnist" else "v_prediction"
+def _saved_prediction(saved: dict) -> str:
+    """The prediction a checkpoint was trained with. Checkpoints from before the MNIST model moved to
+    v-prediction (2026-12-04) have ``None`` there, which then meant ε for MNIST and v for shapes."""
+    if saved.get("prediction"):
+        return saved["prediction"]
+    return "epsilon" if saved.get("data", "mnist") == "mnist" else "v_prediction"
 
 
 def train_ddpm(config: TrainConfig) -> Path:
@@ -217,6 +224,9 @@ def train_ddpm(config: TrainConfig) -> Path:
     """
     if config.steps < 1 or config.batch_size < 1:
         raise ValueError("steps and batch_size must be positive")
+    if config.prediction not in PREDICTIONS:
+        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {config.prediction!r}: "
+                         "v_prediction (the shipped models) or epsilon")
     if config.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {config.precision!r}: "
                          "fp32 trains in float32, bf16 in mixed precision")
@@ -226,7 +236,7 @@ def train_ddpm(config: TrainConfig) -> Path:
         raise ValueError(f"data must be 'mnist' or 'shapes', got {config.data!r}")
     default_config = embedded_unet_config() if config.data == "mnist" else shapes_unet_config()
     model = UNet2DModel(**(config.model_config or default_config)).to(device)
-    prediction = config.prediction or _default_prediction(config.data)
+    prediction = config.prediction
     scheduler = ddpm_scheduler(prediction)
     ema = EMAModel(model.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=3 / 4)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
@@ -236,7 +246,7 @@ def train_ddpm(config: TrainConfig) -> Path:
     ckpt = out / "checkpoint"
     if (ckpt / "state.json").exists():
         saved = json.loads((ckpt / "state.json").read_text()).get("config", {})
-        saved_prediction = saved.get("prediction") or _default_prediction(saved.get("data", "mnist"))
+        saved_prediction = _saved_prediction(saved)
         if saved_prediction != prediction:
             raise ValueError(f"the checkpoint in {ckpt} was trained with prediction={saved_prediction!r}, this run "
                              f"asks for {prediction!r}: pass --prediction {saved_prediction} to resume it, "
@@ -388,8 +398,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--data", default="mnist", choices=("mnist", "shapes"),
                    help="mnist: the 5,000 digits; shapes: scenes of labkit.worlds rendered on the fly")
-    p.add_argument("--prediction", default=None, choices=PREDICTIONS,
-                   help="what the U-Net predicts (default: epsilon for mnist, v_prediction for shapes)")
+    p.add_argument("--prediction", default=TrainConfig.prediction, choices=PREDICTIONS,
+                   help="what the U-Net predicts (default: v_prediction, as both shipped models)")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="bf16: mixed precision, 1.55x faster on a 2-core CPU with AVX512-BF16 (default fp32)")
     c = sub.add_parser("classifier", help="train the digit classifier that judges samples")

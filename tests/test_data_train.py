@@ -107,7 +107,7 @@ def tiny_run(tmp_path_factory):
 
 
 def _denoising_loss(model: UNet2DModel) -> float:
-    """The training loss on a fixed batch, fixed noise and fixed times."""
+    """The training loss (v-prediction, the default) on a fixed batch, fixed noise and fixed times."""
     gen = torch.Generator().manual_seed(123)
     x0, _ = load_digits(limit=64)
     noise = torch.randn(x0.shape, generator=gen)
@@ -115,7 +115,8 @@ def _denoising_loss(model: UNet2DModel) -> float:
     abar = ddpm_scheduler().alphas_cumprod[t].view(-1, 1, 1, 1)
     xt = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
     with torch.no_grad():
-        return torch.nn.functional.mse_loss(model(xt, t).sample, noise).item()
+        v = abar.sqrt() * noise - (1 - abar).sqrt() * x0
+        return torch.nn.functional.mse_loss(model(xt, t).sample, v).item()
 
 
 def _ema_model(out) -> UNet2DModel:
@@ -174,7 +175,7 @@ def test_export_loads_through_from_pretrained(tiny_run):
         assert torch.equal(unet(x, t).sample, _ema_model(out)(x, t).sample)
     reference = ddpm_scheduler()
     assert torch.equal(scheduler.betas, reference.betas)
-    assert scheduler.config.prediction_type == "epsilon" and scheduler.config.num_train_timesteps == 1000
+    assert scheduler.config.prediction_type == "v_prediction" and scheduler.config.num_train_timesteps == 1000
     eps = torch.randn_like(x)
     assert torch.equal(scheduler.step(eps, 500, x, generator=torch.Generator().manual_seed(1)).prev_sample,
                        reference.step(eps, 500, x, generator=torch.Generator().manual_seed(1)).prev_sample)
@@ -256,9 +257,28 @@ def test_bad_training_config_raises(tmp_path):
         train_ddpm(TrainConfig(out=str(tmp_path), steps=0))
     with pytest.raises(ValueError, match="precision must be one of .*'fp16'"):
         train_ddpm(TrainConfig(out=str(tmp_path / "never"), precision="fp16"))
+    with pytest.raises(ValueError, match="prediction must be one of .*'x0'"):
+        train_ddpm(TrainConfig(out=str(tmp_path / "never"), prediction="x0"))
     assert not (tmp_path / "never").exists()  # refused before any work
     with pytest.raises(ValueError):
         train_classifier(ClassifierConfig(out=str(tmp_path), epochs=0))
+
+
+def test_a_checkpoint_from_before_v_prediction_resumes_as_the_epsilon_model_it_is(tmp_path):
+    """MNIST checkpoints written before v-prediction became the default say prediction=None, meaning ε:
+    resuming one asks for --prediction epsilon instead of silently training it on the v target."""
+    config = dict(out=str(tmp_path), batch_size=8, warmup=0, checkpoint_every=1, limit=16, model_config=TINY_UNET)
+    train_ddpm(TrainConfig(steps=1, prediction="epsilon", **config))
+    state_file = tmp_path / "checkpoint" / "state.json"
+    state = json.loads(state_file.read_text())
+    state["config"]["prediction"] = None
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(ValueError, match="prediction='epsilon'.*--prediction epsilon"):
+        train_ddpm(TrainConfig(steps=2, **config))
+    train_ddpm(TrainConfig(steps=2, prediction="epsilon", **config))
+    assert json.loads((tmp_path / "training_log.json").read_text())["resumed_from"] == 1
+    saved = json.loads((tmp_path / "scheduler" / "scheduler_config.json").read_text())
+    assert saved["prediction_type"] == "epsilon"
 
 
 # ---------------------------------------------------------------- the classifier

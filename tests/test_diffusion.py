@@ -203,11 +203,12 @@ def test_stochastic_ddim_is_seeded(tiny):
 
 
 def test_inversion_then_generation_reconstructs_on_the_embedded_model(embedded):
-    """Trained ε makes the DDIM ODE smooth enough that inversion retraces it.
+    """A trained model makes the DDIM ODE smooth enough that inversion retraces it.
 
     Inverting to 0.6 T and sampling back, the mean absolute pixel error (on the [-1, 1] scale)
-    is ≤ 0.04 with 50 steps (measured 0.027 on the shipped model), and it is a discretisation
-    error: doubling the steps shrinks it (measured 0.017 with 100 steps, a ratio of 0.61).
+    is ≤ 0.03 with 50 steps (measured 0.014 on the shipped model), and it is a discretisation
+    error: doubling the steps shrinks it (measured 0.0115 with 100 steps, a ratio of 0.82; 0.021
+    with 25 steps and 0.009 with 200).
     """
     x0 = ddim_sample(embedded, sample_noise(embedded, 4, seed=10), num_steps=50)
     t = 600
@@ -216,8 +217,8 @@ def test_inversion_then_generation_reconstructs_on_the_embedded_model(embedded):
         xt = ddim_invert(embedded, x0, t_to=t, num_steps=steps)
         back = ddim_sample(embedded, xt, num_steps=steps, t_from=t)
         errors.append(float((back - x0).abs().mean()))
-    assert errors[0] < 0.04
-    assert errors[1] < 0.75 * errors[0]
+    assert errors[0] < 0.03
+    assert errors[1] < 0.9 * errors[0]
 
 
 def test_bad_latents_and_timesteps(tiny):
