@@ -116,7 +116,8 @@ def posterior_mean(model: DiffusionModel, t: int) -> Callable[[Tensor], Tensor]:
     """The map x_t ↦ x̂₀(x_t) = E[x₀ | x_t], as a function of x alone (Tweedie's formula).
 
     For an ε-prediction model, x̂₀ = (x_t − √(1 − ᾱ_t) ε_θ(x_t, t)) / √ᾱ_t, with ᾱ_t the
-    cumulative product of the schedule's (1 − β). x: (B, C, H, W) → x̂₀: (B, C, H, W). Its
+    cumulative product of the schedule's (1 − β); for a v-prediction model (both embedded models),
+    x̂₀ = √ᾱ_t x_t − √(1 − ᾱ_t) v_θ(x_t, t), with no division. x: (B, C, H, W) → x̂₀: (B, C, H, W). Its
     Jacobian ∂x̂₀/∂x_t is the one LOCO-Edit (Chen et al., 2024) takes singular vectors of.
 
     Explained in: book/part2-diffusion/04_h_space.ipynb
