@@ -30,7 +30,13 @@ from labkit.data import read_image  # noqa: E402
 from labkit.diffusion import QUALITY_BOOST, invert_image, sample_at, timestep_at  # noqa: E402
 from labkit.editing import edit, sample_basis, save_basis  # noqa: E402
 from labkit.hspace import h_shape  # noqa: E402
-from labkit.models import DiffusionModel, _resolve_device, load_model, set_fp32_precision  # noqa: E402
+from labkit.models import (  # noqa: E402
+    DiffusionModel,
+    ModelUnavailableError,
+    load_model,
+    resolve_device,
+    set_fp32_precision,
+)
 from labkit.plot import image_grid  # noqa: E402
 
 
@@ -66,7 +72,7 @@ def directions(args: argparse.Namespace, model: DiffusionModel, image: torch.Ten
 def device_arg(text: str) -> torch.device:
     """argparse type: a device this torch can use."""
     try:
-        return _resolve_device(text)
+        return resolve_device(text)
     except (ValueError, RuntimeError) as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 
@@ -106,7 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     a.add_argument("--tol", type=float_arg(0.0, 1.0, low_open=True, high_open=True), default=1e-4,
                    help="local basis residual tolerance (default 1e-4)")
     a.add_argument("--device", type=device_arg, default="cpu", help="cpu or cuda (under torchrun: one GPU per rank)")
-    a.add_argument("--out", required=True, help="output folder (units/ and results.json)")
+    a.add_argument("--out", type=out_dir_arg, required=True,
+                   help="output folder (units/ and results.json; created, checked writable before any work)")
     args = parser.parse_args(argv)
     if args.command == "analyze":
         analyze(parser, args)
@@ -128,13 +135,20 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def analyze(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    from labkit.analysis import Job, run
+    from labkit.analysis import Job, check_out, run
 
     if len(set(args.t)) != len(args.t):
         parser.error(f"argument --t: the timesteps must be distinct, got {args.t}")
+    try:
+        check_out(args.out)
+    except FileExistsError as err:
+        parser.error(f"argument --out: {err}")
     set_fp32_precision(args.device, tf32=False)  # true float32 on a GPU, as `directions` and Park et al.'s code
-    path = run(Job(args.model, args.samples, tuple(args.t), args.k, Path(args.out), args.steps, args.tol,
-                   str(args.device)))
+    try:  # the model is loaded first of all, before any unit is computed
+        path = run(Job(args.model, args.samples, tuple(args.t), args.k, Path(args.out), args.steps, args.tol,
+                       str(args.device)))
+    except ModelUnavailableError as err:
+        parser.error(f"argument --model: {err}")
     if path is not None:
         print(f"wrote {path}")
 

@@ -213,7 +213,7 @@ def ddim_invert(
     Explained in: book/part2-diffusion/03_diffusion.ipynb
     """
     check_latent(model, x0, "x0")
-    t_to, _ = _on_schedule(model, t_to, num_steps, name="t_to")
+    t_to, _ = check_on_schedule(model, t_to, num_steps, name="t_to")
     inverse = DDIMInverseScheduler.from_config(model.schedule, clip_sample=False, prediction_type="epsilon")
     inverse.set_timesteps(num_steps)
     x = x0
@@ -242,7 +242,7 @@ class Sample:
     seed: int | None
 
 
-def _on_schedule(model: DiffusionModel, t: int, num_steps: int, name: str = "t") -> tuple[int, list[int]]:
+def check_on_schedule(model: DiffusionModel, t: int, num_steps: int, name: str = "t") -> tuple[int, list[int]]:
     """t checked to be one of model.timesteps(num_steps); returns (t, that schedule). name: t's parameter."""
     t = check_timestep(model, t, name)
     steps = model.timesteps(num_steps)  # checks num_steps
@@ -252,12 +252,24 @@ def _on_schedule(model: DiffusionModel, t: int, num_steps: int, name: str = "t")
     return t, steps
 
 
+def check_sample(model: DiffusionModel, sample: Sample) -> Sample:
+    """Raise a clear error unless sample is a Sample of one latent of this model, at a timestep on
+    its own DDIM schedule, with a valid seed (or None); returns it."""
+    if not isinstance(sample, Sample):
+        raise TypeError(f"sample must be a labkit Sample (from sample_at or invert_image), got {type(sample).__name__}")
+    check_latent(model, sample.x_t, "sample.x_t", batch=1)
+    check_on_schedule(model, sample.t, sample.num_steps, name="sample.t")
+    if sample.seed is not None:
+        check_int("sample.seed", sample.seed, 0, 2**63 - 1)
+    return sample
+
+
 def sample_at(model: DiffusionModel, seed: int, t: int, num_steps: int = 50, progress: bool = False) -> Sample:
     """Start from noise x_T(seed) and run DDIM down to timestep t (one of model.timesteps(num_steps)).
 
     Explained in: book/part2-diffusion/04_h_space.ipynb
     """
-    t, steps = _on_schedule(model, t, num_steps)
+    t, steps = check_on_schedule(model, t, num_steps)
     x = sample_noise(model, 1, seed)
     if t != steps[0]:
         x = ddim_sample(model, x, num_steps, t_to=t, progress=progress)
@@ -275,7 +287,7 @@ def invert_image(model: DiffusionModel, image: Tensor, t: int, num_steps: int = 
 
     Explained in: book/part2-diffusion/05_editing.ipynb
     """
-    t, _ = _on_schedule(model, t, num_steps)
+    t, _ = check_on_schedule(model, t, num_steps)
     check_latent(model, image, "image", batch=1)
     x_t = ddim_invert(model, image, t_to=t, num_steps=num_steps, progress=progress)
     return Sample(x_t=x_t, t=t, num_steps=num_steps, seed=None)

@@ -10,9 +10,10 @@ J = ∂h/∂x, see ``labkit.spectral.local_basis``):
 then DDIM finishes sampling from t to 0 (η = 0, with η = 1 for t ≤ 0.2 T: "quality boosting",
 ``labkit.diffusion.QUALITY_BOOST``).
 
-Between samples, a direction found at sample A is carried to sample B by **parallel transport**
-through H: push it forward with A's Jacobian, project onto B's tangent space in H, pull back
-with B's pseudo-inverse. **Global directions** average the local bases of many samples (the
+Between samples, a direction found at sample A is carried to sample B through H
+(``transport_direction``, Park et al.'s "parallel transport"; one step, not the transport along a
+curve of ``labkit.geometry.parallel_transport``): push it forward with A's Jacobian, project onto
+B's tangent space in H, pull back with B's pseudo-inverse. **Global directions** average the local bases of many samples (the
 chordal mean on the Grassmann manifold). **Interpolation** between two latents goes by lerp,
 slerp, or a geodesic of the pullback metric.
 
@@ -22,7 +23,6 @@ Explained in: book/part2-diffusion/05_editing.ipynb, 06_interpolation.ipynb, 07_
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,8 +38,8 @@ from labkit.checks import check_choice, check_float, check_int, check_nonzero, c
 from labkit.diffusion import (
     QUALITY_BOOST,
     Sample,
-    _on_schedule,
     check_latent,
+    check_sample,
     check_timestep,
     ddim_sample,
     h_space,
@@ -47,6 +47,7 @@ from labkit.diffusion import (
     sample_at,
     timestep_at,
 )
+from labkit.files import atomic_write
 from labkit.geometry import curve_length, discrete_geodesic, lerp, slerp
 from labkit.models import DiffusionModel
 from labkit.spectral import LocalBasis, local_basis
@@ -56,9 +57,9 @@ EditMethod = Literal["guidance", "naive"]
 
 # Sample, sample_at, invert_image and timestep_at live in labkit.diffusion; editing builds on them
 # and re-exports them for code written against earlier versions.
-__all__ = ["EditMethod", "Interpolation", "Sample", "edit", "global_directions", "interpolate", "invert_image",
-           "load_basis", "naive_edit", "parallel_transport", "sample_at", "sample_basis", "save_basis", "timestep_at",
-           "x_space_guidance"]
+__all__ = ["EditMethod", "Interpolation", "Sample", "check_strengths", "edit", "global_directions", "interpolate",
+           "invert_image", "load_basis", "naive_edit", "sample_at", "sample_basis", "save_basis", "timestep_at",
+           "transport_direction", "x_space_guidance"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -94,14 +95,8 @@ def save_basis(basis: LocalBasis, path: str | os.PathLike, metadata: dict | None
     tensors = {name: getattr(basis, name).detach().cpu().contiguous() for name in ("v", "sigma", "u", "residual")}
     meta = {"n_jvp": str(basis.n_jvp), "n_vjp": str(basis.n_vjp), "method": basis.method,
             "iterations": str(basis.iterations), **{k: str(v) for k, v in metadata.items()}}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_write(path) as tmp:
         save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def load_basis(path: str | os.PathLike, device: str | torch.device = "cpu") -> LocalBasis:
@@ -138,7 +133,7 @@ def sample_basis(
     option (``progress`` aside), and read back on the next call with the same key. An unreadable
     cache entry is reported (a warning with its path) and computed again.
     """
-    _check_sample(model, sample)
+    check_sample(model, sample)
     if cache_dir is None:
         return local_basis(h_space(model, sample.t), sample.x_t, k, method=method, **options)
     text, digest = content_key(weights=weights_fingerprint(model.unet), dtype=str(model.dtype), layer="mid",
@@ -165,27 +160,23 @@ def sample_basis(
 # Edits
 # --------------------------------------------------------------------------------------------
 
-def _check_sample(model: DiffusionModel, sample: Sample) -> Sample:
-    """A Sample of one latent of this model, at a timestep on its own DDIM schedule."""
-    if not isinstance(sample, Sample):
-        raise TypeError(f"sample must be a labkit Sample (from sample_at or invert_image), got {type(sample).__name__}")
-    check_latent(model, sample.x_t, "sample.x_t", batch=1)
-    _on_schedule(model, sample.t, sample.num_steps)
-    if sample.seed is not None:
-        check_int("sample.seed", sample.seed, 0, 2**63 - 1)
-    return sample
-
-
-def _check_direction(x: Tensor, v: Tensor) -> Tensor:
-    """v: one direction, shaped like one latent (C, H, W) or (1, C, H, W), finite and not zero."""
+def _check_direction(x: Tensor, v: Tensor, count: int = 1) -> Tensor:
+    """v: one direction, shaped like one latent (C, H, W) or (1, C, H, W), finite and not zero; or,
+    with ``count`` strengths, one direction per strength, (count, C, H, W), each not zero."""
     check_tensor("v", v, hint=f"a direction has the latent's shape {tuple(x.shape[1:])}, e.g. basis.v[i]")
     if v.shape == x.shape[1:]:
         v = v[None]
-    check_tensor("v", v, shape=(1, *x.shape[1:]), finite=False, hint="pass one direction at a time, e.g. basis.v[i]")
+    if count > 1 and v.ndim == x.ndim and len(v) == count:
+        v = check_tensor("v", v, shape=(count, *x.shape[1:]), finite=False)
+        for row in v:
+            check_nonzero("v", row, hint="every direction of a batch needs a length")
+        return v.to(x)
+    check_tensor("v", v, shape=(1, *x.shape[1:]), finite=False,
+                 hint="pass one direction, or one per strength (S, C, H, W), e.g. basis.v[i]")
     return check_nonzero("v", v.to(x), hint="edit along a direction with a length, e.g. basis.v[i]")
 
 
-def _check_strengths(strength: Tensor | float, x: Tensor, name: str = "strength") -> Tensor:
+def check_strengths(strength: Tensor | float, x: Tensor, name: str = "strength") -> Tensor:
     """Strengths γ as a column (S, 1, 1, 1) in x's dtype and device: finite, at least one."""
     if isinstance(strength, bool) or not isinstance(strength, Tensor | float | int | list | tuple):
         raise TypeError(f"{name} must be a number, a list of numbers or a 1-d tensor, got {type(strength).__name__}")
@@ -200,11 +191,14 @@ def _check_strengths(strength: Tensor | float, x: Tensor, name: str = "strength"
 
 
 def naive_edit(model: DiffusionModel, x_t: Tensor, t: int, v: Tensor, strength: Tensor | float) -> Tensor:
-    """x_t + γ v for each strength γ. x_t: (1, C, H, W); strength: scalar or (S,) → (S, C, H, W)."""
+    """x_t + γ v for each strength γ. x_t: (1, C, H, W); strength: scalar or (S,) → (S, C, H, W).
+
+    v: one direction (C, H, W), or one per strength (S, C, H, W): the s-th image moves along v_s."""
     check_latent(model, x_t, "x_t", batch=1)
     check_timestep(model, t)
-    v = _check_direction(x_t, v)
-    return x_t + _check_strengths(strength, x_t) * v
+    gamma = check_strengths(strength, x_t)
+    v = _check_direction(x_t, v, len(gamma))
+    return x_t + gamma * v
 
 
 def x_space_guidance(
@@ -223,11 +217,12 @@ def x_space_guidance(
     For small δ the bracket is δ·(∂ε/∂x) v: the latent moves by γ times the change in the network's
     prediction that a step along v causes, recomputed at the current x on every iteration.
     x_t: (1, C, H, W); strength: scalar or (S,); returns (S, C, H, W). All strengths run as one batch.
+    v: one direction (C, H, W), or one per strength (S, C, H, W) (many edits in one batch).
     """
     check_latent(model, x_t, "x_t", batch=1)
     t = check_timestep(model, t)
-    v = _check_direction(x_t, v)
-    gamma = _check_strengths(strength, x_t)
+    gamma = check_strengths(strength, x_t)
+    v = _check_direction(x_t, v, len(gamma))
     check_float("delta", delta, 0.0, 1e3, low_open=True,
                 hint="the probe step δ > 0; a negative strength edits the other way")
     check_int("n_iter", n_iter, 0, 10_000)
@@ -250,12 +245,15 @@ def edit(
 ) -> Tensor:
     """Edit a sample along v and finish sampling: images (S, C, H, W) in [-1, 1], one per strength.
 
+    v: one direction (C, H, W), or one per strength (S, C, H, W), so that many edits of one
+    sample go through the U-Net as one batch (the η-noise is shared, as in a strip).
+
     method="guidance" is x-space guidance (options: delta, n_iter); "naive" is x_t + γ v. The
     edited latents are finished by DDIM on the sample's schedule, with η = 1 for t ≤
     boost_below·T (None: η = 0 throughout). Strength 0 reproduces the unedited image.
     """
-    _check_sample(model, sample)
-    strengths = _check_strengths(strengths, sample.x_t, "strengths").reshape(-1)
+    check_sample(model, sample)
+    strengths = check_strengths(strengths, sample.x_t, "strengths").reshape(-1)
     check_choice("method", method, ("guidance", "naive"))
     if boost_below is not None:
         check_float("boost_below", boost_below, 0.0, 1.0, hint="a fraction of T below which η = 1, or None")
@@ -280,8 +278,11 @@ def _flat(t: Tensor) -> Tensor:
     return t.reshape(t.shape[0], -1)
 
 
-def parallel_transport(basis_a: LocalBasis, basis_b: LocalBasis, v: Tensor) -> Tensor:
-    """Carry a direction v at sample A to sample B through H (Park et al., Sec. 3.3).
+def transport_direction(basis_a: LocalBasis, basis_b: LocalBasis, v: Tensor) -> Tensor:
+    """Carry a direction v at sample A to sample B through H (Park et al., Sec. 3.3, "parallel transport").
+
+    One projection step between two tangent spaces, not transport along a curve (that is
+    ``labkit.geometry.parallel_transport``, which takes a path).
 
     u = J_A v is computed in A's basis (v's component outside span(V_A) is dropped: J_A is
     only known there); u is projected onto B's tangent space span(U_B) in H and pulled back by
@@ -375,7 +376,7 @@ def interpolate(
     geodesic: a discrete curve of least energy in the pullback metric of f_t (started from
     slerp), found by ``labkit.geometry.discrete_geodesic``.
     """
-    _check_sample(model, a), _check_sample(model, b)
+    check_sample(model, a), check_sample(model, b)
     if a.t != b.t or a.num_steps != b.num_steps:
         raise ValueError(f"a and b must be at the same timestep on the same DDIM schedule, got (t, num_steps) = "
                          f"{(a.t, a.num_steps)} and {(b.t, b.num_steps)}")

@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 
 from labkit.checks import check_float, check_int, check_nonzero, check_tensor
-from labkit.diffusion import QUALITY_BOOST, Sample, _on_schedule, ddim_sample, h_space, sample_noise
-from labkit.editing import _check_sample, _check_strengths
+from labkit.diffusion import QUALITY_BOOST, Sample, check_on_schedule, check_sample, ddim_sample, h_space, sample_noise
+from labkit.editing import check_strengths
 from labkit.models import DiffusionModel
 
 
@@ -59,12 +59,17 @@ def h_offset(model: DiffusionModel, offset: Tensor) -> Iterator[None]:
         handle.remove()
 
 
-def _check_h_direction(model: DiffusionModel, d: Tensor, name: str = "direction") -> Tensor:
+def _check_h_direction(model: DiffusionModel, d: Tensor, name: str = "direction", count: int = 1) -> Tensor:
+    """One direction in H, (1, c_h, H_h, W_h); or one per strength, (count, c_h, H_h, W_h)."""
     shape = h_shape(model)
     d = check_tensor(name, d)
+    if count > 1 and tuple(d.shape) == (count, *shape):
+        for row in d:
+            check_nonzero(name, row, hint="every direction of a batch needs a length")
+        return d.to(model.device, model.dtype)
     if tuple(d.shape) not in (shape, (1, *shape)):
-        raise ValueError(f"{name} must be a direction in H of shape {shape} (or (1, {', '.join(map(str, shape))})), "
-                         f"got {tuple(d.shape)}; for a direction in X use labkit.editing.edit")
+        raise ValueError(f"{name} must be a direction in H of shape {shape} (or (1, {', '.join(map(str, shape))}), "
+                         f"or one per strength), got {tuple(d.shape)}; for a direction in X use labkit.editing.edit")
     check_nonzero(name, d, hint="a zero direction in H edits nothing")
     return d.reshape(1, *shape).to(model.device, model.dtype)
 
@@ -78,16 +83,17 @@ def h_space_edit(
 ) -> Tensor:
     """Edit a sample in H and finish sampling: images (S, C, H, W) in [-1, 1], one per strength γ.
 
-    direction: d in H, (c_h, H_h, W_h), used as given (unit length makes γ the size of Δh);
+    direction: d in H, (c_h, H_h, W_h), used as given (unit length makes γ the size of Δh), or one
+    per strength, (S, c_h, H_h, W_h), so that many edits run as one batch;
     strengths: (S,) γ's, 0 reproduces the unedited image. Every DDIM step from sample.t down to
     the last step above boost_below·T adds γ d to the mid-block output; the later steps run
     unedited with η = 1 (boost_below=None: the edit runs in every step, η = 0 throughout). The
     η-noise is the sample's seed's, shared across the strip.
     """
-    _check_sample(model, sample)
+    check_sample(model, sample)
     t, steps = sample.t, model.timesteps(sample.num_steps)
-    d = _check_h_direction(model, direction)
-    gamma = _check_strengths(strengths, sample.x_t, "strengths")
+    gamma = check_strengths(strengths, sample.x_t, "strengths")
+    d = _check_h_direction(model, direction, count=len(gamma))
     if boost_below is not None:
         check_float("boost_below", boost_below, 0.0, 1.0, hint="a fraction of T below which η = 1, or None")
     boundary = -1 if boost_below is None else int(boost_below * model.num_train_timesteps)
@@ -114,7 +120,7 @@ def h_principal_components(
     directions in H, the top-k right singular vectors of the centred (n, dim H) matrix of h's, and
     (k,) the share of the total variance each explains.
     """
-    t, steps = _on_schedule(model, t, num_steps)
+    t, steps = check_on_schedule(model, t, num_steps)
     check_int("n", n, 2, 100_000)
     check_int("k", k, 1, n - 1, hint="at most n − 1 components are defined by n samples")
     check_int("batch_size", batch_size, 1, 100_000)

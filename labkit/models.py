@@ -145,7 +145,7 @@ class DiffusionModel:
 # Loading
 # --------------------------------------------------------------------------------------------
 
-def _resolve_device(device: str | torch.device) -> torch.device:
+def resolve_device(device: str | torch.device) -> torch.device:
     if not isinstance(device, str | torch.device):
         raise TypeError(f"device must be a name like 'cpu' or 'cuda', got {type(device).__name__} {show(device)}")
     try:
@@ -257,7 +257,7 @@ def load_model(
 
     Explained in: book/part2-diffusion/03_diffusion.ipynb
     """
-    device = _resolve_device(device)
+    device = resolve_device(device)
     if dtype not in DTYPES:
         raise TypeError(f"dtype must be one of {', '.join(map(str, DTYPES))}, got {show(dtype)}")
     if name_or_path is None or name_or_path in EMBEDDED_MODELS:

@@ -38,7 +38,7 @@ from labkit.editing import (
     invert_image,
     load_basis,
     naive_edit,
-    parallel_transport,
+    transport_direction,
     sample_at,
     sample_basis,
     save_basis,
@@ -373,13 +373,13 @@ CASES = [
     ("edit-naive-options", lambda e: edit(e.model, e.sample, e.v, [1.0], method="naive", delta=1.0), ValueError,
      "naive edit takes no options"),
     ("edit-n-iter-huge", lambda e: edit(e.model, e.sample, e.v, [1.0], n_iter=10**9), ValueError, "n_iter"),
-    ("transport-orthogonal", lambda e: parallel_transport(e.basis, e.other, _orthogonal(e.basis)), ValueError,
+    ("transport-orthogonal", lambda e: transport_direction(e.basis, e.other, _orthogonal(e.basis)), ValueError,
      "orthogonal to span(V_A)"),
-    ("transport-zero", lambda e: parallel_transport(e.basis, e.other, torch.zeros_like(e.v)), ValueError, "v is zero"),
-    ("transport-v-size", lambda e: parallel_transport(e.basis, e.other, torch.ones(3)), ValueError, "v must"),
-    ("transport-v-nan", lambda e: parallel_transport(e.basis, e.other, e.v * NAN), ValueError, "v contains"),
-    ("transport-b-type", lambda e: parallel_transport(e.basis, e.other.v, e.v), TypeError, "basis_b"),
-    ("transport-mismatch", lambda e: parallel_transport(e.basis, _toy_basis(), e.v), ValueError, "basis_a and basis_b"),
+    ("transport-zero", lambda e: transport_direction(e.basis, e.other, torch.zeros_like(e.v)), ValueError, "v is zero"),
+    ("transport-v-size", lambda e: transport_direction(e.basis, e.other, torch.ones(3)), ValueError, "v must"),
+    ("transport-v-nan", lambda e: transport_direction(e.basis, e.other, e.v * NAN), ValueError, "v contains"),
+    ("transport-b-type", lambda e: transport_direction(e.basis, e.other.v, e.v), TypeError, "basis_b"),
+    ("transport-mismatch", lambda e: transport_direction(e.basis, _toy_basis(), e.v), ValueError, "basis_a and basis_b"),
     ("global-empty", lambda e: global_directions([]), TypeError, "bases"),
     ("global-k-0", lambda e: global_directions([e.basis, e.other], k=0), ValueError, "k must"),
     ("global-k-big", lambda e: global_directions([e.basis], k=100), ValueError, "k must"),
@@ -614,7 +614,7 @@ def test_save_basis_metadata_round_trip(e, tmp_path):
 # ---------------------------------------------------------------------------------- results, not errors
 
 def test_transport_of_a_vector_inside_the_span_still_works(e):
-    moved = parallel_transport(e.basis, e.other, e.basis.v[0])
+    moved = transport_direction(e.basis, e.other, e.basis.v[0])
     assert math.isclose(float(moved.norm()), 1.0, rel_tol=1e-5)
 
 

@@ -11,7 +11,7 @@ from labkit.editing import (
     interpolate,
     load_basis,
     naive_edit,
-    parallel_transport,
+    transport_direction,
     sample_basis,
     save_basis,
     x_space_guidance,
@@ -78,7 +78,7 @@ def test_bad_directions_and_methods(tiny64, sample, basis):
 
 def test_transport_to_the_same_sample_returns_the_direction(basis):
     for i in range(3):
-        torch.testing.assert_close(parallel_transport(basis, basis, basis.v[i]), basis.v[i])
+        torch.testing.assert_close(transport_direction(basis, basis, basis.v[i]), basis.v[i])
 
 
 def test_transport_matches_the_explicit_formula_and_lands_in_the_target_span(tiny64, sample):
@@ -86,7 +86,7 @@ def test_transport_matches_the_explicit_formula_and_lands_in_the_target_span(tin
     a = sample_basis(tiny64, sample, k=3, method="exact")
     b = sample_basis(tiny64, other, k=3, method="exact")
     v = a.v[0] + 0.5 * a.v[2]
-    moved = parallel_transport(a, b, v)
+    moved = transport_direction(a, b, v)
     # Explicit: truncated Jacobians J_A = U_A Σ_A V_Aᵀ and the pseudo-inverse of J_B.
     flat = lambda t: t.reshape(t.shape[0], -1)  # noqa: E731
     J_a = flat(a.u).T @ torch.diag(a.sigma) @ flat(a.v)
