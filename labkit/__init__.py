@@ -6,6 +6,7 @@ One module per idea, named as in the book:
   parallel transport, lerp and slerp (Part I)
 - ``labkit.spectral``   the local basis: implicit SVD of a Jacobian by JVPs and VJPs (Part I, ch. 5)
 - ``labkit.krylov``     the solver behind it: thick-restart block Lanczos, linear algebra in float64
+- ``labkit.power``      block power iteration (Park et al.'s method) and a port of their code, to compare
 - ``labkit.plot``       figures the book reuses: surfaces, tangent vectors, metric ellipses, image grids
 - ``labkit.models``     loading diffusion models (embedded, folder, hub id, or a bare U-Net), GPU precision
 - ``labkit.diffusion``  h-space, Tweedie's x̂₀, DDIM sampling and inversion, samples at timestep t (Part II)

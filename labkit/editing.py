@@ -13,9 +13,9 @@ then DDIM finishes sampling from t to 0 (η = 0, with η = 1 for t ≤ 0.2 T: "q
 Between samples, a direction found at sample A is carried to sample B through H
 (``transport_direction``, Park et al.'s "parallel transport"; one step, not the transport along a
 curve of ``labkit.geometry.parallel_transport``): push it forward with A's Jacobian, project onto
-B's tangent space in H, pull back with B's pseudo-inverse. **Global directions** average the local bases of many samples (the
-chordal mean on the Grassmann manifold). **Interpolation** between two latents goes by lerp,
-slerp, or a geodesic of the pullback metric.
+B's tangent space in H, pull back with B's pseudo-inverse. **Global directions** average the
+local bases of many samples (the chordal mean on the Grassmann manifold). **Interpolation**
+between two latents goes by lerp, slerp, or a geodesic of the pullback metric.
 
 Explained in: book/part2-diffusion/05_editing.ipynb, 06_interpolation.ipynb, 07_semantic.ipynb
 """

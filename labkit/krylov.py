@@ -55,7 +55,7 @@ def block_lanczos(J: Product, Jt: Product, start: Tensor, k: int, *, tol: float,
     would not reach tol there.
     """
     n, p = start.shape[1], len(start)
-    P = _orthonormal_rows(start.double())
+    P = orthonormal_rows(start.double())
     K = JK = AK = None
     products, history, stalled = 0, [], False
     floor = STALL_LEVEL * torch.finfo(dtype).eps
@@ -73,11 +73,11 @@ def block_lanczos(J: Product, Jt: Product, start: Tensor, k: int, *, tol: float,
         B, JB, AB = _orthonormalise_against(K, JK, AK, B, JB, AB)
         K, JK, AK = torch.cat([K, B]), torch.cat([JK, JB]), torch.cat([AK, AB])
         if len(K) < k:
-            P = _complete(K, n)[:p] if len(K) + p >= n else _orthonormal_rows(_project_out(K, AB))
+            P = _complete(K, n)[:p] if len(K) + p >= n else orthonormal_rows(_project_out(K, AB))
             continue
         Y, sigma, U = _ritz(JK)
         V, AV = Y @ K, Y @ AK
-        residual = _residual(AV, V, sigma)
+        residual = relative_residual(AV, V, sigma)
         bar.set_postfix(residual=f"{residual[:k].max().item():.1e}", dim=len(K))
         history.append(residual[:k].max().item())
         stalled = len(history) > STALL_WINDOW and floor > history[-1] > 0.5 * history[-1 - STALL_WINDOW]
@@ -94,7 +94,7 @@ def block_lanczos(J: Product, Jt: Product, start: Tensor, k: int, *, tol: float,
         if len(K) + b > max_dim:  # thick restart: keep the leading Ritz vectors and their images
             keep = max(k + oversample, max_dim - 2 * p)
             K, JK, AK = V[:keep], sigma[:keep, None] * U[:keep], AV[:keep]
-        P = _complete(K, n)[:p] if len(K) + b >= n else _orthonormal_rows(_project_out(K, R))
+        P = _complete(K, n)[:p] if len(K) + b >= n else orthonormal_rows(_project_out(K, R))
     bar.close()
     return V[:k], sigma[:k], U[:k], residual[:k], products, iteration, stalled
 
@@ -106,8 +106,10 @@ def _ritz(JK: Tensor):
     return Wh.T, S, Uh
 
 
-def _residual(AV: Tensor, V: Tensor, sigma: Tensor) -> Tensor:
-    """‖A v_i − σ_i² v_i‖ / σ_i², σ_i² floored at eps·σ_1² so a zero σ gives a large residual."""
+def relative_residual(AV: Tensor, V: Tensor, sigma: Tensor) -> Tensor:
+    """The certificate of Ritz vectors v_i (rows of V): ‖A v_i − σ_i² v_i‖ / σ_i², A = JᵀJ, rows of AV
+    the A v_i. σ_i² is floored at eps·σ_1², so a zero singular value gives a large (not infinite)
+    residual. Returns (k,); zero exactly when v_i is a right singular vector with singular value σ_i."""
     floor = torch.finfo(sigma.dtype).eps * sigma[0] ** 2
     lam = (sigma**2).clamp_min(floor).clamp_min(torch.finfo(sigma.dtype).tiny)
     return torch.linalg.vector_norm(AV - sigma[:, None] ** 2 * V, dim=1) / lam
@@ -132,7 +134,8 @@ def _project_out(K: Tensor, R: Tensor) -> Tensor:
     return R
 
 
-def _orthonormal_rows(rows: Tensor) -> Tensor:
+def orthonormal_rows(rows: Tensor) -> Tensor:
+    """An orthonormal basis (as rows) of the span of the rows (b, n), by QR: (b, n) for b ≤ n."""
     return torch.linalg.qr(rows.T).Q.T
 
 

@@ -18,12 +18,10 @@ Four methods, all returning the same `LocalBasis`:
 - ``"exact"``   the full Jacobian (``torch.func.jacfwd`` or ``jacrev``) and ``torch.linalg.svd``;
   the reference, for small maps only.
 - ``"power"``   block subspace iteration on JᵀJ with block size k (the method of
-  Park et al. 2023): Q ← orth(Jᵀ(J Q)) until converged, then Rayleigh–Ritz.
+  Park et al. 2023, ``labkit.power``): Q ← orth(Jᵀ(J Q)) until converged, then Rayleigh–Ritz.
 - ``"reference"`` a faithful port of the reference implementation's power method, kept to
-  measure against: the same iteration as "power", but each JVP is a separate ``jacfwd`` of
-  a ← f(x + a v) (the primal recomputed per direction) and the VJPs are k sequential
-  backward passes. Its own stopping rule (vectors stop changing) fails under sign flips, so
-  here it stops on the same residual certificate as the others.
+  measure against (``labkit.power``): the same iteration as "power", one unbatched product at a
+  time, stopping on the same residual certificate as the others.
 - ``"krylov"``  thick-restart block Lanczos on JᵀJ with deflation (``labkit.krylov``): far
   fewer products when the singular values are close together, float64 linear algebra around
   the model's own-precision products, so a float32 model reaches residuals near 1e-7.
@@ -39,16 +37,17 @@ Explained in: book/part1-geometry/05_svd.ipynb (JVPs and VJPs: book/part1-geomet
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from labkit.checks import check_bool, check_callable, check_choice, check_float, check_int, check_tensor, show
-from labkit.krylov import block_lanczos
+from labkit.krylov import block_lanczos, orthonormal_rows, relative_residual
+from labkit.power import block_power, reference_power
 
 Map = Callable[[Tensor], Tensor]
 
@@ -57,6 +56,13 @@ METHODS = ("exact", "power", "krylov", "reference")
 EXACT_MAX_ENTRIES = 50_000_000
 DEFAULT_MAX_ITER = {"power": 500, "krylov": 50, "reference": 500}
 JVP_MODES = ("auto", "forward", "double-vjp")
+# The options of local_basis that a method does not read: a value other than the default is
+# refused rather than ignored. (progress only draws a bar; "exact" meets any tol, max_iter and
+# seed, so every method accepts those.)
+UNUSED_OPTIONS = {"exact": ("oversample", "block", "max_dim", "jvp_mode"),
+                  "power": ("oversample", "block", "max_dim"),
+                  "reference": ("oversample", "block", "max_dim", "jvp_mode", "chunk_size"),
+                  "krylov": ()}
 
 
 @dataclass(frozen=True)
@@ -138,17 +144,19 @@ def local_basis(
     dimension (e.g. (1, 1, 28, 28)) and the returned v has shape (k, *x.shape), u has shape
     (k, *f(x).shape). Works in x's dtype (float32 or float64) and on x's device.
 
-    method: "krylov" (default), "power" or "exact", see the module docstring.
+    method: "krylov" (default), "power", "exact" or "reference", see the module docstring. An
+      option that the method does not read (UNUSED_OPTIONS, e.g. jvp_mode for "exact") must keep
+      its default: another value is refused, not ignored.
     tol: stop when every one of the top-k residuals ‖JᵀJ v_i − σ_i² v_i‖ / σ_i² is ≤ tol.
-      Both iterative methods use this same certificate, so their product counts compare.
+      Every iterative method uses this same certificate, so their product counts compare.
       "krylov" reaches about 1e-7 with a float32 model (its linear algebra runs in float64).
-    max_iter: most blocks (krylov, default 50) or sweeps (power, default 500); a warning says
+    max_iter: most blocks (krylov, default 50) or sweeps (power, reference: 500); a warning says
       so if tol was not reached.
     oversample, block: krylov's largest block is p = ``block`` if given, else
       min(k + oversample, max(2, ⌈k/3⌉)) (larger blocks batch better but need more products in
       all; this one needs no more than ARPACK's single-vector Lanczos); the block shrinks as the
-      top vectors converge, never below (unconverged among the top k) + oversample. A block smaller than k is allowed:
-      block=1 is Golub–Kahan–Lanczos, the fewest products, but in more and smaller sequential
+      top vectors converge, never below (unconverged among the top k) + oversample. A block
+      smaller than k is allowed: block=1 is Golub–Kahan–Lanczos, the fewest products, but in more and smaller sequential
       batches (slower on most hardware), and a singular value repeated more than ``block``
       times is then found only by rounding error.
     max_dim: krylov keeps at most this many basis vectors (default max(10(k + oversample), 20p)),
@@ -167,48 +175,74 @@ def local_basis(
 
     Explained in: book/part1-geometry/05_svd.ipynb
     """
-    check_choice("method", method, METHODS)
-    y = _check_map_and_point(f, x)
-    n, m = x.numel(), y.numel()
-    check_int("k", k, 1, min(n, m), hint=f"at most min(n, m) = min(x.numel(), f(x).numel()) = min({n}, {m})")
-    check_float("tol", tol, 0.0, 1.0, low_open=True, high_open=True,
-                hint="the largest relative residual accepted, e.g. 1e-4")
-    if max_iter is not None:
-        check_int("max_iter", max_iter, 1, 1_000_000)
-    check_int("oversample", oversample, 0, n)
-    if block is not None:
-        check_int("block", block, 1, n)
-    if max_dim is not None:
-        check_int("max_dim", max_dim, 1)
-    check_int("seed", seed, 0, 2**63 - 1)
-    if chunk_size is not None:
-        check_int("chunk_size", chunk_size, 1)
-    check_bool("progress", progress)
-
+    options = dict(tol=tol, max_iter=max_iter, oversample=oversample, block=block, max_dim=max_dim,
+                   jvp_mode=jvp_mode, seed=seed, chunk_size=chunk_size, progress=progress)
+    y = _check_local_basis(f, x, k, method, options)
     if method == "exact":
         return _exact(f, x, y, k, chunk_size)
     if method == "reference":
-        return _reference(f, x, y, k, tol, max_iter or DEFAULT_MAX_ITER["reference"], seed, progress)
+        v, sigma, u, residual, sweeps = reference_power(f, x, y, k, tol, max_iter or DEFAULT_MAX_ITER["reference"],
+                                                        seed, progress)
+        return _finish(v, sigma, u, residual, x=x, y=y, n_jvp=sweeps * k, n_vjp=sweeps * k, method="reference",
+                       iterations=sweeps)
+    return _iterate(f, x, y, k, method, **options)
 
-    check_choice("jvp_mode", jvp_mode, JVP_MODES)
+
+def _check_local_basis(f: Map, x: Tensor, k: int, method: str, options: dict) -> Tensor:
+    """Every check of local_basis, before any product; returns y = f(x)."""
+    check_choice("method", method, METHODS)
+    defaults = {name: p.default for name, p in inspect.signature(local_basis).parameters.items() if name in options}
+    unused = [name for name in UNUSED_OPTIONS[method] if options[name] != defaults[name]]
+    if unused:
+        raise ValueError(f"method={method!r} does not use {', '.join(f'{n}={options[n]!r}' for n in unused)}; "
+                         f"leave {'it' if len(unused) == 1 else 'them'} out, or pick a method that uses "
+                         f"{'it' if len(unused) == 1 else 'them'} (see local_basis's docstring)")
+    y = _check_map_and_point(f, x)
+    n, m = x.numel(), y.numel()
+    check_int("k", k, 1, min(n, m), hint=f"at most min(n, m) = min(x.numel(), f(x).numel()) = min({n}, {m})")
+    check_float("tol", options["tol"], 0.0, 1.0, low_open=True, high_open=True,
+                hint="the largest relative residual accepted, e.g. 1e-4")
+    if options["max_iter"] is not None:
+        check_int("max_iter", options["max_iter"], 1, 1_000_000)
+    check_int("oversample", options["oversample"], 0, n)
+    if options["block"] is not None:
+        check_int("block", options["block"], 1, n)
+    if options["max_dim"] is not None:
+        check_int("max_dim", options["max_dim"], 1)
+    check_choice("jvp_mode", options["jvp_mode"], JVP_MODES)
+    check_int("seed", options["seed"], 0, 2**63 - 1)
+    if options["chunk_size"] is not None:
+        check_int("chunk_size", options["chunk_size"], 1)
+    check_bool("progress", options["progress"])
+    if method == "krylov":
+        p, max_dim = _krylov_sizes(k, options["oversample"], options["block"], options["max_dim"])
+        if max_dim < k + options["oversample"] + 2 * p:
+            raise ValueError(f"max_dim must be at least k + oversample + 2·block = {k + options['oversample'] + 2 * p}"
+                             f", got {max_dim}; raise it or lower block")
+    return y
+
+
+def _krylov_sizes(k: int, oversample: int, block: int | None, max_dim: int | None) -> tuple[int, int]:
+    """Krylov's largest block p and most basis rows kept (the defaults of local_basis's docstring)."""
+    p = min(k + oversample, max(2, -(-k // 3))) if block is None else block
+    return p, max(10 * (k + oversample), 20 * p) if max_dim is None else max_dim
+
+
+def _iterate(f: Map, x: Tensor, y: Tensor, k: int, method: str, *, tol: float, max_iter: int | None,
+             oversample: int, block: int | None, max_dim: int | None, jvp_mode: str, seed: int,
+             chunk_size: int | None, progress: bool) -> LocalBasis:
+    """The iterative methods, "power" and "krylov", on checked input."""
+    n, m = x.numel(), y.numel()
     if jvp_mode == "auto":
         jvp_mode = "double-vjp" if x.device.type == "cpu" else "forward"
     max_iter = DEFAULT_MAX_ITER[method] if max_iter is None else max_iter
-    if method == "power":
-        p = k
-    else:
-        p = min(k + oversample, max(2, -(-k // 3))) if block is None else block
-        max_dim = max(10 * (k + oversample), 20 * p) if max_dim is None else max_dim
-        if max_dim < k + oversample + 2 * p:
-            raise ValueError(f"max_dim must be at least k + oversample + 2·block = {k + oversample + 2 * p}, "
-                             f"got {max_dim}; raise it or lower block")
+    p, max_dim = (k, None) if method == "power" else _krylov_sizes(k, oversample, block, max_dim)
     p = min(p, n)
 
     # Random orthonormal start block, rows are directions in X. Drawn on the CPU so the same
     # seed gives the same start on any device.
     generator = torch.Generator().manual_seed(seed)
     start = torch.randn(p, n, generator=generator, dtype=x.dtype).to(x.device)
-    Q = _orthonormal_rows(start)
 
     # J and Jᵀ as functions of row blocks (b, n) → (b, m) and (b, m) → (b, n). The forward
     # pass for Jᵀ is recorded once and reused by every VJP (and, for double-vjp, every JVP).
@@ -226,7 +260,8 @@ def local_basis(
 
     stalled = False
     if method == "power":
-        v, sigma, u, residual, n_products, iterations = _power(J, Jt, Q, k, n, tol, max_iter, progress)
+        v, sigma, u, residual, iterations = block_power(J, Jt, orthonormal_rows(start), k, tol, max_iter, progress)
+        n_products = iterations * p
     else:
         v, sigma, u, residual, n_products, iterations, stalled = block_lanczos(
             J, Jt, start, k, tol=tol, max_iter=max_iter, max_dim=max_dim, oversample=oversample, dtype=x.dtype,
@@ -240,9 +275,10 @@ def local_basis(
                f"({x.dtype}): raise tol, or use a float64 model for a smaller residual" if stalled else
                "raise max_iter" + (" or use method='krylov'" if method == "power" else " or oversample")),
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    return _finish(v, sigma, u, residual, x, y, n_products, n_products, method, iterations)
+    return _finish(v, sigma, u, residual, x=x, y=y, n_jvp=n_products, n_vjp=n_products, method=method,
+                   iterations=iterations)
 
 
 def principal_angles(A: Tensor, B: Tensor) -> Tensor:
@@ -262,8 +298,8 @@ def principal_angles(A: Tensor, B: Tensor) -> Tensor:
         raise ValueError(f"A and B must each hold at least one row, got shapes {tuple(A.shape)} and {tuple(B.shape)}")
     if A.shape[1:] != B.shape[1:]:
         raise ValueError(f"rows of A and B must have the same shape, got {tuple(A.shape[1:])} and {tuple(B.shape[1:])}")
-    QA = _orthonormal_rows(A.reshape(len(A), -1).double())
-    QB = _orthonormal_rows(B.reshape(len(B), -1).double().to(A.device))
+    QA = orthonormal_rows(A.reshape(len(A), -1).double())
+    QB = orthonormal_rows(B.reshape(len(B), -1).double().to(A.device))
     if len(QA) < len(QB):
         QA, QB = QB, QA  # angles are symmetric; let B be the smaller subspace
     C = QB @ QA.T  # (l, k)
@@ -283,7 +319,7 @@ def subspace_distance(A: Tensor, B: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# The three methods
+# The exact method (power and krylov: _iterate above; reference: labkit.power)
 
 
 def _exact(f: Map, x: Tensor, y: Tensor, k: int, chunk_size: int | None) -> LocalBasis:
@@ -301,91 +337,13 @@ def _exact(f: Map, x: Tensor, y: Tensor, k: int, chunk_size: int | None) -> Loca
         Jmat = torch.func.jacrev(f, chunk_size=chunk_size)(x).reshape(m, n)
     U, S, Vh = torch.linalg.svd(Jmat, full_matrices=False)
     v, sigma, u = Vh[:k], S[:k], U[:, :k].T
-    residual = _residual(v @ Jmat.T @ Jmat, v, sigma)
-    return _finish(v, sigma, u, residual, x, y, n if forward else 0, 0 if forward else m, "exact", 1)
+    residual = relative_residual(v @ Jmat.T @ Jmat, v, sigma)
+    return _finish(v, sigma, u, residual, x=x, y=y, n_jvp=n if forward else 0, n_vjp=0 if forward else m,
+                   method="exact", iterations=1)
 
 
-def _power(J, Jt, Q, k, n, tol, max_iter, progress):
-    """Block subspace iteration on JᵀJ: Q ← orth(Jᵀ(J Q)), with Rayleigh–Ritz each sweep.
-
-    The Ritz step and its residual reuse the products of the sweep, so a sweep costs k JVPs
-    and k VJPs and nothing else.
-    """
-    bar = tqdm(range(1, max_iter + 1), desc="power", disable=not progress)
-    for sweep in bar:
-        JQ = J(Q)
-        W = Jt(JQ)  # rows of (JᵀJ Q)ᵀ
-        v, sigma, u, residual = _rayleigh_ritz(Q, JQ, W, k)
-        bar.set_postfix(residual=f"{residual.max().item():.1e}")
-        if residual.max() <= tol:
-            break
-        Q = _orthonormal_rows(W)
-    bar.close()
-    return v, sigma, u, residual, sweep * len(Q), sweep
-
-
-def _reference(
-    f: Map, x: Tensor, y: Tensor, k: int, tol: float, max_iter: int, seed: int, progress: bool
-) -> LocalBasis:
-    """The reference code's power method, product for product (see the module docstring)."""
-    n, m = x.numel(), y.numel()
-    generator = torch.Generator().manual_seed(seed)
-    Q = _orthonormal_rows(torch.randn(k, n, generator=generator, dtype=x.dtype).to(x.device))
-    zero = torch.zeros((), dtype=x.dtype, device=x.device)
-
-    def jvp_one(v: Tensor) -> Tensor:  # d/da f(x + a v) at a = 0, primal recomputed every time
-        return torch.func.jacfwd(lambda a: f(x + a * v.reshape(x.shape)))(zero).reshape(m)
-
-    bar = tqdm(range(1, max_iter + 1), desc="reference power", disable=not progress)
-    for sweep in bar:
-        JQ = torch.stack([jvp_one(q) for q in Q])
-        xg = x.detach().requires_grad_(True)
-        with torch.enable_grad():
-            out = f(xg)
-            W = torch.stack([
-                torch.autograd.grad(out, xg, row.reshape(y.shape), retain_graph=i < k - 1)[0].reshape(n)
-                for i, row in enumerate(JQ)
-            ])
-        v, sigma, u, residual = _rayleigh_ritz(Q, JQ, W.detach(), k)
-        bar.set_postfix(residual=f"{residual.max().item():.1e}")
-        if residual.max() <= tol:
-            break
-        Q = _orthonormal_rows(W.detach())
-    bar.close()
-    return _finish(v, sigma, u, residual, x, y, sweep * k, sweep * k, "reference", sweep)
-
-
-# ---------------------------------------------------------------------------------------------
-# Small linear-algebra steps shared by the methods
-
-
-def _rayleigh_ritz(K: Tensor, JK: Tensor, JtJK: Tensor, k: int):
-    """Best approximations to the top-k singular triplets of J within span(rows of K).
-
-    K: (d, n) orthonormal rows; JK: (d, m) rows J K_i; JtJK: (d, n) rows JᵀJ K_i.
-    The SVD of J restricted to the subspace, (J Kᵀ) = Û Σ Ŵᵀ, gives v = Ŵᵀ K, u = Û, σ;
-    then JᵀJ v = Ŵᵀ (JᵀJ K) gives the residual for free.
-    """
-    Wh, S, Uh = torch.linalg.svd(JK, full_matrices=False)  # JK = Wh S Uh, i.e. (J Kᵀ) = Uhᵀ S Whᵀ
-    top = Wh[:, :k].T  # (k, d)
-    v, sigma, u = top @ K, S[:k], Uh[:k]
-    return v, sigma, u, _residual(top @ JtJK, v, sigma)
-
-
-def _residual(JtJv: Tensor, v: Tensor, sigma: Tensor) -> Tensor:
-    """‖JᵀJ v_i − σ_i² v_i‖ / σ_i² for rows v_i; σ_i² is floored at eps·σ_1² so a zero
-    singular value gives a large (not infinite) residual."""
-    floor = torch.finfo(sigma.dtype).eps * sigma[0] ** 2
-    lam = (sigma**2).clamp_min(floor).clamp_min(torch.finfo(sigma.dtype).tiny)
-    return torch.linalg.vector_norm(JtJv - sigma[:, None] ** 2 * v, dim=1) / lam
-
-
-def _orthonormal_rows(rows: Tensor) -> Tensor:
-    """An orthonormal basis (as rows) of the span of the rows, via QR."""
-    return torch.linalg.qr(rows.T).Q.T
-
-
-def _finish(v, sigma, u, residual, x, y, n_jvp, n_vjp, method, iterations) -> LocalBasis:
+def _finish(v: Tensor, sigma: Tensor, u: Tensor, residual: Tensor, *, x: Tensor, y: Tensor, n_jvp: int, n_vjp: int,
+            method: str, iterations: int) -> LocalBasis:
     """Fix signs (largest-|.| entry of v_i positive, u_i flipped with it) and restore shapes.
 
     Refuses J = 0 (every product exactly zero): σ = 0 with residual 0 would read as converged."""
@@ -396,7 +354,7 @@ def _finish(v, sigma, u, residual, x, y, n_jvp, n_vjp, method, iterations) -> Lo
     zero = torch.finfo(sigma.dtype).eps * max(x.numel(), y.numel()) * sigma[0]  # numerical rank, as in matrix_rank
     if not bool(sigma[-1] > zero):
         warnings.warn(f"J has rank {int((sigma > zero).sum())} < k = {len(sigma)} at x: the directions with σ ≈ 0 are "
-                      "arbitrary; ask for fewer", RuntimeWarning, stacklevel=3)
+                      "arbitrary; ask for fewer", RuntimeWarning, stacklevel=4)
     largest = v.gather(1, v.abs().argmax(dim=1, keepdim=True)).squeeze(1)
     sign = torch.where(largest < 0, -1.0, 1.0).to(v.dtype)
     k = len(sigma)

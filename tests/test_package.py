@@ -98,3 +98,42 @@ def test_lazy_names_are_the_modules_own():
     assert labkit.editing.__name__ == "labkit.editing"
     with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
         labkit.nothing_here  # noqa: B018
+
+
+def private_imports(path: Path) -> list[str]:
+    """``from labkit.x import _y`` and ``x._y`` (x a labkit module imported here) in one source file:
+    what two modules share must be public in the module it belongs to."""
+    tree = ast.parse(path.read_text())
+    found, modules = [], set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "labkit":
+            for alias in node.names:
+                if alias.name.startswith("_") and not alias.name.startswith("__"):
+                    found.append(f"line {node.lineno}: from {node.module} import {alias.name}")
+                elif node.module == "labkit":  # from labkit import readout as readout_module
+                    modules.add(alias.asname or alias.name)
+        elif isinstance(node, ast.Import):
+            modules |= {alias.asname for alias in node.names if alias.name.startswith("labkit.") and alias.asname}
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules
+                and node.attr.startswith("_") and not node.attr.startswith("__")):
+            found.append(f"line {node.lineno}: {node.value.id}.{node.attr}")
+    return found
+
+
+def test_the_private_import_check_finds_both_forms(tmp_path):
+    source = tmp_path / "m.py"
+    source.write_text("from labkit.models import load_model, _resolve_device\nfrom labkit import readout as r\n"
+                      "r._load()\nfrom labkit.x import __version__\n")
+    assert private_imports(source) == ["line 1: from labkit.models import _resolve_device", "line 3: r._load"]
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(REPO)))
+def test_no_module_imports_another_modules_private_names(path):
+    assert private_imports(path) == [], f"{path.name} uses private names of other labkit modules: make them public"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(REPO)))
+def test_no_module_is_over_450_lines(path):
+    lines = len(path.read_text().splitlines())
+    assert lines <= 450, f"{path.name} has {lines} lines: split it along its ideas"

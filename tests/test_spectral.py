@@ -315,6 +315,22 @@ def test_bad_input_raises_clear_errors():
         local_basis(lambda z: 2.0 * z, torch.zeros(side), k=1, method="exact")
 
 
+@pytest.mark.parametrize(("method", "option"), [("exact", dict(jvp_mode="forward")), ("exact", dict(max_dim=40)),
+                                                ("reference", dict(jvp_mode="double-vjp")), ("power", dict(block=2)),
+                                                ("reference", dict(chunk_size=4))])
+def test_an_option_the_method_does_not_use_is_refused_not_ignored(method, option):
+    (name, value), = option.items()
+    with pytest.raises(ValueError, match=rf"method='{method}' does not use {name}={value!r}; leave it out"):
+        local_basis(mlp(5, 7), torch.zeros(5, dtype=torch.float64), k=2, method=method, **option)
+
+
+def test_every_method_accepts_its_defaults_and_a_progress_bar():
+    f, x = mlp(5, 7), torch.zeros(5, dtype=torch.float64)
+    bases = [local_basis(f, x, k=2, method=m, jvp_mode="auto", tol=1e-4, progress=False) for m in ("power", "krylov")]
+    bases += [local_basis(f, x, k=2, method=m, progress=True) for m in ("exact", "reference")]
+    assert all(principal_angles(b.v, bases[2].v).max() < 1e-2 for b in bases)
+
+
 def test_reference_port_agrees_with_power_and_exact():
     """The port of the reference power method reaches the same basis, with k JVPs + k VJPs per sweep."""
     torch.manual_seed(3)
