@@ -1,4 +1,5 @@
-"""Image-moment measures of handwritten digits: ink mass, slant, stroke thickness, width.
+"""Four measures of a handwritten digit, read from its ink: ink mass, slant and width (moments of
+the ink) and stroke thickness (ink area against the length of its outline).
 
 Part II moves a digit along a discovered direction and asks what changed. These four numbers
 answer that in the words InfoGAN used for MNIST's factors (slant, thickness, width).
@@ -10,18 +11,19 @@ Every measure reads an image in [-1, 1] (background −1, ink +1) as an ink dens
            g               if g ≥ 2f,
 
 for each pixel p: the grey level g, with levels below the floor f = INK_FLOOR = 0.1 counted as
-background. Generated digits carry a faint haze that MNIST's clean black background does not
-(the embedded model leaves grey levels of 0.01–0.1 on over half of the background); spread
-over the whole frame, that haze would dominate the second moments (it adds about 2.5 px to
-the width of an average sample). The ramp from f to 2f keeps the measures continuous in the
-image, and costs an anti-aliased edge only f² = 0.01 px of ink per pixel of its length.
-
-with pixel coordinates u = column index (to the right) and v = −row index (upwards), and uses
-the ink's mass m = Σ w, its centroid (ū, v̄) and its central second moments
+background; with pixel coordinates u = column index (to the right) and v = −row index
+(upwards), the measures use the ink's mass m = Σ w, its centroid (ū, v̄) and its central
+second moments
 
     μ20 = Σ w (u − ū)² / m,   μ02 = Σ w (v − v̄)² / m,   μ11 = Σ w (u − ū)(v − v̄) / m,
 
 and, for the thickness, the length of the ink's outline (`ink_perimeter`).
+
+Why the floor: generated digits carry a faint haze that MNIST's clean black background does not
+(the embedded model leaves grey levels of 0.01–0.1 on over half of the background); spread
+over the whole frame, that haze would dominate the second moments (it adds about 2.5 px to
+the width of an average sample). The ramp from f to 2f keeps the measures continuous in the
+image, and costs an anti-aliased edge only f² = 0.01 px of ink per pixel of its length.
 
 All measures are in pixel units (or dimensionless) and are unchanged when the digit is moved
 (translated) inside the frame. A blank image (no ink) gives NaN for the shape measures.

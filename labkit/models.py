@@ -255,7 +255,8 @@ def load_model(
     frozen, and it is prepared for forward-mode AD (``from_unet``). No global torch state is
     touched: on a GPU, choose the float32 precision with ``set_fp32_precision``.
 
-    Explained in: book/part2-diffusion/03_diffusion.ipynb
+    Explained in: book/part2-diffusion/09_scaling.ipynb (hub ids, offline, other models) and
+    01_unet.ipynb (the embedded model's U-Net), 08_known_factors.ipynb ("shapes")
     """
     device = resolve_device(device)
     if dtype not in DTYPES:
