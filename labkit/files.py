@@ -1,0 +1,156 @@
+"""Writing results so that a killed process leaves either the old complete version or the new one.
+
+- ``atomic_write(path)``: a block writes a temporary file beside ``path``; when the block ends
+  without an error the file takes ``path``'s place in one rename (``os.replace``), otherwise it
+  is removed. A reader never sees half a file.
+- ``atomic_folder(folder)``: the same for a folder of files that belong together (a training
+  checkpoint, a read-out's weights and record). The block fills FOLDER.tmp; then a manifest
+  (``manifest.json``: every file's size and SHA-256) is written last, and the folder takes
+  FOLDER's place by two renames (FOLDER → FOLDER.old, FOLDER.tmp → FOLDER) before FOLDER.old is
+  removed. ``complete_folder(folder)`` finds the complete copy whatever the moment of a kill: it
+  finishes an interrupted swap, ignores half-written or half-removed copies, and checks the copy
+  against its manifest, so a truncated or changed file is refused by name, never trusted.
+
+Both protect against a killed process, not a power cut: there is no fsync (a power cut is not
+what a training or analysis job on a shared machine meets; the speed of many small writes is).
+
+Explained in: book/part2-diffusion/09_scaling.ipynb (restartable jobs)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+
+
+class IncompleteFolderError(ValueError):
+    """A folder written by ``atomic_folder`` that is damaged: a file missing, truncated or changed."""
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` to write to; on success it replaces ``path`` atomically.
+
+    ``with atomic_write(out / "results.json") as tmp: tmp.write_text(text)``. The folder is created
+    if missing. On an error inside the block the temporary file is removed and the error re-raised.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _sibling(folder: Path, suffix: str) -> Path:
+    return folder.with_name(folder.name + suffix)
+
+
+def manifest_problem(folder: Path, required: tuple[str, ...] = ()) -> str | None:
+    """Why ``folder`` is not a complete copy, or None. Without a manifest (a folder written before
+    manifests existed) it is complete when every ``required`` file is there."""
+    manifest = folder / MANIFEST
+    if not manifest.exists():
+        missing = [name for name in required if not (folder / name).is_file()]
+        return f"{missing[0]} is missing" if missing else None
+    try:
+        files = json.loads(manifest.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"its {MANIFEST} is unreadable ({type(err).__name__})"
+    for name in sorted(set(required) | set(files)):
+        file = folder / name
+        if name not in files or not file.is_file():
+            return f"{name} is missing" + ("" if name in files else f" from {MANIFEST}")
+        if file.stat().st_size != files[name]["bytes"]:
+            return f"{name} has {file.stat().st_size} bytes, its manifest says {files[name]['bytes']} (truncated?)"
+        if _sha256(file) != files[name]["sha256"]:
+            return f"{name} differs from the file that was written (its SHA-256 changed)"
+    return None
+
+
+def _finish_swap(folder: Path, required: tuple[str, ...]) -> None:
+    """After a kill between FOLDER → FOLDER.old and FOLDER.tmp → FOLDER: put the newest complete copy back."""
+    if folder.exists():
+        return
+    tmp, old = _sibling(folder, ".tmp"), _sibling(folder, ".old")
+    # .tmp only counts with its manifest: without one it may be half written
+    if tmp.is_dir() and (tmp / MANIFEST).exists() and manifest_problem(tmp, required) is None:
+        tmp.rename(folder)
+    elif old.is_dir() and manifest_problem(old, required) is None:
+        old.rename(folder)
+
+
+def complete_folder(folder: str | os.PathLike, required: tuple[str, ...] = ()) -> Path | None:
+    """The complete copy of a folder written by ``atomic_folder``, or None when there is none yet.
+
+    Finishes a swap that a kill interrupted. Raises IncompleteFolderError, naming the folder and
+    the file, when FOLDER itself is damaged (a file missing, truncated or changed since it was
+    written). Warns when only an incomplete copy exists (a kill while the first one was written).
+    """
+    folder = Path(folder)
+    _finish_swap(folder, required)
+    if not folder.exists():
+        leftovers = [str(p) for p in (_sibling(folder, ".tmp"), _sibling(folder, ".old")) if p.exists()]
+        if leftovers:
+            warnings.warn(f"ignoring {', '.join(leftovers)}: incomplete (a run was killed while writing it); "
+                          f"there is no complete {folder.name} yet", RuntimeWarning, stacklevel=2)
+        return None
+    problem = manifest_problem(folder, required)
+    if problem is not None:
+        raise IncompleteFolderError(f"{str(folder)!r} is damaged: {problem}. Delete the folder (or restore it) "
+                                    "and run again")
+    return folder
+
+
+@contextmanager
+def atomic_folder(folder: str | os.PathLike, required: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Yield an empty temporary folder to fill; on success it replaces ``folder`` as one unit.
+
+    The manifest is written last, then FOLDER → FOLDER.old, FOLDER.tmp → FOLDER, and FOLDER.old
+    is removed: a kill at any moment leaves a complete copy that ``complete_folder`` finds.
+    ``required``: files the block must have written (checked before the swap).
+    """
+    folder = Path(folder)
+    tmp, old = _sibling(folder, ".tmp"), _sibling(folder, ".old")
+    _finish_swap(folder, required)  # never remove the only complete copy below
+    for leftover in (tmp, old):  # from a kill while writing, or while removing the previous copy
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    missing = [name for name in required if not (tmp / name).is_file()]
+    if missing:
+        raise RuntimeError(f"atomic_folder({str(folder)!r}): the block did not write {missing}")
+    files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir()) if p.is_file()}
+    with atomic_write(tmp / MANIFEST) as manifest:
+        manifest.write_text(json.dumps({"files": files}, indent=1) + "\n")
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    if old.exists():
+        shutil.rmtree(old)
