@@ -15,13 +15,17 @@ the DDIM timestep nearest t·T. For each unit the job computes
   else its top k by local_basis; two ranks: #{σ_i > 1e-3 σ_1} and the smallest r whose σ_1..σ_r
   hold 99% of Σσ² (for the top-k case, counted within the top k: lower bounds).
 
-Each unit is written atomically (a temporary file, then os.replace) to OUT/units/; a rerun skips
-the units whose file exists and recomputes the rest (a half-written unit left only a temporary
-file). Under torchrun each rank takes every world_size-th unit of the sorted list, so the split
-is deterministic and no unit is assigned twice; after a barrier rank 0 merges everything into
-OUT/results.json: one record per unit, and per t the cross-sample tangent-space similarity
-‖Q_aᵀ Q_b‖_F² / k (the mean squared cosine of the principal angles between the spans of two
-samples' v_1..v_k: 1 for the same space, k/n on average for random ones) over all sample pairs.
+Each unit is written atomically (labkit.files.atomic_write) to OUT/units/, its file named by the
+unit and by a key of everything else that determines it (the model's weights and schedule, its
+dtype, k, steps, tol): a rerun skips the units whose file reads back with this key and computes
+the rest, so a rerun with another model or other options never reuses a unit of the old ones,
+and a truncated or empty unit (a copy gone wrong) is recomputed, with a warning naming it. A
+results.json in OUT that this job did not write is refused before any work. Under torchrun each
+rank takes every world_size-th unit of the sorted list, so the split is deterministic and no unit
+is assigned twice; after a barrier rank 0 merges everything into OUT/results.json: one record per
+unit, and per t the cross-sample tangent-space similarity ‖Q_aᵀ Q_b‖_F² / k (the mean squared
+cosine of the principal angles between the spans of two samples' v_1..v_k: 1 for the same space,
+k/n on average for random ones) over all sample pairs.
 
 Explained in: book/part2-diffusion/09_scaling.ipynb
 """
@@ -32,8 +36,8 @@ import itertools
 import json
 import os
 import signal
-import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +47,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from labkit.cache import content_key, weights_fingerprint
 from labkit.diffusion import h_space, posterior_mean, sample_at, timestep_at
+from labkit.files import atomic_write
 from labkit.models import DiffusionModel, load_model
 from labkit.spectral import local_basis, principal_angles
 
@@ -70,8 +76,29 @@ class Job:
         return [(s, t) for s in range(self.samples) for t in self.ts]
 
 
-def unit_path(out: Path, sample: int, t: float) -> Path:
-    return out / "units" / f"sample{sample:05d}_t{t:.4f}.safetensors"
+def unit_key(model: DiffusionModel, job: Job) -> str:
+    """A short hex key of everything besides (sample, t) that determines a unit's content."""
+    schedule = {name: value for name, value in model.schedule.items() if not name.startswith("_")}  # no versions
+    return content_key(weights=weights_fingerprint(model.unet), schedule=schedule, dtype=str(model.dtype), k=job.k,
+                       steps=job.steps, tol=job.tol)[1][:16]
+
+
+def unit_path(out: Path, sample: int, t: float, key: str) -> Path:
+    return out / "units" / f"sample{sample:05d}_t{t:.4f}_{key}.safetensors"
+
+
+def check_out(out: Path) -> Path:
+    """Refuse, before any work, an OUT whose results.json this job did not write (it would be replaced)."""
+    results = Path(out) / "results.json"
+    if results.exists():
+        try:
+            ours = {"units", "cross_sample", "definitions"} <= set(json.loads(results.read_text()))
+        except (OSError, ValueError, TypeError):
+            ours = False
+        if not ours:
+            raise FileExistsError(f"{str(results)!r} exists and was not written by labkit analyze; it would be "
+                                  "replaced: choose another --out (or move that file away)")
+    return Path(out)
 
 
 def radial_spectrum(v: Tensor) -> Tensor:
@@ -117,20 +144,38 @@ def compute_unit(model: DiffusionModel, job: Job, sample: int, t: float) -> tupl
 
 def write_unit(path: Path, record: dict, tensors: dict[str, Tensor]) -> None:
     """Atomic: the unit file either does not exist or is complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-    os.close(fd)
-    save_file(tensors, tmp, metadata={"record": json.dumps(record), "written_ns": str(time.time_ns()),
-                                      "pid": str(os.getpid())})
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        save_file(tensors, tmp, metadata={"record": json.dumps(record), "written_ns": str(time.time_ns()),
+                                          "pid": str(os.getpid())})
 
 
-def read_unit(path: Path) -> tuple[dict, Tensor]:
+def read_unit(path: Path, key: str | None = None) -> tuple[dict, Tensor]:
+    """(record, v) of a unit file; ValueError naming the file when it is damaged or has another key."""
     from safetensors import safe_open
 
-    with safe_open(str(path), "pt") as file:
-        record = json.loads(file.metadata()["record"])
-    return record, load_file(str(path))["v"]
+    try:
+        with safe_open(str(path), "pt") as file:
+            record = json.loads(file.metadata()["record"])
+        v = load_file(str(path))["v"]
+    except Exception as err:  # safetensors raises its own error types for a damaged file
+        raise ValueError(f"unit file {str(path)!r} is unreadable ({type(err).__name__}: {err})") from err
+    if key is not None and record.get("key") != key:
+        raise ValueError(f"unit file {str(path)!r} was computed with other options (key {record.get('key')!r}, "
+                         f"not {key!r})")
+    return record, v
+
+
+def unit_done(path: Path, key: str) -> bool:
+    """Whether the unit file is there and reads back with this key; a damaged one is removed, with a warning."""
+    if not path.exists():
+        return False
+    try:
+        read_unit(path, key)
+        return True
+    except ValueError as err:
+        warnings.warn(f"{err}; computing it again", RuntimeWarning, stacklevel=2)
+        path.unlink(missing_ok=True)
+        return False
 
 
 def cross_sample_similarity(vs: list[Tensor]) -> dict:
@@ -143,30 +188,27 @@ def cross_sample_similarity(vs: list[Tensor]) -> dict:
             "random_baseline": k / n}
 
 
-def merge(job: Job) -> dict:
-    """Read every unit file and write OUT/results.json (atomically)."""
-    missing = [u for u in job.units() if not unit_path(job.out, *u).exists()]
+def merge(job: Job, key: str) -> dict:
+    """Read every unit file of this key and write OUT/results.json (atomically)."""
+    missing = [u for u in job.units() if not unit_path(job.out, *u, key).exists()]
     if missing:
         raise RuntimeError(f"{len(missing)} unit(s) have no file in {job.out / 'units'} (e.g. sample "
                            f"{missing[0][0]}, t {missing[0][1]}); run the same command again to compute them")
     records, bases = [], {}
     for sample, t in job.units():
-        record, v = read_unit(unit_path(job.out, sample, t))
+        record, v = read_unit(unit_path(job.out, sample, t, key), key)
         records.append(record)
         bases.setdefault(t, []).append(v)
     results = {"model": job.model or "embedded", "samples": job.samples, "t": list(job.ts), "k": job.k,
-               "tol": job.tol, "num_steps": job.steps,
+               "tol": job.tol, "num_steps": job.steps, "unit_key": key,
                "definitions": {"rank_rel": f"#{{σ_i > {RANK_REL:g} σ_1}} of ∂x̂₀/∂x_t",
                                "rank_energy": f"fewest σ_i of ∂x̂₀/∂x_t holding {RANK_ENERGY:.0%} of Σσ²",
                                "similarity": "‖Q_aᵀ Q_b‖_F² / k over sample pairs (mean cos² of principal angles)",
                                "frequency_shares": "share of ‖v_i‖² per integer radial DFT frequency ring"},
                "units": records,
                "cross_sample": [{"t": t, **cross_sample_similarity(vs)} for t, vs in bases.items()]}
-    path = job.out / "results.json"
-    fd, tmp = tempfile.mkstemp(dir=job.out, suffix=".tmp")
-    with os.fdopen(fd, "w") as file:
-        json.dump(results, file, indent=1)
-    os.replace(tmp, path)
+    with atomic_write(job.out / "results.json") as tmp:
+        tmp.write_text(json.dumps(results, indent=1))
     return results
 
 
@@ -175,6 +217,7 @@ def run(job: Job) -> Path | None:
 
     Returns OUT/results.json on rank 0 (None on the other ranks).
     """
+    check_out(job.out)
     distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     device = job.device
     if distributed:
@@ -186,15 +229,16 @@ def run(job: Job) -> Path | None:
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     try:
         model = load_model(job.model, device=device)
+        key = unit_key(model, job)
         kill = os.environ.get(KILL_ENV, "")
         kill_rank, kill_after = (int(part) for part in kill.split(":")) if kill else (-1, 0)
         mine = job.units()[rank::world]
-        todo = [u for u in mine if not unit_path(job.out, *u).exists()]
+        todo = [u for u in mine if not unit_done(unit_path(job.out, *u, key), key)]
         bar = tqdm(todo, desc=f"rank {rank}/{world}: {len(mine) - len(todo)} of {len(mine)} units done before",
                    position=rank, disable=None)
         for done, (sample, t) in enumerate(bar, 1):
             record, tensors = compute_unit(model, job, sample, t)
-            write_unit(unit_path(job.out, sample, t), {**record, "rank": rank}, tensors)
+            write_unit(unit_path(job.out, sample, t, key), {**record, "rank": rank, "key": key}, tensors)
             if rank == kill_rank and done == kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)
         bar.close()
@@ -202,7 +246,7 @@ def run(job: Job) -> Path | None:
             dist.barrier()
         if rank != 0:
             return None
-        merge(job)
+        merge(job, key)
         return job.out / "results.json"
     finally:
         if distributed:

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -147,3 +148,54 @@ def test_two_ranks_give_the_results_of_one_and_survive_a_killed_rank(single, tin
     assert all(final[name] == stamp for name, stamp in survivors.items())
     assert all(stamp > start for name, stamp in final.items() if name not in survivors)
     assert_same_results(json.loads((tmp_path / "crash" / "results.json").read_text()), reference)
+
+
+def test_a_rerun_with_other_options_never_reuses_the_old_units(single, tiny_dir, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(single, out)
+    before = unit_files(out)
+    main(["analyze", "--model", str(tiny_dir), *ARGS[:-4], "--k", "1", "--steps", "10", "--out", str(out)])
+    results = json.loads((out / "results.json").read_text())
+    assert results["k"] == 1 and all(len(u["sigma"]) == 1 for u in results["units"])
+    after = unit_files(out)
+    assert len(after) == 8 and all(after[name] == stamp for name, stamp in before.items())  # old units kept, unused
+    # the same options again: every unit reused, results as before
+    main(["analyze", "--model", str(tiny_dir), *ARGS, "--out", str(out)])
+    assert unit_files(out) == after
+    assert_same_results(*(json.loads((folder / "results.json").read_text()) for folder in (out, single)))
+
+
+@pytest.mark.parametrize("damage", [b"", b"\x00" * 40, "truncate"])
+def test_a_damaged_unit_is_named_and_recomputed(single, tiny_dir, tmp_path, damage):
+    out = tmp_path / "out"
+    shutil.copytree(single, out)
+    victim = sorted((out / "units").glob("*.safetensors"))[2]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2] if damage == "truncate" else damage)
+    with pytest.warns(RuntimeWarning, match=victim.name):
+        main(["analyze", "--model", str(tiny_dir), *ARGS, "--out", str(out)])
+    assert victim.read_bytes() != b"" and len(victim.read_bytes()) > 100
+    assert_same_results(*(json.loads((folder / "results.json").read_text()) for folder in (out, single)))
+
+
+def test_merge_names_a_unit_damaged_after_the_check(single, tmp_path):
+    from labkit.analysis import Job, merge
+
+    out = tmp_path / "out"
+    shutil.copytree(single, out)
+    key = json.loads((out / "results.json").read_text())["unit_key"]
+    victim = sorted((out / "units").glob("*.safetensors"))[0]
+    victim.write_bytes(b"")
+    with pytest.raises(ValueError, match=victim.name):
+        merge(Job(None, 2, (0.4, 1.0), 2, out, 10), key)
+
+
+def test_a_foreign_results_file_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    calls = []
+    monkeypatch.setattr("labkit.analysis.load_model", lambda *a, **k: calls.append(a))
+    (tmp_path / "results.json").write_text('{"accuracy": 0.97}')
+    for out in (str(tmp_path), ""):
+        with pytest.raises(SystemExit) as exit_:
+            main(["analyze", *ARGS, "--out", out])
+        assert exit_.value.code == 2 and "argument --out" in capsys.readouterr().err
+    assert calls == [] and (tmp_path / "results.json").read_text() == '{"accuracy": 0.97}'

@@ -38,11 +38,11 @@ from labkit.editing import (
     invert_image,
     load_basis,
     naive_edit,
-    transport_direction,
     sample_at,
     sample_basis,
     save_basis,
     timestep_at,
+    transport_direction,
     x_space_guidance,
 )
 from labkit.hub import HUB_DEADLINE_S
@@ -379,7 +379,8 @@ CASES = [
     ("transport-v-size", lambda e: transport_direction(e.basis, e.other, torch.ones(3)), ValueError, "v must"),
     ("transport-v-nan", lambda e: transport_direction(e.basis, e.other, e.v * NAN), ValueError, "v contains"),
     ("transport-b-type", lambda e: transport_direction(e.basis, e.other.v, e.v), TypeError, "basis_b"),
-    ("transport-mismatch", lambda e: transport_direction(e.basis, _toy_basis(), e.v), ValueError, "basis_a and basis_b"),
+    ("transport-mismatch", lambda e: transport_direction(e.basis, _toy_basis(), e.v), ValueError,
+     "basis_a and basis_b"),
     ("global-empty", lambda e: global_directions([]), TypeError, "bases"),
     ("global-k-0", lambda e: global_directions([e.basis, e.other], k=0), ValueError, "k must"),
     ("global-k-big", lambda e: global_directions([e.basis], k=100), ValueError, "k must"),
