@@ -4,7 +4,7 @@ Each check runs before any work, raises TypeError for a wrong type and ValueErro
 value or shape, and its message names the parameter, the value given and what to do. Each
 returns the checked value, so a call site is one line: ``k = check_int("k", k, 1, 50)``.
 
-For argparse, ``int_arg``, ``float_arg``, ``file_arg`` and ``out_dir_arg`` wrap the same checks
+For argparse, ``int_arg``, ``float_arg``, ``device_arg``, ``file_arg`` and ``out_dir_arg`` wrap the same checks
 as ``type=`` functions, so a bad flag is a usage error (exit 2) that argparse prefixes with the
 flag's name.
 
@@ -165,6 +165,19 @@ def check_out_dir(name: str, path: object) -> Path:
     return path
 
 
+def check_own_folder(name: str, path: Path, own: Sequence[str]) -> Path:
+    """A folder that is replaced as a whole (``labkit.files.atomic_folder``): refuse one that holds
+    files other than ``own`` (they would be lost), before any work."""
+    path = Path(path)
+    if path.is_file():
+        raise FileExistsError(f"{name}: {str(path)!r} is a file; give a folder")
+    foreign = sorted(p.name for p in path.iterdir() if p.name not in {*own, "manifest.json"}) if path.is_dir() else []
+    if foreign:
+        raise FileExistsError(f"{name}: {str(path)!r} holds other files ({show(foreign)}) that writing "
+                              f"{', '.join(own)} there would delete; choose an empty or new folder")
+    return path
+
+
 def check_weights(source: str, unet: torch.nn.Module, info: dict, error: type[Exception] = ValueError) -> None:
     """Refuse weights loaded from ``source`` that do not fill the model exactly (``info``: the
     loading report of diffusers' from_pretrained(output_loading_info=True)), or hold NaN or inf."""
@@ -223,6 +236,16 @@ def float_arg(low: float | None = None, high: float | None = None, *, low_open: 
         return _as_usage_error(check, text)
     parse.__name__ = "float"
     return parse
+
+
+def device_arg(text: str) -> torch.device:
+    """A device this torch can use (labkit.models.resolve_device), as a usage error otherwise."""
+    from labkit.models import resolve_device  # here: labkit.models imports this module
+
+    try:
+        return resolve_device(text)
+    except (ValueError, RuntimeError) as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def file_arg(text: str) -> Path:

@@ -6,8 +6,10 @@ and the forward-mode-AD workarounds are exercised exactly as on the large hub mo
 
     python -m labkit.train ddpm --out runs/ddpm --steps 28500 --precision bf16 --device cpu
 
-writes resumable checkpoints under ``OUT/checkpoint`` (safetensors + JSON; rerunning the same
-command resumes) and, at the end, the EMA weights in diffusers' pipeline layout (``OUT/unet``,
+writes resumable checkpoints under ``OUT/checkpoint`` (safetensors + JSON, one unit written by
+``labkit.files.atomic_folder``: a kill at any moment leaves a checkpoint the next run reads;
+rerunning the same command resumes, refusing options that would not continue the same run) and,
+at the end, the EMA weights in diffusers' pipeline layout (``OUT/unet``,
 ``OUT/scheduler``, ``OUT/model_index.json``), the layout ``labkit.load_model`` and
 ``DDPMPipeline.from_pretrained`` read.
 
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -42,12 +45,16 @@ import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from labkit.checkpoint import CHECKPOINT_FILES, check_resume, load_checkpoint, save_checkpoint
+from labkit.checks import check_choice, check_float, check_int, check_own_folder, device_arg, float_arg, int_arg, show
 from labkit.classifier import DigitClassifier
 from labkit.data import IMAGE_SIZE, batches, load_digits
+from labkit.files import atomic_folder, atomic_write, complete_folder
+from labkit.models import resolve_device
 
 
 def embedded_unet_config() -> dict:
@@ -81,6 +88,8 @@ def shapes_unet_config() -> dict:
 
 PREDICTIONS = ("epsilon", "v_prediction")
 PRECISIONS = ("fp32", "bf16")
+CLASSIFIER_FILES = ("model.safetensors", "config.json")
+MAX_BATCH, MAX_STEPS = 4096, 10**7
 
 
 def ddpm_scheduler(prediction_type: str = "v_prediction") -> DDPMScheduler:
@@ -98,7 +107,7 @@ def ddpm_scheduler(prediction_type: str = "v_prediction") -> DDPMScheduler:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig:  # the bounds of each field: check_train_config
     out: str
     steps: int = 28500  # the shipped model (labkit/embedded/README.md)
     batch_size: int = 64
@@ -115,11 +124,46 @@ class TrainConfig:
     precision: str = "fp32"  # "bf16": the U-Net's forward and backward in bfloat16 (see train_ddpm)
 
 
-def _resolve_device(name: str) -> torch.device:
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for, but torch sees no CUDA GPU; use --device cpu")
-    return device
+def check_train_config(config: TrainConfig) -> TrainConfig:
+    """Check every field of a DDPM training config before any work, naming the field, the value and the fix."""
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if not isinstance(config.out, str | os.PathLike) or str(config.out) == "":
+        raise ValueError(f"out must be a folder path, got {show(config.out)}")
+    check_int("steps", config.steps, 1, MAX_STEPS)
+    check_int("batch_size", config.batch_size, 1, MAX_BATCH, hint="64 trains the shipped models")
+    check_float("lr", config.lr, 0.0, 1.0, low_open=True, hint="the shipped models use 2e-3")
+    check_int("warmup", config.warmup, 0, MAX_STEPS)
+    check_float("ema_decay", config.ema_decay, 0.0, 1.0, high_open=True, hint="a decay in [0, 1), e.g. 0.999")
+    check_int("seed", config.seed, 0, 2**63 - 1)
+    check_int("checkpoint_every", config.checkpoint_every, 1, MAX_STEPS)
+    if config.limit is not None:
+        check_int("limit", config.limit, 1)
+    if config.model_config is not None and not isinstance(config.model_config, dict):
+        raise TypeError(f"model_config must be a dict of UNet2DModel arguments or None (the default), "
+                        f"got {show(config.model_config)}")
+    check_choice("data", config.data, ("mnist", "shapes"))
+    check_choice("prediction", config.prediction, PREDICTIONS)
+    check_choice("precision", config.precision, PRECISIONS)
+    resolve_device(config.device)
+    return config
+
+
+def check_ddpm_run(config: TrainConfig) -> Path:
+    """Everything checked before a DDPM training run starts; returns its checkpoint folder.
+
+    The config's bounds; a checkpoint to resume must be complete and continue the same run; an
+    OUT without one must not hold another model's unet/ (the export would overwrite it).
+    """
+    check_train_config(config)
+    ckpt = Path(config.out) / "checkpoint"
+    if complete_folder(ckpt, CHECKPOINT_FILES) is not None:
+        check_resume(ckpt, config)
+    elif (Path(config.out) / "unet").exists():
+        raise FileExistsError(f"{str(Path(config.out) / 'unet')!r} holds a model that this run did not train (there "
+                              f"is no checkpoint in {str(ckpt)!r} to resume): train into a new --out, or delete "
+                              "that unet/ folder to replace it")
+    return ckpt
 
 
 def _start_run(device: str, out: str, seed: int) -> tuple[torch.device, Path, torch.Generator]:
@@ -128,65 +172,11 @@ def _start_run(device: str, out: str, seed: int) -> tuple[torch.device, Path, to
     torch.manual_seed seeds the weight initialisation; the returned generator draws the data order
     and noise, so a run is reproducible from ``seed``.
     """
-    resolved = _resolve_device(device)  # first: a bad device fails before anything is written
+    resolved = resolve_device(device)  # first: a bad device fails before anything is written
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     return resolved, folder, torch.Generator().manual_seed(seed)
-
-
-def _save_checkpoint(
-    folder: Path, step: int, seconds: float, model, ema: EMAModel, optimizer, lr_sched, gen, config
-) -> None:
-    """Everything needed to resume, as safetensors + JSON, written atomically (tmp dir, rename)."""
-    tmp = folder.with_name(folder.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
-    shadow = {f"shadow.{i}": p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)}
-    save_file(shadow, tmp / "ema.safetensors")
-    opt_state = optimizer.state_dict()
-    tensors = {}
-    for index, state in opt_state["state"].items():
-        for name, value in state.items():
-            tensors[f"{index}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
-    tensors["generator"] = gen.get_state()
-    save_file(tensors, tmp / "optimizer.safetensors")
-    meta = {
-        "step": step,
-        "seconds": round(seconds, 1),
-        "ema_optimization_step": ema.optimization_step,
-        "param_groups": opt_state["param_groups"],
-        "lr_scheduler": lr_sched.state_dict(),
-        "config": asdict(config),
-    }
-    (tmp / "state.json").write_text(json.dumps(meta, indent=1))
-    if folder.exists():
-        old = folder.with_name(folder.name + ".old")
-        folder.rename(old)
-        tmp.rename(folder)
-        for f in old.iterdir():
-            f.unlink()
-        old.rmdir()
-    else:
-        tmp.rename(folder)
-
-
-def _load_checkpoint(folder: Path, model, ema: EMAModel, optimizer, lr_sched, gen) -> tuple[int, float]:
-    """Restore everything `_save_checkpoint` wrote; returns (step, training seconds so far)."""
-    model.load_state_dict(load_file(folder / "model.safetensors"))
-    shadow = load_file(folder / "ema.safetensors")
-    ema.shadow_params = [shadow[f"shadow.{i}"].to(p.device) for i, p in enumerate(ema.shadow_params)]
-    meta = json.loads((folder / "state.json").read_text())
-    ema.optimization_step = meta["ema_optimization_step"]
-    tensors = load_file(folder / "optimizer.safetensors")
-    gen.set_state(tensors.pop("generator"))
-    state: dict = {}
-    for key, value in tensors.items():
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    lr_sched.load_state_dict(meta["lr_scheduler"])
-    return int(meta["step"]), float(meta.get("seconds", 0.0))
 
 
 def scene_batches(batch_size: int, gen: torch.Generator, size: int = 32) -> Iterator[Tensor]:
@@ -202,14 +192,6 @@ def scene_batches(batch_size: int, gen: torch.Generator, size: int = 32) -> Iter
         yield worlds.render(worlds.sample_factors(batch_size, seed), size=size)
 
 
-def _saved_prediction(saved: dict) -> str:
-    """The prediction a checkpoint was trained with. Checkpoints from before the MNIST model moved to
-    v-prediction (2026-12-04) have ``None`` there, which then meant ε for MNIST and v for shapes."""
-    if saved.get("prediction"):
-        return saved["prediction"]
-    return "epsilon" if saved.get("data", "mnist") == "mnist" else "v_prediction"
-
-
 def train_ddpm(config: TrainConfig) -> Path:
     """Train the embedded DDPM; returns the output folder (pipeline layout, EMA weights).
 
@@ -222,18 +204,9 @@ def train_ddpm(config: TrainConfig) -> Path:
     AVX512-BF16 a step of the embedded model (batch 64) takes 0.35 s against 0.54 s in float32,
     1.55× faster (``benchmarks/train_step.py``); without bfloat16 instructions expect no gain.
     """
-    if config.steps < 1 or config.batch_size < 1:
-        raise ValueError("steps and batch_size must be positive")
-    if config.prediction not in PREDICTIONS:
-        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {config.prediction!r}: "
-                         "v_prediction (the shipped models) or epsilon")
-    if config.precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {config.precision!r}: "
-                         "fp32 trains in float32, bf16 in mixed precision")
+    ckpt = check_ddpm_run(config)
     device, out, gen = _start_run(config.device, config.out, config.seed)
 
-    if config.data not in ("mnist", "shapes"):
-        raise ValueError(f"data must be 'mnist' or 'shapes', got {config.data!r}")
     default_config = embedded_unet_config() if config.data == "mnist" else shapes_unet_config()
     model = UNet2DModel(**(config.model_config or default_config)).to(device)
     prediction = config.prediction
@@ -243,15 +216,8 @@ def train_ddpm(config: TrainConfig) -> Path:
     lr_sched = get_cosine_schedule_with_warmup(optimizer, config.warmup, config.steps)
 
     start, seconds_before = 0, 0.0
-    ckpt = out / "checkpoint"
-    if (ckpt / "state.json").exists():
-        saved = json.loads((ckpt / "state.json").read_text()).get("config", {})
-        saved_prediction = _saved_prediction(saved)
-        if saved_prediction != prediction:
-            raise ValueError(f"the checkpoint in {ckpt} was trained with prediction={saved_prediction!r}, this run "
-                             f"asks for {prediction!r}: pass --prediction {saved_prediction} to resume it, "
-                             "or train into a new --out")
-        start, seconds_before = _load_checkpoint(ckpt, model, ema, optimizer, lr_sched, gen)
+    if ckpt.exists():
+        start, seconds_before = load_checkpoint(ckpt, model, ema, optimizer, lr_sched, gen)
         print(f"resuming from step {start}")
 
     if config.data == "mnist":
@@ -284,7 +250,7 @@ def train_ddpm(config: TrainConfig) -> Path:
         progress.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
             seconds = seconds_before + time.perf_counter() - t0
-            _save_checkpoint(ckpt, step + 1, seconds, model, ema, optimizer, lr_sched, gen, config)
+            save_checkpoint(ckpt, step + 1, seconds, model, ema, optimizer, lr_sched, gen, config)
 
     # Training time over all sessions of a resumed run (checkpoints carry the time so far).
     elapsed = seconds_before + time.perf_counter() - t0
@@ -293,7 +259,8 @@ def train_ddpm(config: TrainConfig) -> Path:
     log = {"steps": config.steps, "resumed_from": start, "seconds": round(elapsed, 1), "device": str(device),
            "parameters": sum(p.numel() for p in model.parameters()), "images": n_images,
            "torch": torch.__version__, "config": asdict(config)}
-    (out / "training_log.json").write_text(json.dumps(log, indent=1))
+    with atomic_write(out / "training_log.json") as tmp:
+        tmp.write_text(json.dumps(log, indent=1))
     return out
 
 
@@ -309,6 +276,24 @@ class ClassifierConfig:
     seed: int = 0
     device: str = "cpu"
     limit: int | None = None  # train on the first `limit` digits only (tests)
+
+
+def check_classifier_config(config: ClassifierConfig) -> ClassifierConfig:
+    """Check a classifier training config before any work (OUT is replaced as a whole: it must hold no other files)."""
+    if not isinstance(config.out, str | os.PathLike) or str(config.out) == "":
+        raise ValueError(f"out must be a folder path, got {show(config.out)}")
+    check_own_folder("out", Path(config.out), CLASSIFIER_FILES)
+    check_int("epochs", config.epochs, 1, 10_000)
+    check_int("batch_size", config.batch_size, 1, MAX_BATCH)
+    check_float("lr", config.lr, 0.0, 1.0, low_open=True)
+    check_float("weight_decay", config.weight_decay, 0.0, 1.0)
+    check_int("max_shift", config.max_shift, 0, 8)
+    check_float("heldout_fraction", config.heldout_fraction, 0.0, 1.0, low_open=True, high_open=True)
+    check_int("seed", config.seed, 0, 2**63 - 1)
+    if config.limit is not None:
+        check_int("limit", config.limit, 10)
+    resolve_device(config.device)
+    return config
 
 
 def heldout_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -342,8 +327,7 @@ def train_classifier(config: ClassifierConfig) -> Path:
     """
     from labkit.classifier import classify
 
-    if config.epochs < 1 or config.batch_size < 1:
-        raise ValueError("epochs and batch_size must be positive")
+    check_classifier_config(config)
     device, out, gen = _start_run(config.device, config.out, config.seed)
 
     images, labels = load_digits(limit=config.limit)
@@ -381,8 +365,9 @@ def train_classifier(config: ClassifierConfig) -> Path:
         "training": {"images": len(train_index), "seconds": round(elapsed, 1), "device": str(device),
                      "torch": torch.__version__, "config": asdict(config)},
     }
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / "model.safetensors")
-    (out / "config.json").write_text(json.dumps(record, indent=1))
+    with atomic_folder(out, CLASSIFIER_FILES) as tmp:  # the weights and their record, together
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+        (tmp / "config.json").write_text(json.dumps(record, indent=1))
     return out
 
 
@@ -391,11 +376,12 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("ddpm", help="train the embedded DDPM")
     p.add_argument("--out", required=True, help="output folder (rerun to resume)")
-    for field in ("steps", "batch_size", "warmup", "seed", "checkpoint_every"):
-        p.add_argument("--" + field.replace("_", "-"), type=int, default=getattr(TrainConfig, field))
-    for field in ("lr", "ema_decay"):
-        p.add_argument("--" + field.replace("_", "-"), type=float, default=getattr(TrainConfig, field))
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    for field, kind in (("steps", int_arg(1, MAX_STEPS)), ("batch_size", int_arg(1, MAX_BATCH)),
+                        ("warmup", int_arg(0, MAX_STEPS)), ("seed", int_arg(0, 2**63 - 1)),
+                        ("checkpoint_every", int_arg(1, MAX_STEPS)), ("lr", float_arg(0.0, 1.0, low_open=True)),
+                        ("ema_decay", float_arg(0.0, 1.0, high_open=True))):
+        p.add_argument("--" + field.replace("_", "-"), type=kind, default=getattr(TrainConfig, field))
+    p.add_argument("--device", type=device_arg, default="cpu", help="cpu or cuda")
     p.add_argument("--data", default="mnist", choices=("mnist", "shapes"),
                    help="mnist: the 5,000 digits; shapes: scenes of labkit.worlds rendered on the fly")
     p.add_argument("--prediction", default=TrainConfig.prediction, choices=PREDICTIONS,
@@ -404,17 +390,23 @@ def main(argv: list[str] | None = None) -> None:
                    help="bf16: mixed precision, 1.55x faster on a 2-core CPU with AVX512-BF16 (default fp32)")
     c = sub.add_parser("classifier", help="train the digit classifier that judges samples")
     c.add_argument("--out", required=True, help="output folder (config.json, model.safetensors)")
-    for field in ("epochs", "batch_size", "max_shift", "seed"):
-        c.add_argument("--" + field.replace("_", "-"), type=int, default=getattr(ClassifierConfig, field))
-    for field in ("lr", "weight_decay", "heldout_fraction"):
-        c.add_argument("--" + field.replace("_", "-"), type=float, default=getattr(ClassifierConfig, field))
-    c.add_argument("--device", default="cpu", help="cpu or cuda")
+    for field, kind in (("epochs", int_arg(1, 10_000)), ("batch_size", int_arg(1, MAX_BATCH)),
+                        ("max_shift", int_arg(0, 8)), ("seed", int_arg(0, 2**63 - 1)),
+                        ("lr", float_arg(0.0, 1.0, low_open=True)), ("weight_decay", float_arg(0.0, 1.0)),
+                        ("heldout_fraction", float_arg(0.0, 1.0, low_open=True, high_open=True))):
+        c.add_argument("--" + field.replace("_", "-"), type=kind, default=getattr(ClassifierConfig, field))
+    c.add_argument("--device", type=device_arg, default="cpu", help="cpu or cuda")
     args = parser.parse_args(argv)
-    fields = {k: v for k, v in vars(args).items() if k != "what"}
+    fields = {k: str(v) if k == "device" else v for k, v in vars(args).items() if k != "what"}
+    config = TrainConfig(**fields) if args.what == "ddpm" else ClassifierConfig(**fields)
+    try:  # everything that can be checked before any work, as usage errors
+        check_ddpm_run(config) if args.what == "ddpm" else check_classifier_config(config)
+    except (ValueError, TypeError, FileExistsError) as err:
+        parser.error(f"argument --out: {err}" if isinstance(err, FileExistsError) else str(err))
     if args.what == "ddpm":
-        print(train_ddpm(TrainConfig(**fields)))
+        print(train_ddpm(config))
     else:
-        out = train_classifier(ClassifierConfig(**fields))
+        out = train_classifier(config)
         heldout = json.loads((out / "config.json").read_text())["heldout"]
         print(f"{out}: held-out accuracy {heldout['accuracy']:.2%} on {heldout['images']} digits")
 

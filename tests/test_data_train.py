@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,13 +11,13 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file
 
+from labkit import files
+from labkit.checkpoint import load_checkpoint, save_checkpoint
 from labkit.classifier import EMBEDDED_CLASSIFIER, DigitClassifier, classify, load_classifier
 from labkit.data import batches, load_digits, to_pixel_range, to_unit_range
 from labkit.train import (
     ClassifierConfig,
     TrainConfig,
-    _load_checkpoint,
-    _save_checkpoint,
     ddpm_scheduler,
     heldout_split,
     main,
@@ -219,9 +220,9 @@ def test_checkpoint_round_trip_restores_the_exact_state(tmp_path):
     saved = _training_state()
     for _ in range(3):
         _one_step(*saved)
-    _save_checkpoint(tmp_path / "ckpt", 3, 12.5, *saved[:4], saved[4], TrainConfig(out=str(tmp_path)))
+    save_checkpoint(tmp_path / "ckpt", 3, 12.5, *saved[:4], saved[4], TrainConfig(out=str(tmp_path)))
     restored = _training_state(seed=1)  # different initial weights, generator and so on
-    step, seconds = _load_checkpoint(tmp_path / "ckpt", *restored)
+    step, seconds = load_checkpoint(tmp_path / "ckpt", *restored)
     assert (step, seconds) == (3, 12.5)
 
     def same(a, b):
@@ -243,13 +244,14 @@ def test_checkpoint_round_trip_restores_the_exact_state(tmp_path):
     same(saved, restored)
 
 
-def test_cuda_on_a_machine_without_one_raises(tmp_path):
+def test_cuda_on_a_machine_without_one_is_a_usage_error(tmp_path, capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA GPU")
-    with pytest.raises(RuntimeError, match="no CUDA GPU"):
-        main(["ddpm", "--out", str(tmp_path / "ddpm"), "--device", "cuda"])
-    with pytest.raises(RuntimeError, match="no CUDA GPU"):
-        main(["classifier", "--out", str(tmp_path / "clf"), "--device", "cuda"])
+    for what in ("ddpm", "classifier"):
+        with pytest.raises(SystemExit) as exit_:
+            main([what, "--out", str(tmp_path / what), "--device", "cuda"])
+        assert exit_.value.code == 2 and "argument --device" in capsys.readouterr().err
+        assert not (tmp_path / what).exists()
 
 
 def test_bad_training_config_raises(tmp_path):
@@ -273,6 +275,7 @@ def test_a_checkpoint_from_before_v_prediction_resumes_as_the_epsilon_model_it_i
     state = json.loads(state_file.read_text())
     state["config"]["prediction"] = None
     state_file.write_text(json.dumps(state))
+    (tmp_path / "checkpoint" / "manifest.json").unlink()  # as such old checkpoints were written
     with pytest.raises(ValueError, match="prediction='epsilon'.*--prediction epsilon"):
         train_ddpm(TrainConfig(steps=2, **config))
     train_ddpm(TrainConfig(steps=2, prediction="epsilon", **config))
@@ -328,3 +331,83 @@ def test_classify_reads_the_shipped_classifier_once(monkeypatch):
     assert calls == [EMBEDDED_CLASSIFIER]
     assert torch.equal(first.probabilities, second.probabilities)
     module._load_once.cache_clear()
+
+
+# ---------------------------------------------------------------- resuming: only the same run, never a silent restart
+
+RUN = dict(batch_size=8, warmup=0, checkpoint_every=1, limit=16, model_config=TINY_UNET)
+
+
+class Killed(BaseException):
+    """A SIGKILL as the code under test sees it: it stops there, nothing after runs."""
+
+
+def _kill_at(monkeypatch, at: int) -> None:
+    """The ``at``-th rename/replace/removal of the checkpoint swap raises Killed (a removal half-way)."""
+    count = [0]
+    rename, replace, rmtree = Path.rename, files.os.replace, files.shutil.rmtree
+
+    def step():
+        count[0] += 1
+        if count[0] == at:
+            raise Killed
+
+    def killing_rmtree(path, *args, **kwargs):
+        if count[0] + 1 == at:
+            next(Path(path).iterdir()).unlink()
+        step()
+        return rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "rename", lambda self, target: (step(), rename(self, target))[1])
+    monkeypatch.setattr(files.os, "replace", lambda src, dst: (step(), replace(src, dst))[1])
+    monkeypatch.setattr(files.shutil, "rmtree", killing_rmtree)
+
+
+@pytest.mark.parametrize("at", [1, 2, 3, 4])
+def test_a_kill_at_any_step_of_a_checkpoint_save_resumes_from_a_complete_checkpoint(tmp_path, monkeypatch, at, capsys):
+    train_ddpm(TrainConfig(out=str(tmp_path), steps=1, **RUN))  # a first checkpoint, at step 1
+    with monkeypatch.context() as patch:
+        _kill_at(patch, at)  # the save of step 2: manifest, checkpoint → .old, .tmp → checkpoint, remove .old
+        with pytest.raises(Killed):
+            train_ddpm(TrainConfig(out=str(tmp_path), steps=2, **RUN))
+    capsys.readouterr()
+    train_ddpm(TrainConfig(out=str(tmp_path), steps=3, **RUN))
+    resumed = 1 if at <= 2 else 2
+    assert f"resuming from step {resumed}" in capsys.readouterr().out
+    log = json.loads((tmp_path / "training_log.json").read_text())
+    assert log["resumed_from"] == resumed
+    assert json.loads((tmp_path / "checkpoint" / "state.json").read_text())["step"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("checkpoint")) == ["checkpoint"]
+
+
+def test_a_damaged_checkpoint_is_refused_by_name_not_restarted(tmp_path):
+    train_ddpm(TrainConfig(out=str(tmp_path), steps=1, **RUN))
+    weights = tmp_path / "checkpoint" / "ema.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ValueError, match="ema.safetensors"):
+        train_ddpm(TrainConfig(out=str(tmp_path), steps=2, **RUN))
+
+
+@pytest.mark.parametrize("change, flag", [(dict(lr=1e-2), "--lr"), (dict(data="shapes"), "--data"),
+                                          (dict(seed=1), "--seed"), (dict(steps=1), "--steps 2")])
+def test_resuming_with_other_options_is_refused_before_any_work(tmp_path, change, flag, capsys):
+    train_ddpm(TrainConfig(out=str(tmp_path), steps=2, **RUN))
+    before = (tmp_path / "checkpoint" / "model.safetensors").read_bytes()
+    options = {**RUN, "steps": 3, **change}
+    with pytest.raises(ValueError, match=flag):
+        train_ddpm(TrainConfig(out=str(tmp_path), **options))
+    with pytest.raises(SystemExit) as exit_:  # the command line says the same, as a usage error
+        main(["ddpm", "--out", str(tmp_path), "--batch-size", "8", "--warmup", "0", "--checkpoint-every", "1",
+              *[f"--{k}={v}" for k, v in change.items() if k != "steps"], "--steps", str(options["steps"])])
+    assert exit_.value.code == 2
+    assert (tmp_path / "checkpoint" / "model.safetensors").read_bytes() == before
+
+
+def test_training_refuses_to_overwrite_another_models_weights(tmp_path, tiny_dir):
+    import shutil
+
+    shutil.copytree(tiny_dir, tmp_path / "model")
+    before = (tmp_path / "model" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match="unet"):
+        train_ddpm(TrainConfig(out=str(tmp_path / "model"), steps=1, **RUN))
+    assert (tmp_path / "model" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == before
