@@ -22,6 +22,8 @@ One module per idea, named as in the book:
 - ``labkit.worlds``     a world with known factors: RGB scenes rendered from seven numbers
 - ``labkit.readout``    the factor read-out, a small CNN that reads a scene's factors back
 - ``labkit.scoring``    scoring directions against measured factors (response, disentanglement, side effects)
+- ``labkit.disentanglement`` metrics of a response matrix: top-factor share, top-two gap, coverage, DCI
+- ``labkit.stats``      per-sample statistics: bootstrap intervals, paired differences, Holm's correction
 - ``labkit.checks``     the input checks every public function runs first (one place, one style)
 - ``labkit.cache``      content keys (weights fingerprint, dtype, options) for the basis cache
 - ``labkit.hub``        the Hugging Face Hub probe, with one deadline
