@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -34,9 +35,26 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from labkit.worlds import FACTORS, IMAGE_SIZE, render, sample_factors
+from labkit.checks import (
+    check_float,
+    check_int,
+    check_out_dir,
+    check_own_folder,
+    check_tensor,
+    check_weights,
+    float_arg,
+    int_arg,
+    out_dir_arg,
+    show,
+)
+from labkit.files import atomic_folder, complete_folder
+from labkit.worlds import FACTORS, IMAGE_SIZE, check_factors, render, sample_factors
 
 EMBEDDED_READOUT = Path(__file__).parent / "embedded" / "shapes" / "readout"
+READOUT_FILES = ("config.json", "model.safetensors")
+# read_factors: renders are in [-1, 1]; a model's samples and noisy renders stray a little past it,
+# but an image beyond ±PIXEL_LIMIT is not an image of the world in this range (0..255? unscaled?)
+PIXEL_LIMIT = 3.0
 
 
 def _output_slices() -> dict[str, slice]:
@@ -58,9 +76,10 @@ class FactorReadout(nn.Module):
 
     def __init__(self, channels: tuple[int, ...] = (16, 32, 64, 128), hidden: int = 128):
         super().__init__()
-        if len(channels) != 4 or min(channels) < 1 or hidden < 1:
-            raise ValueError(f"channels must be four positive numbers and hidden positive, got {channels}, {hidden}")
-        self.channels, self.hidden = tuple(channels), hidden
+        if not isinstance(channels, tuple | list) or len(channels) != 4:
+            raise ValueError(f"channels must be four positive ints, got {show(channels)}")
+        channels = tuple(check_int(f"channels[{i}]", c, 1, 4096) for i, c in enumerate(channels))
+        self.channels, self.hidden = channels, check_int("hidden", hidden, 1, 65536)
         layers: list[nn.Module] = []
         previous = 3
         for i, c in enumerate(channels):
@@ -122,24 +141,50 @@ def load_readout(path: str | Path | None = None) -> FactorReadout:
     ``path`` is a folder written by ``python -m labkit.readout --out DIR``: config.json
     (architecture, training record, held-out scores) and model.safetensors.
     """
+    if path is not None and not isinstance(path, str | os.PathLike):
+        raise TypeError(f"path must be a folder (str or pathlib.Path) or None, got {type(path).__name__} {show(path)}")
     folder = Path(path) if path is not None else EMBEDDED_READOUT
     config_file, weights_file = folder / "config.json", folder / "model.safetensors"
-    if not (config_file.exists() and weights_file.exists()):
-        raise FileNotFoundError(f"no read-out in {folder} (needs config.json and model.safetensors); "
+    if complete_folder(folder, READOUT_FILES) is None or not (config_file.exists() and weights_file.exists()):
+        raise FileNotFoundError(f"no read-out in {str(folder)!r} (needs config.json and model.safetensors); "
                                 "train one with: python -m labkit.readout --out DIR")
-    architecture = json.loads(config_file.read_text())["architecture"]
-    model = FactorReadout(tuple(architecture["channels"]), architecture["hidden"])
-    model.load_state_dict(load_file(weights_file))
+    try:
+        architecture = json.loads(config_file.read_text())["architecture"]
+        model = FactorReadout(tuple(architecture["channels"]), architecture["hidden"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{str(config_file)!r} is not a read-out's record ({type(err).__name__}: {err}); "
+                         "train the read-out again: python -m labkit.readout --out DIR") from err
+    try:
+        missing, unexpected = model.load_state_dict(load_file(weights_file), strict=False)
+    except Exception as err:  # safetensors and torch raise their own types for a damaged or foreign file
+        raise ValueError(f"{str(weights_file)!r} is not readable as this read-out's weights ({type(err).__name__}: "
+                         f"{str(err)[:200]}); train the read-out again") from err
+    if missing or unexpected:
+        raise ValueError(f"{str(weights_file)!r} does not fit the architecture in config.json ({len(missing)} missing, "
+                         f"{len(unexpected)} unexpected tensors, e.g. {show((missing + unexpected)[:2])}); the two "
+                         "files come from different read-outs: train the read-out again")
+    check_weights(str(weights_file), model, {})  # none NaN or infinite
     return model.eval()
 
 
 @torch.no_grad()
 def read_factors(images: Tensor, readout: FactorReadout | None = None, batch_size: int = 500) -> dict[str, Tensor]:
-    """Read the factors of (N, 3, 32, 32) images in [-1, 1]: {name: (N,)} (default read-out: the shipped one)."""
-    if not isinstance(images, Tensor) or images.ndim != 4 or tuple(images.shape[1:]) != (3, IMAGE_SIZE, IMAGE_SIZE):
-        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"images must be a tensor of shape (N, 3, {IMAGE_SIZE}, {IMAGE_SIZE}) in [-1, 1] "
-                         f"(renders of labkit.worlds or samples of the shapes model), got {shape}")
+    """Read the factors of (N, 3, 32, 32) images in [-1, 1]: {name: (N,)} (default read-out: the shipped one).
+
+    Refuses images that are not floating point, hold NaN or inf, or reach beyond ±PIXEL_LIMIT
+    (0..255 pixels, say): the read-out would return normal-looking factors for them.
+    """
+    hint = "renders of labkit.worlds or samples of the shapes model, in [-1, 1]"
+    check_tensor("images", images, shape=(None, 3, IMAGE_SIZE, IMAGE_SIZE), hint=hint)
+    if len(images) == 0:
+        raise ValueError(f"images is empty ({show(images)}); give at least one image")
+    largest = float(images.abs().max())
+    if largest > PIXEL_LIMIT:
+        raise ValueError(f"images reach {largest:.4g}, far outside [-1, 1]; scale them to [-1, 1] first "
+                         "(pixels in 0..255: labkit.data.to_unit_range; an edit's output: .clamp(-1, 1))")
+    if readout is not None and not isinstance(readout, FactorReadout):
+        raise TypeError(f"readout must be a FactorReadout (load_readout()) or None, got {type(readout).__name__}")
+    batch_size = check_int("batch_size", batch_size, 1, 100_000)
     model = readout if readout is not None else load_readout()
     device = next(model.parameters()).device
     outputs = torch.cat([model(chunk.to(device)).cpu() for chunk in images.float().split(batch_size)])
@@ -158,7 +203,19 @@ def circular_mean(h: Tensor) -> Tensor:
 
 
 def readout_scores(read: dict[str, Tensor], true: dict[str, Tensor]) -> dict[str, float]:
-    """R² per continuous factor (circular for hues, see the module docstring), accuracy for the shape."""
+    """R² per continuous factor (circular for hues, see the module docstring), accuracy for the shape.
+
+    read, true: factor tables {name: (n,)} of the same n ≥ 2 scenes (each valid for ``labkit.worlds.render``).
+    """
+    lengths = []
+    for name, table in (("read", read), ("true", true)):
+        try:
+            lengths.append(check_factors(table))
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"{name}: {err}") from None
+    if lengths[0] != lengths[1] or lengths[1] < 2:
+        raise ValueError(f"read and true must hold the same n ≥ 2 scenes (R² needs a spread), got {lengths[0]} and "
+                         f"{lengths[1]}: read the factors of the very images whose true factors you pass")
     scores = {}
     for name, f in FACTORS.items():
         r, t = read[name], true[name]
@@ -183,10 +240,13 @@ def train_readout(out: str | Path, steps: int = 2500, batch_size: int = 64, lr: 
     ``heldout`` renders of sample_factors(heldout, seed=10**6 + seed) (continuous factors, so no
     training scene repeats them), scored by ``readout_scores``.
     """
-    if steps < 1 or batch_size < 1 or heldout < 2 or not 0 <= max_noise < 1:
-        raise ValueError("steps, batch_size must be positive, heldout ≥ 2, max_noise in [0, 1)")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_int("steps", steps, 1, 10**6)
+    check_int("batch_size", batch_size, 1, 4096, hint="64 trained the shipped read-out")
+    check_float("lr", lr, 0.0, 1.0, low_open=True, hint="3e-3 trained the shipped read-out")
+    check_int("seed", seed, 0, 2**31 - 1)
+    check_int("heldout", heldout, 2, 16_384)
+    check_float("max_noise", max_noise, 0.0, 1.0, high_open=True)
+    out = check_own_folder("out", check_out_dir("out", out), READOUT_FILES)  # it is replaced as a whole
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = FactorReadout()
@@ -203,6 +263,9 @@ def train_readout(out: str | Path, steps: int = 2500, batch_size: int = 64, lr: 
         loss.backward()
         optimizer.step()
         lr_sched.step()
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"the loss is {loss.item()} at step {step + 1} with lr={lr:g}: training diverged "
+                                     f"and nothing was written to {str(out)!r}; train again with a smaller lr")
         if step % 100 == 0 or step + 1 == steps:
             print(f"step {step + 1}/{steps}  loss {loss.item():.4f}  {time.perf_counter() - t0:.0f} s", flush=True)
     elapsed = time.perf_counter() - t0
@@ -216,19 +279,27 @@ def train_readout(out: str | Path, steps: int = 2500, batch_size: int = 64, lr: 
         "training": {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "max_noise": max_noise,
                      "seconds": round(elapsed, 1), "torch": torch.__version__, "threads": torch.get_num_threads()},
     }
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / "model.safetensors")
-    (out / "config.json").write_text(json.dumps(record, indent=1) + "\n")
+    check_weights(f"the read-out trained with lr={lr:g}", model, {}, FloatingPointError)  # never write NaN weights
+    with atomic_folder(out, READOUT_FILES) as tmp:  # the weights and their record, together or not at all
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+        (tmp / "config.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m labkit.readout", description="train the factor read-out")
-    parser.add_argument("--out", required=True, help="output folder (config.json, model.safetensors)")
-    parser.add_argument("--steps", type=int, default=2500)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=out_dir_arg, required=True,
+                        help="output folder (config.json, model.safetensors; replaced as a whole, so it must hold "
+                             "nothing else)")
+    parser.add_argument("--steps", type=int_arg(1, 10**6), default=2500)
+    parser.add_argument("--batch-size", type=int_arg(1, 4096), default=64)
+    parser.add_argument("--lr", type=float_arg(0.0, 1.0, low_open=True), default=3e-3)
+    parser.add_argument("--seed", type=int_arg(0, 2**31 - 1), default=0)
     args = parser.parse_args(argv)
+    try:
+        check_own_folder("out", args.out, READOUT_FILES)
+    except FileExistsError as err:
+        parser.error(f"argument --out: {err}")
     record = train_readout(args.out, args.steps, args.batch_size, args.lr, args.seed)
     print(json.dumps(record["heldout"], indent=1))
 

@@ -1,9 +1,11 @@
 """labkit.readout: the shipped factor read-out reads fresh renders back to their factors."""
 
+import json
 import math
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from labkit.readout import (
     EMBEDDED_READOUT,
@@ -13,7 +15,9 @@ from labkit.readout import (
     load_readout,
     read_factors,
     readout_scores,
+    train_readout,
 )
+from labkit.readout import main as readout_main
 from labkit.scoring import rerender_error, world_readout
 from labkit.worlds import CONTINUOUS, FACTORS, render, sample_factors
 
@@ -79,7 +83,61 @@ def test_rendered_scenes_are_in_the_world(shipped):
 
 
 def test_read_factors_refuses_wrong_images(shipped):
-    with pytest.raises(ValueError, match=r"shape \(N, 3, 32, 32\)"):
+    with pytest.raises(ValueError, match=r"images must have shape \(any, 3, 32, 32\)"):
         read_factors(torch.zeros(2, 1, 28, 28), shipped)
     with pytest.raises(FileNotFoundError, match="python -m labkit.readout"):
         load_readout(EMBEDDED_READOUT.parent / "nowhere")
+
+
+# ---------------------------------------------------------------- the trainer's output: together or not at all
+
+TINY = dict(steps=2, batch_size=4, heldout=2)
+
+
+class Killed(BaseException):
+    """A SIGKILL as the code under test sees it: it stops there, nothing after runs."""
+
+
+@pytest.mark.parametrize("at", [1, 2, 3, 4])
+def test_a_kill_while_the_readout_is_written_leaves_the_old_one_or_the_new_one(tmp_path, monkeypatch, at):
+    from pathlib import Path
+
+    from labkit import files
+
+    out = tmp_path / "readout"
+    train_readout(out, **TINY, seed=1)
+    count, rename, replace = [0], Path.rename, files.os.replace
+
+    def step():
+        count[0] += 1
+        if count[0] == at:
+            raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "rename", lambda self, target: (step(), rename(self, target))[1])
+        patch.setattr(files.os, "replace", lambda src, dst: (step(), replace(src, dst))[1])
+        patch.setattr(files.shutil, "rmtree", lambda *a, **k: step())
+        with pytest.raises(Killed):
+            train_readout(out, **TINY, seed=2)
+    loaded = load_readout(out)  # never the new weights beside the old record
+    record = json.loads((out / "config.json").read_text())
+    assert record["training"]["seed"] == (1 if at <= 2 else 2)
+    weights = load_file(out / "model.safetensors")
+    assert all(torch.equal(weights[k], v) for k, v in loaded.state_dict().items())
+
+
+def test_a_diverged_training_writes_nothing(tmp_path, monkeypatch):
+    from labkit import readout
+
+    monkeypatch.setattr(readout, "readout_loss", lambda outputs, targets: outputs.sum() * float("nan"))
+    with pytest.raises(FloatingPointError, match="lr=0.003"):
+        train_readout(tmp_path / "out", **TINY)
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_the_trainer_refuses_a_folder_holding_other_files(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit) as exit_:
+        readout_main(["--out", str(tmp_path), "--steps", "1"])
+    assert exit_.value.code == 2 and "notes.txt" in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
