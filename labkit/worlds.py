@@ -34,12 +34,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from labkit.checks import check_int
+
 IMAGE_SIZE = 32
 SHAPES = ("square", "triangle", "ellipse")
 HORIZON = -0.15  # the wall/floor boundary, in image coordinates (y up, [-1, 1])
 OBJECT_Y = -0.15  # the object's centre height: it stands across the horizon
 ELLIPSE_AXES = (1.0, 0.6)  # semi-axes, in units of scale
 EDGE = 0.4  # width of the soft edge, in pixels
+MAX_SCENES = 10**7  # sample_factors: 10⁷ scenes' factors take about 0.4 GB
+MAX_SUBPIXELS = 2**26  # render: about 1.6 GB of working memory (16,384 scenes of 32×32, supersample 2)
 
 
 @dataclass(frozen=True)
@@ -84,11 +88,8 @@ def sample_factors(n: int, seed: int = 0) -> dict[str, Tensor]:
 
     Returns {name: (n,) tensor}: float32 for continuous and circular factors, int64 for shape.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an integer, got {seed!r}")
-    gen = torch.Generator().manual_seed(seed)
+    n = check_int("n", n, 1, MAX_SCENES, hint="draw large sets in chunks with different seeds")
+    gen = torch.Generator().manual_seed(check_int("seed", seed, 0, 2**63 - 1))
     out = {}
     for name, f in FACTORS.items():
         if f.kind == "categorical":
@@ -162,6 +163,18 @@ def _signed_distance(px: Tensor, py: Tensor, shape: int) -> Tensor:
     return (torch.sqrt((px / a) ** 2 + (py / b) ** 2 + 1e-12) - 1) * b
 
 
+def check_render_size(n: int, size: int, supersample: int) -> None:
+    """Refuse, before allocating, a render whose working memory (about 24 bytes per sub-pixel) is
+    out of bounds: size in 4..1024, supersample in 1..16, n·(size·supersample)² ≤ MAX_SUBPIXELS."""
+    size = check_int("size", size, 4, 1024, hint=f"the world's images are {IMAGE_SIZE}×{IMAGE_SIZE}")
+    supersample = check_int("supersample", supersample, 1, 16, hint="2 anti-aliases well")
+    per_scene = (size * supersample) ** 2
+    if n * per_scene > MAX_SUBPIXELS:
+        raise ValueError(f"factors hold {n} scenes: rendering them at size={size}, supersample={supersample} needs "
+                         f"about {24 * n * per_scene / 1e9:.1f} GB; render at most {MAX_SUBPIXELS // per_scene} "
+                         "scenes per call (split the factors into chunks and torch.cat the images)")
+
+
 def render(factors: dict[str, Tensor], size: int = IMAGE_SIZE, supersample: int = 2) -> Tensor:
     """Render n scenes: factors {name: (n,)} → images (n, 3, size, size) in [-1, 1].
 
@@ -173,10 +186,7 @@ def render(factors: dict[str, Tensor], size: int = IMAGE_SIZE, supersample: int 
     coverage:  image = c_obj·P(c) + c_wall·P((1 − m)(1 − c)) + c_floor·P(m(1 − c)).
     """
     n = check_factors(factors)
-    if isinstance(size, bool) or not isinstance(size, int) or size < 4:
-        raise ValueError(f"size must be an integer ≥ 4, got {size!r}")
-    if isinstance(supersample, bool) or not isinstance(supersample, int) or supersample < 1:
-        raise ValueError(f"supersample must be a positive integer, got {supersample!r}")
+    check_render_size(n, size, supersample)
     dtype = factors["scale"].dtype
     device = factors["scale"].device
     f = {name: (v.to(device) if name == "shape" else v.to(device, dtype)) for name, v in factors.items()}
