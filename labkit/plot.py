@@ -19,11 +19,27 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from labkit.checks import check_callable, check_float, check_int, check_tensor, show
 from labkit.geometry import Map, jacobian, pullback_metric
 
 # How pixel values map to black..white: a fixed (low, high) for every image; "own": each image from
 # its own min to max; "symmetric": each over ±max|value| (0 in the middle, for signed directions).
 ValueRange = tuple[float, float] | Literal["own", "symmetric"]
+MAX_IMAGES = 2500  # image_grid: matplotlib takes minutes to lay out more axes than this
+
+
+def check_value_range(value_range: object) -> ValueRange:
+    """"own", "symmetric", or (low, high): two finite numbers with high > low (never silently swapped)."""
+    if value_range in ("own", "symmetric"):
+        return value_range
+    if not isinstance(value_range, tuple | list) or len(value_range) != 2:
+        raise TypeError(f"value_range must be (low, high), 'own' or 'symmetric', got {show(value_range)}")
+    low = check_float("value_range[0]", value_range[0])
+    high = check_float("value_range[1]", value_range[1])
+    if not high > low:
+        raise ValueError(f"value_range must be (low, high) with high > low, got {show(value_range)}; "
+                         f"did you mean ({high:g}, {low:g})?")
+    return low, high
 
 
 def _axes_3d(ax: Axes | None) -> Axes:
@@ -36,9 +52,17 @@ def _axes_3d(ax: Axes | None) -> Axes:
 
 def chart_grid(u_range: tuple[float, float], v_range: tuple[float, float], n_u: int, n_v: int) -> Tensor:
     """A regular grid of chart points, shape (n_u * n_v, 2), float64 (u varies slowest)."""
+    u_range, v_range = _check_range("u_range", u_range), _check_range("v_range", v_range)
+    check_int("n_u", n_u, 1, 10_000), check_int("n_v", n_v, 1, 10_000)
     u = torch.linspace(*u_range, n_u, dtype=torch.float64)
     v = torch.linspace(*v_range, n_v, dtype=torch.float64)
     return torch.cartesian_prod(u, v)
+
+
+def _check_range(name: str, interval: object) -> tuple[float, float]:
+    if not isinstance(interval, tuple | list) or len(interval) != 2:
+        raise TypeError(f"{name} must be (low, high), got {show(interval)}")
+    return check_float(f"{name}[0]", interval[0]), check_float(f"{name}[1]", interval[1])
 
 
 def surface(
@@ -51,6 +75,10 @@ def surface(
     alpha: float = 0.35,
 ) -> Axes:
     """Draw the surface f(u, v) over a chart rectangle as a light wireframe-shaded mesh (3-D Axes)."""
+    check_callable("f", f)
+    u_range, v_range = _check_range("u_range", u_range), _check_range("v_range", v_range)
+    check_int("n", n, 2, 500)
+    check_float("alpha", alpha, 0.0, 1.0)
     ax = _axes_3d(ax)
     u = torch.linspace(*u_range, n, dtype=torch.float64)
     v = torch.linspace(*v_range, n, dtype=torch.float64)
@@ -65,6 +93,8 @@ def surface(
 
 def curve_on_surface(f: Map, path: Tensor, ax: Axes | None = None, **plot_kwargs) -> Axes:
     """Draw the image f(path) of a chart path of shape (N+1, 2) as a 3-D line."""
+    check_callable("f", f)
+    check_tensor("path", path, shape=(None, 2))
     ax = _axes_3d(ax)
     xyz = f(path).detach().numpy()
     ax.plot(xyz[:, 0], xyz[:, 1], xyz[:, 2], **{"linewidth": 2, **plot_kwargs})
@@ -79,6 +109,10 @@ def tangent_arrows(
     Each arrow is the pushed-forward vector J v, scaled by ``length`` (a common scale, so the
     relative lengths stay true).
     """
+    check_callable("f", f)
+    check_tensor("points", points, shape=(None, 2))
+    check_tensor("vectors", vectors, shape=(len(points), 2), hint="one chart vector per point")
+    check_float("length", length, 0.0, low_open=True)
     ax = _axes_3d(ax)
     base = f(points).detach().numpy()
     arrows = np.stack([(jacobian(f, x) @ v).detach().numpy() for x, v in zip(points, vectors)])
@@ -94,8 +128,10 @@ def metric_ellipses(f: Map, grid: Tensor, ax: Axes | None = None, size: float | 
     thin where f stretches. All ellipses use one c, chosen (unless ``size`` gives it) so that the
     largest ellipse spans about 40% of the grid spacing.
     """
-    if grid.ndim != 2 or grid.shape[1] != 2:
-        raise ValueError(f"grid must have shape (K, 2) (chart points), got {tuple(grid.shape)}.")
+    check_callable("f", f)
+    check_tensor("grid", grid, shape=(None, 2), hint="chart points, e.g. chart_grid(...)")
+    if size is not None:
+        check_float("size", size, 0.0, low_open=True)
     if ax is None:
         ax = plt.figure(figsize=(5, 5)).add_subplot()
     metrics = [pullback_metric(f, x) for x in grid]
@@ -122,15 +158,22 @@ def metric_ellipses(f: Map, grid: Tensor, ax: Axes | None = None, size: float | 
 
 
 def _image_rows(images: Tensor | Sequence[Tensor]) -> list[Tensor]:
+    """The rows of images, each checked: floating point (uint8 0..255: convert first), finite, non-empty."""
+    hint = "images in a float range such as [-1, 1] (uint8 0..255: labkit.data.to_unit_range(images))"
     if torch.is_tensor(images):
-        if images.dim() == 4:
-            return [images]
-        if images.dim() == 5:
-            return list(images)
-        raise ValueError(f"images must have shape (S, C, H, W) or (R, S, C, H, W), got {tuple(images.shape)}")
-    rows = list(images)
-    if not rows or not all(torch.is_tensor(row) and row.dim() == 4 and len(row) > 0 for row in rows):
+        check_tensor("images", images, hint=hint)
+        if images.dim() not in (4, 5):
+            raise ValueError(f"images must have shape (S, C, H, W) or (R, S, C, H, W), got {tuple(images.shape)}")
+        rows = [images] if images.dim() == 4 else list(images)
+    elif isinstance(images, list | tuple):
+        rows = [check_tensor(f"images[{r}]", row, ndim=4, hint=hint) for r, row in enumerate(images)]
+    else:
+        raise TypeError(f"images must be a tensor or a list of (S, C, H, W) tensors, got {type(images).__name__}")
+    if not rows or any(len(row) == 0 for row in rows):
         raise ValueError("images must be a tensor or a non-empty list of non-empty (S, C, H, W) batches, one per row")
+    if sum(map(len, rows)) > MAX_IMAGES:
+        raise ValueError(f"images holds {sum(map(len, rows))} images; image_grid draws at most {MAX_IMAGES} "
+                         "(show a subset)")
     return rows
 
 
@@ -177,6 +220,8 @@ def image_grid(
     Explained in: book/part2-diffusion/03_diffusion.ipynb
     """
     rows = _image_rows(images)
+    value_range = check_value_range(value_range)
+    check_float("size", size, 0.0, 20.0, low_open=True, hint="inches per image")
     n_rows, n_cols = len(rows), max(len(row) for row in rows)
     for name, labels, count in (("row_labels", row_labels, n_rows), ("col_titles", col_titles, n_cols)):
         if labels is not None and len(labels) != count:
