@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from labkit.models import DiffusionModel, load_model
+from labkit.models import EMBEDDED_MODELS, DiffusionModel, load_model
 
 
 @dataclass(frozen=True)
@@ -44,14 +44,17 @@ class Setup:
 def setup(model: str | os.PathLike | None = None, device: str | torch.device | None = None) -> Setup:
     """Load a chapter's model: None is the embedded MNIST DDPM; a folder or hub id loads that model.
 
-    device: default "cuda" for a model other than the embedded one when a GPU is there, else "cpu"
-    (the embedded model is small: the CPU is the reference the book's numbers were measured on).
+    device: default "cuda" for a model other than an embedded one when a GPU is there, else "cpu"
+    (the embedded models are small: the CPU is the reference the book's numbers were measured on).
+    ``embedded`` is true exactly when the loaded model is the embedded MNIST model (None or "mnist").
     Returns a `Setup` (model, device, embedded flag, start time).
 
     Explained in: book/part2-diffusion/03_diffusion.ipynb
     """
     started = (time.perf_counter(), time.process_time())
     if device is None:
-        device = "cuda" if model is not None and torch.cuda.is_available() else "cpu"
+        embedded = model is None or (isinstance(model, str) and model in EMBEDDED_MODELS)
+        device = "cuda" if not embedded and torch.cuda.is_available() else "cpu"
     loaded = load_model(model, device=device)
-    return Setup(model=loaded, device=loaded.device, embedded=model is None, started=started)
+    # by what was loaded, not by how it was named: setup("mnist") is the embedded model too
+    return Setup(model=loaded, device=loaded.device, embedded=loaded.name == "embedded", started=started)

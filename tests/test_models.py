@@ -59,6 +59,7 @@ def test_loading_leaves_torchs_precision_flags_alone(tiny_dir):
 def test_setup_loads_the_chapter_model(tiny_dir):
     lab = setup()
     assert lab.embedded and lab.model.name == "embedded" and lab.device == torch.device("cpu")
+    assert setup("mnist").embedded and not setup("shapes").embedded  # the flag follows the model loaded
     other = setup(tiny_dir, device="cpu")
     assert not other.embedded and other.model.sample_shape == (1, 8, 8)
     wall, cpu = other.elapsed()
