@@ -33,7 +33,7 @@ def decode(png: bytes) -> np.ndarray:
 
 
 def test_opens_at_strength_zero_with_the_sample_on_both_sides(explorer):
-    assert explorer.slider.value == 2 and explorer.readout.value == "γ = +0"
+    assert explorer.slider.value == 2 and explorer.frame_label.value == "γ = +0"
     pixels = decode(explorer.image.value)
     scale = pixels.shape[0] // 8  # 8×8 latents, enlarged
     left, right = pixels[:, : 8 * scale], pixels[:, -8 * scale:]
@@ -47,7 +47,7 @@ def test_strength_slider_changes_the_image_without_computing(explorer):
     before = bytes(explorer.image.value)
     explorer.slider.value = 0
     assert bytes(explorer.image.value) != before  # shown at once: no wait()
-    assert explorer.readout.value == "γ = -8"
+    assert explorer.frame_label.value == "γ = -8"
     pixels = decode(explorer.image.value)
     assert not np.array_equal(pixels[:, : pixels.shape[0]], pixels[:, -pixels.shape[0]:])  # the edit differs
     explorer.slider.value = 4

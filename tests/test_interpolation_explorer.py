@@ -32,7 +32,7 @@ def test_opens_on_the_first_method_at_the_first_endpoint(explorer, tiny):
     expected = interpolate(tiny, explorer.a, explorer.b, n=N, method="lerp")
     assert bytes(explorer.image.value) == to_png(expected.images[0], value_range=(-1, 1))
     assert f"{expected.h_length:.4g}" in explorer.lengths.value and f"{expected.x_length:.4g}" in explorer.lengths.value
-    assert explorer.readout.value.startswith(f"point 1 of {N}")
+    assert explorer.frame_label.value.startswith(f"point 1 of {N}")
     assert "labkit-explorer" in explorer.widget._dom_classes
     assert "labkit-frame-slider" in explorer.slider._dom_classes
 
@@ -40,9 +40,9 @@ def test_opens_on_the_first_method_at_the_first_endpoint(explorer, tiny):
 def test_slider_shows_cached_points_at_once(explorer):
     explorer.slider.value = N - 1
     assert bytes(explorer.image.value) == explorer._frames["lerp"][N - 1]  # no wait(): nothing to compute
-    assert explorer.readout.value.startswith(f"point {N} of {N}")
+    assert explorer.frame_label.value.startswith(f"point {N} of {N}")
     # the last point is sample b's latent, so its norm is b's
-    assert f"{float(explorer.b.x_t.norm()):.3g}" in explorer.readout.value
+    assert f"{float(explorer.b.x_t.norm()):.3g}" in explorer.frame_label.value
     assert explorer.computed == ["lerp"]
 
 
@@ -115,7 +115,7 @@ def test_geodesic_is_no_longer_in_h_than_slerp(explorer):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(n=1), "n \\(the number of path points\\)"),
+        (dict(n=1), "n must be in 2..200 .*the number of path points"),
         (dict(methods=()), "non-empty"),
         (dict(methods=("lerp", "bezier")), "drawn from"),
         (dict(t_fraction=1.5), "t_fraction"),
@@ -125,6 +125,15 @@ def test_geodesic_is_no_longer_in_h_than_slerp(explorer):
 def test_bad_input_fails_early_and_says_what_to_do(tiny, kwargs, message):
     with pytest.raises(ValueError, match=message):
         InterpolationExplorer(tiny, num_steps=STEPS, **kwargs)
+
+
+def test_a_given_path_between_other_samples_is_refused(tiny):
+    t = timestep_at(tiny, 1.0, STEPS)
+    other = interpolate(tiny, sample_at(tiny, 2, t, STEPS), sample_at(tiny, 3, t, STEPS), n=N, method="lerp")
+    with pytest.raises(ValueError, match="does not join samples 0 and 1"):
+        InterpolationExplorer(tiny, n=N, num_steps=STEPS, methods=("lerp",), interpolations={"lerp": other})
+    with pytest.raises(TypeError, match="interpolations\\['lerp'\\] must be an Interpolation"):
+        InterpolationExplorer(tiny, n=N, num_steps=STEPS, methods=("lerp",), interpolations={"lerp": other.path})
 
 
 def test_given_paths_must_have_n_points(tiny):

@@ -98,9 +98,10 @@ class Explorer(ABC):
     and provides: ``key`` (what the controls select now), ``_cached(key)``, ``_compute(key)`` (the
     slow part; it stores its result taking ``_lock``), ``_display(key)`` (show frame
     ``slider.value`` of a cached key), ``_busy(key | None)``, ``to_html()`` (the static player)
-    and ``__repr__``. Attributes: ``slider`` (CSS class "labkit-frame-slider"), ``readout`` (its
-    label), ``image`` (an ipywidgets.Image with the PNG shown), ``progress``, ``status``, ``widget``
-    (the whole box, CSS class "labkit-explorer").
+    and ``__repr__``. Attributes: ``slider`` (CSS class "labkit-frame-slider"), ``frame_label``
+    (the text beside it: which frame is shown; the slider's own readout is off), ``image`` (an
+    ipywidgets.Image with the PNG shown), ``progress``, ``status``, ``widget`` (the whole box, CSS
+    class "labkit-explorer").
     """
 
     def __init__(self, slider_name: str, count: int, value: int, what: str) -> None:
@@ -108,7 +109,7 @@ class Explorer(ABC):
         self.image = widgets.Image(format="png")
         self.slider = widgets.IntSlider(value=value, min=0, max=count - 1, readout=False, description=slider_name,
                                         continuous_update=True)
-        self.readout = widgets.Label("")
+        self.frame_label = widgets.Label("")
         self.progress = widgets.IntProgress(min=0, max=1, value=0, layout={"visibility": "hidden"})
         self.status = widgets.Label("")
         self._worker = LatestWins(self._lock, cached=self._cached, show=self._display_if_selected,

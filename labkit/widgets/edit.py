@@ -109,7 +109,7 @@ class EditExplorer(Explorer):
 
         start = int(torch.argmin(strengths.abs()))  # open at the strength nearest 0: the sample itself
         super().__init__("strength", len(strengths), start, what="the edit")
-        self.readout.value = self.labels[start]
+        self.frame_label.value = self.labels[start]
         self.progress.max = 2  # two stages: the sample's basis, then the strip
         t_options = [(f"{f:g} T (t = {self._timestep(f)})", f) for f in t_fractions]
         self.seed = widgets.Dropdown(options=seeds, value=seeds[0], description="sample")
@@ -123,7 +123,7 @@ class EditExplorer(Explorer):
         self.save_button.on_click(lambda button: self.save_strip())
         self._start(
             [widgets.HBox([self.seed, self.t]), widgets.HBox([self.direction, self.method]), self.image, self.caption,
-             widgets.HBox([self.slider, self.readout]), widgets.HBox([self.progress, self.status]),
+             widgets.HBox([self.slider, self.frame_label]), widgets.HBox([self.progress, self.status]),
              widgets.HBox([self.save_button, self.saved])],
             controls=[self.seed, self.t, self.direction, self.method])
 
@@ -144,7 +144,7 @@ class EditExplorer(Explorer):
     # The live path ---------------------------------------------------------------------------
 
     def _show(self) -> None:
-        self.readout.value = self.labels[self.slider.value]
+        self.frame_label.value = self.labels[self.slider.value]
         super()._show()
 
     def _cached(self, key: tuple) -> bool:
@@ -170,7 +170,7 @@ class EditExplorer(Explorer):
 
     def _display(self, key: tuple) -> None:
         self.image.value = self._frames[key][self.slider.value]
-        self.readout.value = self.labels[self.slider.value]
+        self.frame_label.value = self.labels[self.slider.value]
 
     def _busy(self, key: tuple | None) -> None:
         # The worker's hook: _compute reports its own two stages, so only the end is shown here.

@@ -10,7 +10,9 @@ import math
 from collections.abc import Sequence
 
 import ipywidgets as widgets
+import torch
 
+from labkit.checks import check_float, check_int, show
 from labkit.diffusion import sample_at, timestep_at
 from labkit.editing import Interpolation, interpolate
 from labkit.models import DiffusionModel
@@ -63,12 +65,17 @@ class InterpolationExplorer(Explorer):
         methods = list(methods)
         if not methods or any(m not in INTERPOLATION_METHODS for m in methods):
             raise ValueError(f"methods must be a non-empty list drawn from {INTERPOLATION_METHODS}, got {methods}")
-        if not isinstance(n, int) or n < 2:
-            raise ValueError(f"n (the number of path points) must be an integer ≥ 2, got {n!r}")
-        if not 0.0 <= t_fraction <= 1.0:
-            raise ValueError(f"t_fraction must be a fraction of T in [0, 1], got {t_fraction}")
+        n = check_int("n", n, 2, 200, hint="the number of path points")
+        t_fraction = check_float("t_fraction", t_fraction, 0.0, 1.0, hint="a fraction of T in [0, 1]")
+        seed_a, seed_b = check_int("seed_a", seed_a, 0, 2**63 - 1), check_int("seed_b", seed_b, 0, 2**63 - 1)
+        check_int("geodesic_steps", geodesic_steps, 0, 10_000)
+        if interpolations is not None and not isinstance(interpolations, dict):
+            raise TypeError(f"interpolations must be a dict of method → Interpolation, got {show(interpolations)}")
         interpolations = dict(interpolations or {})
         for method, result in interpolations.items():
+            if not isinstance(result, Interpolation):
+                raise TypeError(f"interpolations[{method!r}] must be an Interpolation (labkit.editing.interpolate), "
+                                f"got {show(result)}")
             if method not in methods:
                 raise ValueError(f"interpolations has a path for {method!r}, which is not among methods {methods}")
             if len(result.images) != n:
@@ -80,6 +87,13 @@ class InterpolationExplorer(Explorer):
         t = timestep_at(model, t_fraction, num_steps)
         self.a = sample_at(model, seed_a, t, num_steps)
         self.b = sample_at(model, seed_b, t, num_steps)
+        for method, result in interpolations.items():  # a given path must join these two samples
+            ends = result.path[0], result.path[-1]
+            if any(end.shape != x.shape or not torch.allclose(end.to(x), x, rtol=1e-4, atol=1e-4)
+                   for end, x in zip(ends, (self.a.x_t, self.b.x_t))):
+                raise ValueError(f"the given {method} path does not join samples {seed_a} and {seed_b} at t = {t}: "
+                                 f"compute it with interpolate(model, sample_at(model, {seed_a}, {t}, {num_steps}), "
+                                 f"sample_at(model, {seed_b}, {t}, {num_steps}), n={n})")
         self.title = f"samples {seed_a} → {seed_b} at t = {t} ({t_fraction:g} T)"
         self._results: dict[str, Interpolation] = {}
         self._frames: dict[str, list[bytes]] = {}
@@ -92,7 +106,7 @@ class InterpolationExplorer(Explorer):
         self.lengths = widgets.Label("")
         self._start(
             [widgets.HTML(f"<b>{html.escape(self.title)}</b>"), self.method, self.image,
-             widgets.HBox([self.slider, self.readout]), self.lengths, widgets.HBox([self.progress, self.status])],
+             widgets.HBox([self.slider, self.frame_label]), self.lengths, widgets.HBox([self.progress, self.status])],
             controls=[self.method])
 
     def __len__(self) -> int:
@@ -132,7 +146,7 @@ class InterpolationExplorer(Explorer):
 
     def _display(self, method: str) -> None:
         self.image.value = self._frames[method][self.slider.value]
-        self.readout.value = self._point_label(method, self.slider.value)
+        self.frame_label.value = self._point_label(method, self.slider.value)
         self.lengths.value = self._lengths_label(method)
 
     def _busy(self, method: str | None) -> None:
