@@ -5,6 +5,7 @@ Explained in: book/part2-diffusion/05_editing.ipynb
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,11 +15,12 @@ import ipywidgets as widgets
 import numpy as np
 import torch
 
-from labkit.diffusion import sample_at, timestep_at
-from labkit.editing import edit, sample_basis
+from labkit.cache import weights_fingerprint
+from labkit.diffusion import QUALITY_BOOST, sample_at, timestep_at
+from labkit.editing import edit, sample_basis, x_space_guidance
 from labkit.models import DiffusionModel
 from labkit.widgets.base import Explorer
-from labkit.widgets.player import static_player, to_png
+from labkit.widgets.player import live_container, static_player, to_png
 
 EDIT_METHODS = ("guidance", "naive")
 GAP = 2  # pixels of mid-grey between the original and the edit in the composed image
@@ -205,10 +207,24 @@ class EditExplorer(Explorer):
         self.saved.value = f"saved {path}"
         return str(path)
 
+    def live_config(self) -> dict:
+        """What the web book's live explorer needs to compute what this one computes (JSON-ready)."""
+        defaults = {name: p.default for name, p in inspect.signature(x_space_guidance).parameters.items()
+                    if name in ("delta", "n_iter")}
+        options = {**defaults, **self.edit_options}
+        return {"explorer": "edit", "model": self.model.name, "weights": weights_fingerprint(self.model.unet)[:16],
+                "num_steps": self.num_steps, "seeds": list(self.seed.options),
+                "t_fractions": [value for _, value in self.t.options], "k": self.k,
+                "strengths": self.strengths.tolist(), "strength_index": self.slider.value,
+                "method": self.method.value, "delta": float(options["delta"]), "n_iter": int(options["n_iter"]),
+                "boost_below": QUALITY_BOOST}
+
     def to_html(self) -> str:
-        """The static player over the strengths of the current selection, for pages without a kernel."""
+        """The static player over the strengths of the current selection, for pages without a kernel,
+        in a `live_container` with ``live_config()``."""
         self.strip()  # computes the selection if it is not cached yet
         seed, fraction, direction, method = self.key
         title = (f"sample {seed}, t = {self._timestep(fraction)} ({fraction:g} T), direction v{direction + 1}, "
                  f"{method}; left: the sample, right: the edit")
-        return static_player(self._frames[self.key], self.labels, title=title, value=self.slider.value)
+        player = static_player(self._frames[self.key], self.labels, title=title, value=self.slider.value)
+        return live_container(self.live_config(), player)

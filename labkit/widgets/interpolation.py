@@ -13,11 +13,12 @@ import ipywidgets as widgets
 import torch
 
 from labkit.checks import check_float, check_int, show
+from labkit.cache import weights_fingerprint
 from labkit.diffusion import sample_at, timestep_at
 from labkit.editing import Interpolation, interpolate
 from labkit.models import DiffusionModel
 from labkit.widgets.base import Explorer
-from labkit.widgets.player import static_player, to_png
+from labkit.widgets.player import live_container, static_player, to_png
 
 INTERPOLATION_METHODS = ("lerp", "slerp", "geodesic")
 
@@ -73,17 +74,18 @@ class InterpolationExplorer(Explorer):
             raise TypeError(f"interpolations must be a dict of method → Interpolation, got {show(interpolations)}")
         interpolations = dict(interpolations or {})
         for method, result in interpolations.items():
+            if method not in methods:
+                raise ValueError(f"interpolations has a path for {method!r}, which is not among methods {methods}")
             if not isinstance(result, Interpolation):
                 raise TypeError(f"interpolations[{method!r}] must be an Interpolation (labkit.editing.interpolate), "
                                 f"got {show(result)}")
-            if method not in methods:
-                raise ValueError(f"interpolations has a path for {method!r}, which is not among methods {methods}")
             if len(result.images) != n:
                 raise ValueError(f"the given {method} interpolation has {len(result.images)} points, but n={n}; "
                                  "compute it with the same n")
         self.model = model
         self.n = n
         self.geodesic_steps = geodesic_steps
+        self.t_fraction = t_fraction
         t = timestep_at(model, t_fraction, num_steps)
         self.a = sample_at(model, seed_a, t, num_steps)
         self.b = sample_at(model, seed_b, t, num_steps)
@@ -164,12 +166,21 @@ class InterpolationExplorer(Explorer):
             self._compute(method)
         return self._results[method]
 
+    def live_config(self) -> dict:
+        """What the web book's live explorer needs to compute what this one computes (JSON-ready);
+        it runs lerp and slerp (a geodesic needs the Jacobian, which the browser does not have)."""
+        return {"explorer": "interpolation", "model": self.model.name,
+                "weights": weights_fingerprint(self.model.unet)[:16], "num_steps": self.a.num_steps,
+                "t_fraction": self.t_fraction, "seed_a": self.a.seed, "seed_b": self.b.seed, "n": self.n,
+                "methods": [m for m in self.method.options if m in ("lerp", "slerp")]}
+
     def to_html(self) -> str:
-        """One static player per method (all paths computed), for pages without a kernel."""
+        """One static player per method (all paths computed), for pages without a kernel, in a
+        `live_container` with ``live_config()``."""
         players = []
         for method in self.method.options:
             self.interpolation(method)
             labels = [self._point_label(method, i) for i in range(self.n)]
             title = f"{self.title}, {self._lengths_label(method)}"
             players.append(static_player(self._frames[method], labels, title=title, value=self.slider.value))
-        return "\n".join(players)
+        return live_container(self.live_config(), "\n".join(players))

@@ -2,7 +2,8 @@
 
 In the web book there is no kernel, so an explorer renders as a self-contained HTML player: its
 frames as base64 PNGs, an ``<input type=range>`` and a few lines of JavaScript. No CDN, nothing
-to download.
+to download. The player sits in a `live_container` that carries the explorer's settings; the
+book's JavaScript (book/_static/live/) offers to run the explorer live in the reader's browser.
 
 Explained in: book/part2-diffusion/05_editing.ipynb
 """
@@ -134,3 +135,14 @@ def static_player(
 </script>
 </div>"""
 
+
+
+def live_container(config: dict[str, Any], players_html: str) -> str:
+    """Wrap an explorer's static player(s) in an element whose ``data-labkit-live`` attribute holds
+    ``config`` as JSON: what the web book's live explorer (book/_static/live/explorer.js) needs to
+    compute the same images in the reader's browser. Pages without that JavaScript show the player.
+    """
+    if not isinstance(config, dict) or config.get("explorer") not in ("edit", "interpolation"):
+        raise ValueError(f"config must be a dict with explorer 'edit' or 'interpolation', got {config!r}")
+    data = html.escape(json.dumps(config, separators=(",", ":")), quote=True)
+    return f'<div class="labkit-live-explorer" data-labkit-live="{data}">\n{players_html}\n</div>'

@@ -1,0 +1,239 @@
+"""Export what the web book's live explorers run in the reader's browser (`make live`, run by `make book`).
+
+    python scripts/export_onnx.py        # -> book/_static/live/generated/
+
+The chapters' explorers (labkit.widgets) reach the web book as static players; the book's
+JavaScript (book/_static/live/*.js) makes them live with onnxruntime-web, from these files only:
+
+- ``<model>.onnx``: each embedded U-Net (MNIST, shapes), inputs x (B, C, H, W) and t (1,), outputs
+  the U-Net's raw output (ε, v or x₀, as the manifest's prediction_type says) and h, the
+  mid-block output (as labkit.diffusion.h_space defines it); ``readout.onnx``: the shapes world's
+  factor read-out (labkit.readout), raw outputs (N, 12), decoded in JavaScript;
+- ``<model>-noise.f32``: for each shipped seed, the first draws of ``torch.randn(latent shape)`` from
+  ``torch.Generator().manual_seed(seed)``, float32. Draw 0 is labkit's x_T for that seed
+  (``sample_noise``); draws 0, 1, … are the η = 1 noise of the quality-boost tail, in order
+  (``ddim_sample(..., seed=seed, shared_noise=True)``). torch's generator cannot be replayed in
+  JavaScript, so its numbers are shipped instead;
+- ``<model>-bases.f16``: the top-k local bases (``labkit.editing.sample_basis``, krylov) of the
+  samples the chapters' explorers offer, float16 (k, C, H, W) each;
+- ``manifest.json``: the schedules (ᾱ_t, the DDIM timesteps), shapes, and where each array lies;
+- ``ort/``: onnxruntime-web's ES module and wasm files, from node_modules (``npm ci``).
+
+The generated folder is a build output (git-ignored). It is rebuilt only when its content key
+changes (labkit's sources, this script, the weights, package-lock.json); the bases are also
+cached one by one under .cache/live-bases, keyed by content (``sample_basis``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "book" / "_static" / "live" / "generated"
+CACHE = REPO / ".cache" / "live-bases"
+ORT = REPO / "node_modules" / "onnxruntime-web" / "dist"
+# the wasm-only build of onnxruntime-web and the one wasm binary it loads (SIMD; threads are used
+# only on cross-origin-isolated pages, which a static book is not)
+ORT_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+
+# What the chapters' explorers offer. A live explorer goes live only with bases shipped for
+# exactly its (model, num_steps, seed, t, k); tests/test_live_explorers.py checks every explorer
+# in the built book against this list.
+MODELS = {  # model name -> (load_model argument, noise seeds shipped, DDIM schedules shipped)
+    "embedded": (None, tuple(range(8)), (20, 25)),
+    "embedded:shapes": ("shapes", tuple(range(4)), (20,)),
+}
+BASES = [  # (model, num_steps, seeds, t as fractions of T, k)
+    ("embedded", 25, (0, 1, 2, 3), (0.6, 0.8, 1.0), 4),       # 05_editing
+    ("embedded", 20, (0, 1, 2, 3, 4, 5), (0.6,), 5),          # 07_semantic
+    ("embedded:shapes", 20, (1, 2), (0.6, 0.8), 3),           # 08_known_factors
+]
+
+
+class UNetWithH(nn.Module):
+    """(x, t) -> (the U-Net's raw output, h = the mid-block output): one forward pass gives both."""
+
+    def __init__(self, unet: nn.Module) -> None:
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        kept = {}
+        hook = self.unet.mid_block.register_forward_hook(lambda module, args, output: kept.setdefault("h", output))
+        try:
+            out = self.unet(x, t.expand(x.shape[0])).sample
+        finally:
+            hook.remove()  # the model is left as it was
+        return out, kept["h"]
+
+
+def export_unet(model, path: Path) -> Path:
+    """Write ``model``'s U-Net (a labkit DiffusionModel) to ONNX at ``path``: x (B, C, H, W), t (1,) float32 →
+    out (B, C, H, W), h (B, c_h, H_h, W_h). Exported with the attention's math kernel, as labkit runs it."""
+    x = torch.zeros(2, *model.sample_shape)
+    t = torch.tensor([500.0])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sdpa_kernel([SDPBackend.MATH]), torch.no_grad():
+        torch.onnx.export(UNetWithH(model.unet).eval(), (x, t), str(path), input_names=["x", "t"],
+                          output_names=["out", "h"], dynamic_axes={"x": {0: "batch"}, "out": {0: "batch"},
+                                                                   "h": {0: "batch"}},
+                          dynamo=False, opset_version=17)
+    return path
+
+
+def export_readout(readout: nn.Module, path: Path) -> Path:
+    """Write the factor read-out (labkit.readout.FactorReadout) to ONNX: images (N, 3, 32, 32) → outputs (N, D)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        torch.onnx.export(readout.eval(), (torch.zeros(2, 3, 32, 32),), str(path), input_names=["images"],
+                          output_names=["outputs"], dynamic_axes={"images": {0: "batch"}, "outputs": {0: "batch"}},
+                          dynamo=False, opset_version=17)
+    return path
+
+
+def readout_factors() -> list[dict]:
+    """The read-out's output layout, for decoding in JavaScript as labkit.readout.decode does: each factor's
+    kind, range, class names and the slice of the output vector it occupies (2 for a hue, 1, or one per class)."""
+    from labkit.worlds import FACTORS
+
+    factors, start = [], 0
+    for name, f in FACTORS.items():
+        width = {"circular": 2, "continuous": 1, "categorical": len(f.values)}[f.kind]
+        factors.append({"name": name, "kind": f.kind, "low": f.low, "high": f.high, "values": list(f.values),
+                        "slice": [start, start + width]})
+        start += width
+    return factors
+
+
+def noise_draws(shape: tuple[int, ...], seed: int, draws: int) -> Tensor:
+    """The first ``draws`` calls of torch.randn((1, *shape)) on Generator(seed): (draws, *shape) float32."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.cat([torch.randn((1, *shape), generator=g) for _ in range(draws)])
+
+
+def content_key() -> str:
+    """SHA-256 over everything the generated files depend on."""
+    digest = hashlib.sha256()
+    files = [Path(__file__), REPO / "package-lock.json", *sorted((REPO / "labkit").glob("*.py")),
+             *sorted((REPO / "labkit" / "embedded").rglob("*.safetensors")),
+             *sorted((REPO / "labkit" / "embedded").rglob("*.json"))]
+    for file in files:
+        if file.is_file():
+            digest.update(str(file.relative_to(REPO)).encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def up_to_date(out: Path, key: str) -> bool:
+    manifest = out / "manifest.json"
+    if not manifest.is_file():
+        return False
+    data = json.loads(manifest.read_text())
+    files = [entry["file"] for m in data["models"].values() for entry in (m, m["noise"], m["bases"])]
+    files += [data["readout"]["file"], *(f"ort/{name}" for name in ORT_FILES)]
+    return data.get("key") == key and all((out / file).is_file() for file in files)
+
+
+def export_model(name: str, out: Path) -> dict:
+    """Export one model, its noise and its bases into ``out``; returns its manifest entry."""
+    from labkit.cache import weights_fingerprint
+    from labkit.diffusion import QUALITY_BOOST, h_space, sample_at, timestep_at
+    from labkit.editing import sample_basis
+    from labkit.models import load_model
+
+    source, seeds, schedules = MODELS[name]
+    model = load_model() if source is None else load_model(source)
+    stem = name.replace(":", "-")
+    export_unet(model, out / f"{stem}.onnx")
+    with torch.no_grad():
+        h_shape = list(h_space(model, 0)(torch.zeros(1, *model.sample_shape)).shape[1:])
+    T = model.num_train_timesteps
+    boost_below = int(QUALITY_BOOST * T)  # labkit.editing.edit's eta_below
+    # enough draws for the longest shipped schedule: x_T, then one per η = 1 step
+    draws = max(sum(1 for t in model.timesteps(n) if t <= boost_below) for n in schedules) + 1
+    noise = torch.stack([noise_draws(model.sample_shape, seed, draws) for seed in seeds])
+    (out / f"{stem}-noise.f32").write_bytes(noise.numpy().astype("<f4").tobytes())
+
+    entries, arrays, offset = [], [], 0
+    for model_name, num_steps, basis_seeds, fractions, k in BASES:
+        if model_name != name:
+            continue
+        for fraction in fractions:
+            t = timestep_at(model, fraction, num_steps)
+            for seed in basis_seeds:
+                sample = sample_at(model, seed, t, num_steps)
+                v = sample_basis(model, sample, k, cache_dir=CACHE).v.reshape(k, -1)
+                arrays.append(v.numpy().astype("<f2"))
+                entries.append({"num_steps": num_steps, "seed": seed, "t": t, "k": k, "offset": offset})
+                offset += k * v.shape[1]
+    (out / f"{stem}-bases.f16").write_bytes(np.concatenate(arrays).tobytes() if arrays else b"")
+    scheduler = model.ddim(schedules[0])
+    return {
+        "file": f"{stem}.onnx", "weights": weights_fingerprint(model.unet)[:16],
+        "sample_shape": list(model.sample_shape), "h_shape": h_shape,
+        "prediction_type": model.prediction_type, "num_train_timesteps": T, "boost_below": boost_below,
+        # DDIM's ᾱ_t (float32, as diffusers' DDIMScheduler holds them) and ᾱ after the last step
+        "alphas_cumprod": [float(a) for a in scheduler.alphas_cumprod],
+        "final_alpha_cumprod": float(scheduler.final_alpha_cumprod),
+        "schedules": {str(n): model.timesteps(n) for n in schedules},
+        "noise": {"file": f"{stem}-noise.f32", "seeds": list(seeds), "draws": draws},
+        "bases": {"file": f"{stem}-bases.f16", "entries": entries},
+    }
+
+
+def copy_ort(out: Path) -> None:
+    missing = [name for name in ORT_FILES if not (ORT / name).is_file()]
+    if missing:
+        raise SystemExit(f"onnxruntime-web is not installed ({ORT} lacks {missing}): run `npm ci` "
+                         "(make book does; it needs Node.js and npm, Debian: sudo apt-get install nodejs npm)")
+    (out / "ort").mkdir(parents=True, exist_ok=True)
+    for name in ORT_FILES:
+        shutil.copy2(ORT / name, out / "ort" / name)
+
+
+def build(out: Path, force: bool = False) -> bool:
+    """Write every generated file into ``out`` unless it is up to date; True if anything was written."""
+    key = content_key()
+    if not force and up_to_date(out, key):
+        return False
+    from labkit.readout import load_readout
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    copy_ort(out)
+    models = {name: export_model(name, out) for name in MODELS}
+    export_readout(load_readout(), out / "readout.onnx")
+    manifest = {"key": key, "models": models,
+                "readout": {"file": "readout.onnx", "model": "embedded:shapes", "factors": readout_factors()}}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=OUT, help=f"output folder (default: {OUT.relative_to(REPO)})")
+    parser.add_argument("--force", action="store_true", help="rebuild even when the content key matches")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    if build(args.out, args.force):
+        size = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file()) / 1e6
+        print(f"live explorers: {args.out} written ({size:.1f} MB, {time.monotonic() - started:.0f} s)")
+    else:
+        print(f"live explorers: {args.out} is up to date ({time.monotonic() - started:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
