@@ -1,12 +1,14 @@
-"""The setup every Part II chapter starts with: which model, on which device, and a clock.
+"""The setup every Part II chapter starts with: which model, on which device, how many threads, a clock.
 
 One call replaces the lines each chapter would otherwise repeat::
 
-    lab = setup(MODEL)     # MODEL = None: the embedded MNIST DDPM on the CPU
-    model = lab.model
+    lab = setup(MODEL, threads=1)   # MODEL = None: the embedded MNIST DDPM on the CPU
+    model, EMBEDDED = lab.model, lab.embedded_mnist
 
-``setup`` changes no process-wide state; a chapter sets torch's threads and GPU precision in its
-own visible lines (``torch.set_num_threads``, ``labkit.models.set_fp32_precision``).
+``setup`` is where a chapter's process-wide settings happen, named in the call: torch's number
+of threads (``threads``; None leaves it) and, on a GPU, the float32 precision
+(``labkit.models.set_fp32_precision``: true float32 unless ``tf32=True``). Nothing else in
+labkit changes them.
 
 Explained in: book/part2-diffusion/03_diffusion.ipynb
 """
@@ -19,7 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from labkit.models import EMBEDDED_MODELS, DiffusionModel, load_model
+from labkit.checks import check_bool, check_int
+from labkit.models import EMBEDDED_MODELS, DiffusionModel, load_model, set_fp32_precision
 
 
 @dataclass(frozen=True)
@@ -27,13 +30,14 @@ class Setup:
     """A chapter's model and where it runs.
 
     model: the loaded `DiffusionModel`;  device: where it runs;
-    embedded: whether it is the embedded MNIST model (the digit measures, the classifier and the
-    checked numbers are that model's);  started: (time.perf_counter(), time.process_time()) at setup.
+    embedded_mnist: whether it is the embedded MNIST model, by what was loaded (None or "mnist"; not
+    "shapes", which is embedded too): the digit measures, the classifier and the numbers the
+    chapters check are that model's;  started: (time.perf_counter(), time.process_time()) at setup.
     """
 
     model: DiffusionModel
     device: torch.device
-    embedded: bool
+    embedded_mnist: bool
     started: tuple[float, float]
 
     def elapsed(self) -> tuple[float, float]:
@@ -41,20 +45,30 @@ class Setup:
         return time.perf_counter() - self.started[0], time.process_time() - self.started[1]
 
 
-def setup(model: str | os.PathLike | None = None, device: str | torch.device | None = None) -> Setup:
-    """Load a chapter's model: None is the embedded MNIST DDPM; a folder or hub id loads that model.
+def setup(model: str | os.PathLike | None = None, device: str | torch.device | None = None, *,
+          threads: int | None = None, tf32: bool = False) -> Setup:
+    """Load a chapter's model and set the process up for it: None is the embedded MNIST DDPM; an
+    embedded name ("mnist", "shapes"), a folder or a hub id loads that model.
 
     device: default "cuda" for a model other than an embedded one when a GPU is there, else "cpu"
     (the embedded models are small: the CPU is the reference the book's numbers were measured on).
-    ``embedded`` is true exactly when the loaded model is the embedded MNIST model (None or "mnist").
-    Returns a `Setup` (model, device, embedded flag, start time).
+    threads: torch.set_num_threads(threads) (small batches on a 2-core CPU run fastest on one or
+    two); None leaves torch's setting. tf32: on a GPU, TF32 (True) or true float32 (False, the
+    default: the book's 1e-4 checks need it); nothing on a CPU. Both are checked before loading.
+    Returns a `Setup` (model, device, embedded_mnist flag, start time).
 
     Explained in: book/part2-diffusion/03_diffusion.ipynb
     """
     started = (time.perf_counter(), time.process_time())
+    if threads is not None:
+        check_int("threads", threads, 1, 1024, hint="torch's CPU threads, e.g. 1 for small batches")
+    check_bool("tf32", tf32)
     if device is None:
         embedded = model is None or (isinstance(model, str) and model in EMBEDDED_MODELS)
         device = "cuda" if not embedded and torch.cuda.is_available() else "cpu"
     loaded = load_model(model, device=device)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    set_fp32_precision(loaded.device, tf32=tf32)
     # by what was loaded, not by how it was named: setup("mnist") is the embedded model too
-    return Setup(model=loaded, device=loaded.device, embedded=loaded.name == "embedded", started=started)
+    return Setup(model=loaded, device=loaded.device, embedded_mnist=loaded.name == "embedded", started=started)

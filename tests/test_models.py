@@ -58,9 +58,25 @@ def test_loading_leaves_torchs_precision_flags_alone(tiny_dir):
 
 def test_setup_loads_the_chapter_model(tiny_dir):
     lab = setup()
-    assert lab.embedded and lab.model.name == "embedded" and lab.device == torch.device("cpu")
-    assert setup("mnist").embedded and not setup("shapes").embedded  # the flag follows the model loaded
+    assert lab.embedded_mnist and lab.model.name == "embedded" and lab.device == torch.device("cpu")
+    assert setup("mnist").embedded_mnist and not setup("shapes").embedded_mnist  # follows the model loaded
     other = setup(tiny_dir, device="cpu")
-    assert not other.embedded and other.model.sample_shape == (1, 8, 8)
+    assert not other.embedded_mnist and other.model.sample_shape == (1, 8, 8)
     wall, cpu = other.elapsed()
     assert wall >= 0 and cpu >= 0
+
+
+def test_setup_sets_the_threads_it_is_given_and_checks_them_first(tiny_dir):
+    before = torch.get_num_threads()
+    try:
+        setup(tiny_dir, device="cpu")
+        assert torch.get_num_threads() == before  # threads=None leaves torch's setting
+        setup(tiny_dir, device="cpu", threads=1)
+        assert torch.get_num_threads() == 1
+        for bad, error in ((0, ValueError), (1.5, TypeError)):
+            with pytest.raises(error, match="threads"):
+                setup("no/such/model", threads=bad)  # refused before the (failing) load
+        with pytest.raises(TypeError, match="tf32 must be True or False"):
+            setup("no/such/model", tf32="yes")
+    finally:
+        torch.set_num_threads(before)
