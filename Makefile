@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: setup book student singlehtml test browser-check lint unit nbval strict-book browser quick lab clean
+.PHONY: gpu-check setup book student singlehtml test browser-check lint unit nbval strict-book browser quick lab clean
 
 setup: $(STAMP)
 
@@ -14,17 +14,28 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	touch $(STAMP)
 
+## The live explorers' files: onnxruntime-web from npm (package-lock.json), the embedded models
+## exported to ONNX, their noise and bases -> book/_static/live/generated (skipped when up to date)
+live: setup node_modules/.package-lock.json
+	$(BIN)/python scripts/export_onnx.py
+
+node_modules/.package-lock.json: package.json package-lock.json | node-check
+	npm ci --no-audit --no-fund --loglevel=error
+
+node-check:
+	@command -v node >/dev/null && command -v npm >/dev/null || { echo "make: the web book's live explorers need Node.js and npm to install onnxruntime-web (Debian/Ubuntu: sudo apt-get install -y nodejs npm)" >&2; exit 1; }
+
 ## The web book, every notebook executed on the CPU, warnings are errors -> _build/html
-book: setup
+book: setup live
 	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
 
 ## The student edition: same book, exercise solutions removed -> _build/student/_build/html
-student: setup
+student: setup live
 	$(BIN)/python scripts/build_student_edition.py
 
 ## The whole book on one page, solutions included (read it offline, or print it as PDF from a
 ## browser); reuses the web book's executed notebooks -> _build/single/_build/singlehtml/index.html
-singlehtml: setup
+singlehtml: setup live
 	$(BIN)/python scripts/build_single_page.py
 
 ## Everything CI checks: lint, unit tests, nbval over every notebook, the strict build, the browser tests.
@@ -51,6 +62,11 @@ browser: setup browser-check
 
 ## Faster loop while writing: lint and unit tests only
 quick: lint unit
+
+## On a machine with a CUDA GPU: local bases at CelebA-256 and SD 1.5 sizes, and the text-conditioned
+## miniature end to end (under 8 minutes) -> benchmarks/results/gpu_check_<gpu>.json
+gpu-check: setup
+	$(BIN)/python benchmarks/gpu_check.py --device cuda
 
 ## Open the book's notebooks in JupyterLab
 lab: setup

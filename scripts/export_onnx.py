@@ -32,6 +32,7 @@ import json
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,11 @@ BASES = [  # (model, num_steps, seeds, t as fractions of T, k)
 ]
 
 
+# the labkit modules whose code the generated files depend on (part of the content key)
+LABKIT_USED = ("models", "diffusion", "editing", "spectral", "krylov", "geometry", "cache", "checks", "readout",
+               "worlds")
+
+
 class UNetWithH(nn.Module):
     """(x, t) -> (the U-Net's raw output, h = the mid-block output): one forward pass gives both."""
 
@@ -84,7 +90,8 @@ def export_unet(model, path: Path) -> Path:
     x = torch.zeros(2, *model.sample_shape)
     t = torch.tensor([500.0])
     path.parent.mkdir(parents=True, exist_ok=True)
-    with sdpa_kernel([SDPBackend.MATH]), torch.no_grad():
+    # warnings.catch_warnings: the tracer's notes on diffusers' shape asserts, and the legacy exporter's notice
+    with sdpa_kernel([SDPBackend.MATH]), torch.no_grad(), warnings.catch_warnings(action="ignore"):
         torch.onnx.export(UNetWithH(model.unet).eval(), (x, t), str(path), input_names=["x", "t"],
                           output_names=["out", "h"], dynamic_axes={"x": {0: "batch"}, "out": {0: "batch"},
                                                                    "h": {0: "batch"}},
@@ -95,7 +102,7 @@ def export_unet(model, path: Path) -> Path:
 def export_readout(readout: nn.Module, path: Path) -> Path:
     """Write the factor read-out (labkit.readout.FactorReadout) to ONNX: images (N, 3, 32, 32) → outputs (N, D)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings(action="ignore"):
         torch.onnx.export(readout.eval(), (torch.zeros(2, 3, 32, 32),), str(path), input_names=["images"],
                           output_names=["outputs"], dynamic_axes={"images": {0: "batch"}, "outputs": {0: "batch"}},
                           dynamo=False, opset_version=17)
@@ -125,7 +132,7 @@ def noise_draws(shape: tuple[int, ...], seed: int, draws: int) -> Tensor:
 def content_key() -> str:
     """SHA-256 over everything the generated files depend on."""
     digest = hashlib.sha256()
-    files = [Path(__file__), REPO / "package-lock.json", *sorted((REPO / "labkit").glob("*.py")),
+    files = [Path(__file__), REPO / "package-lock.json", *(REPO / "labkit" / f"{name}.py" for name in LABKIT_USED),
              *sorted((REPO / "labkit" / "embedded").rglob("*.safetensors")),
              *sorted((REPO / "labkit" / "embedded").rglob("*.json"))]
     for file in files:

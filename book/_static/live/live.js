@@ -27,7 +27,8 @@ for (const root of document.querySelectorAll("[data-labkit-live]")) {
   button.textContent = "Run live";
   const hint = document.createElement("span");
   hint.style.fontSize = "0.9em";
-  hint.textContent = "runs the model in your browser (about 20 MB, loaded once); below: precomputed frames";
+  hint.textContent = "runs the model in your browser (about 20 MB, loaded once)"
+    + (root.querySelector(".labkit-frames") ? "; below: precomputed frames" : "");
   bar.append(button, hint);
   root.prepend(bar);
   const ui = document.createElement("div");
