@@ -10,6 +10,8 @@ One module per idea, named as in the book:
 - ``labkit.plot``       figures the book reuses: surfaces, tangent vectors, metric ellipses, image grids
 - ``labkit.models``     loading diffusion models (embedded, folder, hub id, or a bare U-Net), GPU precision
 - ``labkit.diffusion``  h-space, Tweedie's x̂₀, DDIM sampling and inversion, samples at timestep t (Part II)
+- ``labkit.linearity``  how far the first-order prediction holds: r(ε) along a direction, the step ε* where it breaks
+- ``labkit.dimension``  the data manifold's dimension from the model's score (Stanczuk et al.'s normal-space SVD)
 - ``labkit.analysis``   local bases over many samples and timesteps as a job (torchrun for many ranks)
 - ``labkit.editing``    x-space guidance, naive edits, transport between samples, interpolation
 - ``labkit.hspace``     edits made in H itself (Asyrp/Haas): an offset on the mid-block output, h's PCA
@@ -42,7 +44,8 @@ from labkit.geometry import lerp, pullback_metric, slerp
 from labkit.spectral import LocalBasis, local_basis
 
 _SUBMODULES = ("analysis", "cache", "checks", "classifier", "data", "diffusion", "editing", "hspace", "hub", "measures",
-               "models", "notebook", "plot", "readout", "scoring", "train", "widgets", "worlds")
+               "models", "notebook", "plot", "readout", "scoring", "train", "widgets", "worlds",
+               "dimension", "linearity")
 _SHORTCUTS = {"load_model": "models", "h_space": "diffusion"}
 
 __all__ = ["geometry", "spectral", *_SUBMODULES, *_SHORTCUTS, "lerp", "slerp", "pullback_metric", "LocalBasis",
