@@ -12,6 +12,7 @@ One module per idea, named as in the book:
 - ``labkit.diffusion``  h-space, Tweedie's x̂₀, DDIM sampling and inversion, samples at timestep t (Part II)
 - ``labkit.linearity``  how far the first-order prediction holds: r(ε) along a direction, the step ε* where it breaks
 - ``labkit.dimension``  the data manifold's dimension from the model's score (Stanczuk et al.'s normal-space SVD)
+- ``labkit.latent``     text-conditioned latent diffusion (Stable Diffusion 1.x/2.x) as a model bound to a prompt
 - ``labkit.analysis``   local bases over many samples and timesteps as a job (torchrun for many ranks)
 - ``labkit.editing``    x-space guidance, naive edits, transport between samples, interpolation
 - ``labkit.hspace``     edits made in H itself (Asyrp/Haas): an offset on the mid-block output, h's PCA
@@ -21,8 +22,10 @@ One module per idea, named as in the book:
 - ``labkit.widgets``    the edit and interpolation explorers (a package: one explorer per module)
 - ``labkit.data``       the MNIST digits the embedded model is trained on
 - ``labkit.train``      training the embedded model, its digit classifier, and the shapes model
+- ``labkit.train_sd``   training the shapes miniature of Stable Diffusion (VAE, text encoder, conditional U-Net)
 - ``labkit.worlds``     a world with known factors: RGB scenes rendered from seven numbers
 - ``labkit.readout``    the factor read-out, a small CNN that reads a scene's factors back
+- ``labkit.captions``   the shapes world in words: captions from factors, read back, and their tokenizer
 - ``labkit.scoring``    scoring directions against measured factors (response, disentanglement, side effects)
 - ``labkit.disentanglement`` metrics of a response matrix: top-factor share, top-two gap, coverage, DCI
 - ``labkit.stats``      per-sample statistics: bootstrap intervals, paired differences, Holm's correction
@@ -43,8 +46,9 @@ from labkit import geometry, spectral
 from labkit.geometry import lerp, pullback_metric, slerp
 from labkit.spectral import LocalBasis, local_basis
 
-_SUBMODULES = ("analysis", "cache", "checks", "classifier", "data", "diffusion", "editing", "hspace", "hub", "measures",
-               "models", "notebook", "plot", "readout", "scoring", "train", "widgets", "worlds",
+_SUBMODULES = ("analysis", "cache", "captions", "checks", "classifier", "data", "diffusion", "editing", "hspace", "hub",
+               "latent", "measures", "models", "notebook", "plot", "readout", "scoring", "train", "train_sd", "widgets",
+               "worlds",
                "dimension", "linearity")
 _SHORTCUTS = {"load_model": "models", "h_space": "diffusion"}
 

@@ -4,12 +4,15 @@
     python -m labkit directions --model google/ddpm-cifar10-32 --device cuda --t 0.8
     python -m labkit directions --image my_digit.png --out runs/my_digit   # edit a given image
     python -m labkit analyze --samples 8 --t 0.2 0.6 1.0 --k 10 --out runs/analysis  # labkit.analysis
+    python -m labkit directions --model shapes-sd --prompt "a red square" --guidance-scale 3  # a text-conditioned model
 
 For researchers who never open the book. It samples x_T from the seed and runs DDIM to t (or,
 with --image, inverts that image to t by DDIM inversion), finds
 the top-k right singular vectors of ∂h/∂x_t (labkit.spectral.local_basis), edits along each
 with x-space guidance at several strengths, and writes OUT/basis.safetensors and OUT/strip.png
-(one row per direction, one column per strength).
+(one row per direction, one column per strength). For a Stable Diffusion pipeline (labkit.latent)
+everything happens in the VAE latent under --prompt and --guidance-scale, and the strip is decoded
+to pixels for display.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from labkit.data import read_image  # noqa: E402
 from labkit.diffusion import QUALITY_BOOST, invert_image, sample_at, timestep_at  # noqa: E402
 from labkit.editing import edit, sample_basis, save_basis  # noqa: E402
 from labkit.hspace import h_shape  # noqa: E402
+from labkit.latent import LatentDiffusionModel, PromptError, with_prompt  # noqa: E402
 from labkit.models import (  # noqa: E402
     DiffusionModel,
     ModelUnavailableError,
@@ -55,7 +59,7 @@ def directions(args: argparse.Namespace, model: DiffusionModel, image: torch.Ten
     strengths = torch.linspace(-args.strength, args.strength, args.columns)
     # A given image is finished with η = 0 throughout, so strength 0 gives it back.
     boost = QUALITY_BOOST if image is None else None
-    rows = [edit(model, sample, basis.v[i], strengths, boost_below=boost).cpu()
+    rows = [to_pixels(model, edit(model, sample, basis.v[i], strengths, boost_below=boost)).cpu()
             for i in tqdm(range(args.k), desc="edit (one row per direction)")]
     fig = image_grid(rows, row_labels=[f"v{i + 1}\nσ={float(basis.sigma[i]):.3g}" for i in range(args.k)],
                      col_titles=[f"γ={float(g):.2g}" for g in strengths], size=1.2)
@@ -67,6 +71,14 @@ def directions(args: argparse.Namespace, model: DiffusionModel, image: torch.Ten
     print(f"residuals ≤ {basis.residual.max().item():.2e}; {basis.n_jvp} JVPs, {basis.n_vjp} VJPs")
     print(f"wrote {out / 'basis.safetensors'} and {out / 'strip.png'}")
     return out
+
+
+def to_pixels(model: DiffusionModel, x: torch.Tensor) -> torch.Tensor:
+    """Images to show: x itself, or a latent model's latents decoded by its VAE."""
+    if not isinstance(model, LatentDiffusionModel):
+        return x
+    with torch.no_grad():
+        return model.decode(x).clamp(-1, 1)
 
 
 def device_arg(text: str) -> torch.device:
@@ -83,6 +95,13 @@ def load_model_arg(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         return load_model(args.model, device=args.device)
     except (RuntimeError, ValueError, TypeError, OSError) as err:  # ModelUnavailableError is a RuntimeError
         parser.error(f"argument --model: {err}")
+
+
+def add_prompt_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prompt", default=None,
+                        help="a text-conditioned model's prompt (Stable Diffusion pipelines; default: unconditional)")
+    parser.add_argument("--guidance-scale", type=float_arg(0.0, 100.0), default=None,
+                        help="classifier-free guidance scale w, 0..100 (default 7.5 with --prompt; 1: no guidance)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -102,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--columns", type=int_arg(2, 25), default=7, help="strengths per row, 2..25 (default 7)")
     p.add_argument("--out", type=out_dir_arg, default="labkit-directions",
                    help="output folder (created; checked writable before any work)")
+    add_prompt_args(p)
     a = sub.add_parser("analyze", help="local bases and their statistics over samples × timesteps (torchrun-ready)")
     a.add_argument("--model", default=None, help="folder or hub id (default: the embedded MNIST model)")
     a.add_argument("--samples", type=int_arg(1, 100_000), default=4, help="number of samples (seeds 0..N-1, default 4)")
@@ -114,11 +134,16 @@ def main(argv: list[str] | None = None) -> None:
     a.add_argument("--device", type=device_arg, default="cpu", help="cpu or cuda (under torchrun: one GPU per rank)")
     a.add_argument("--out", type=out_dir_arg, required=True,
                    help="output folder (units/ and results.json; created, checked writable before any work)")
+    add_prompt_args(a)
     args = parser.parse_args(argv)
     if args.command == "analyze":
         analyze(parser, args)
         return
     model = load_model_arg(parser, args)
+    try:
+        model = with_prompt(model, args.prompt, args.guidance_scale)
+    except PromptError as err:
+        parser.error(f"argument --prompt/--guidance-scale: {err}")
     if args.steps > model.num_train_timesteps:
         parser.error(f"argument --steps: must be at most the model's T = {model.num_train_timesteps}, got {args.steps}")
     m = math.prod(h_shape(model))
@@ -128,7 +153,11 @@ def main(argv: list[str] | None = None) -> None:
     image = None
     if args.image is not None:
         try:
-            image = read_image(args.image, model.sample_shape).to(model.device, model.dtype)
+            if isinstance(model, LatentDiffusionModel):  # a picture, encoded to the VAE latent
+                with torch.no_grad():
+                    image = model.encode(read_image(args.image, model.image_shape))
+            else:
+                image = read_image(args.image, model.sample_shape).to(model.device, model.dtype)
         except (ValueError, OSError) as err:
             parser.error(f"argument --image: {err}")
     directions(args, model, image)
@@ -146,9 +175,11 @@ def analyze(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     set_fp32_precision(args.device, tf32=False)  # true float32 on a GPU, as `directions` and Park et al.'s code
     try:  # the model is loaded first of all, before any unit is computed
         path = run(Job(args.model, args.samples, tuple(args.t), args.k, Path(args.out), args.steps, args.tol,
-                       str(args.device)))
+                       str(args.device), args.prompt, args.guidance_scale))
     except ModelUnavailableError as err:
         parser.error(f"argument --model: {err}")
+    except PromptError as err:
+        parser.error(f"argument --prompt/--guidance-scale: {err}")
     if path is not None:
         print(f"wrote {path}")
 

@@ -47,9 +47,10 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from labkit.cache import content_key, weights_fingerprint
+from labkit.cache import content_key
 from labkit.diffusion import h_space, posterior_mean, sample_at, timestep_at
 from labkit.files import atomic_write
+from labkit.latent import with_prompt
 from labkit.models import DiffusionModel, load_model
 from labkit.spectral import local_basis, principal_angles
 
@@ -71,6 +72,8 @@ class Job:
     steps: int = 50
     tol: float = 1e-4
     device: str = "cpu"
+    prompt: str | None = None  # a text-conditioned model's prompt (labkit.latent.with_prompt)
+    guidance_scale: float | None = None
 
     def units(self) -> list[tuple[int, float]]:
         return [(s, t) for s in range(self.samples) for t in self.ts]
@@ -79,7 +82,7 @@ class Job:
 def unit_key(model: DiffusionModel, job: Job) -> str:
     """A short hex key of everything besides (sample, t) that determines a unit's content."""
     schedule = {name: value for name, value in model.schedule.items() if not name.startswith("_")}  # no versions
-    return content_key(weights=weights_fingerprint(model.unet), schedule=schedule, dtype=str(model.dtype), k=job.k,
+    return content_key(weights=model.fingerprint(), schedule=schedule, dtype=str(model.dtype), k=job.k,
                        steps=job.steps, tol=job.tol)[1][:16]
 
 
@@ -199,7 +202,8 @@ def merge(job: Job, key: str) -> dict:
         record, v = read_unit(unit_path(job.out, sample, t, key), key)
         records.append(record)
         bases.setdefault(t, []).append(v)
-    results = {"model": job.model or "embedded", "samples": job.samples, "t": list(job.ts), "k": job.k,
+    results = {"model": job.model or "embedded", "prompt": job.prompt, "guidance_scale": job.guidance_scale,
+               "samples": job.samples, "t": list(job.ts), "k": job.k,
                "tol": job.tol, "num_steps": job.steps, "unit_key": key,
                "definitions": {"rank_rel": f"#{{σ_i > {RANK_REL:g} σ_1}} of ∂x̂₀/∂x_t",
                                "rank_energy": f"fewest σ_i of ∂x̂₀/∂x_t holding {RANK_ENERGY:.0%} of Σσ²",
@@ -228,7 +232,7 @@ def run(job: Job) -> Path | None:
         dist.init_process_group("nccl" if cuda else "gloo")
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     try:
-        model = load_model(job.model, device=device)
+        model = with_prompt(load_model(job.model, device=device), job.prompt, job.guidance_scale)
         key = unit_key(model, job)
         kill = os.environ.get(KILL_ENV, "")
         kill_rank, kill_after = (int(part) for part in kill.split(":")) if kill else (-1, 0)

@@ -78,7 +78,9 @@ def h_space(model: DiffusionModel, t: int, layer: str = "mid") -> Callable[[Tens
     x: (B, C, H, W) → h: (B, c_h, H_h, W_h); for the embedded model (1, 1, 28, 28) → (1, 64, 7, 7).
     ``layer="mid"`` is the mid-block output (the paper's h); ``"down.i"`` is the output of
     down-block i. Only the encoder half of the U-Net runs (time embedding, conv_in, down blocks,
-    mid block): the decoder does not influence h.
+    mid block): the decoder does not influence h. For a text-conditioned model (labkit.latent),
+    x is the VAE latent and the cross-attention blocks read the model's prompt: h is the
+    mid-block output under that prompt.
 
     Explained in: book/part2-diffusion/04_h_space.ipynb
     """
@@ -104,9 +106,9 @@ def h_space(model: DiffusionModel, t: int, layer: str = "mid") -> Callable[[Tens
         with sdpa_kernel([SDPBackend.MATH]):
             h = unet.conv_in(2 * x - 1 if unet.config.center_input_sample else x)
             for block in unet.down_blocks[:stop]:
-                h, _ = block(hidden_states=h, temb=e)
+                h, _ = block(hidden_states=h, temb=e, **model.block_inputs(block, x.shape[0]))  # the prompt, if any
             if layer == "mid":
-                h = unet.mid_block(h, e)
+                h = unet.mid_block(h, e, **model.block_inputs(unet.mid_block, x.shape[0]))
         return h
 
     return f

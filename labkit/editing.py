@@ -33,7 +33,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from labkit.cache import content_key, weights_fingerprint
+from labkit.cache import content_key
 from labkit.checks import check_choice, check_float, check_int, check_nonzero, check_tensor, show
 from labkit.diffusion import (
     QUALITY_BOOST,
@@ -136,7 +136,7 @@ def sample_basis(
     check_sample(model, sample)
     if cache_dir is None:
         return local_basis(h_space(model, sample.t), sample.x_t, k, method=method, **options)
-    text, digest = content_key(weights=weights_fingerprint(model.unet), dtype=str(model.dtype), layer="mid",
+    text, digest = content_key(weights=model.fingerprint(), dtype=str(model.dtype), layer="mid",
                                t=sample.t, x_t=sample.x_t, k=k, method=method,
                                options={n: v for n, v in options.items() if n != "progress"})
     path = Path(cache_dir) / f"basis-t{sample.t}-k{k}-{digest[:24]}.safetensors"

@@ -33,12 +33,16 @@ from diffusers.models.attention_processor import Attention, AttnProcessor
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from labkit.cache import weights_fingerprint
 from labkit.checks import check_int, check_weights, show
 from labkit.hub import hub_problem
 
 EMBEDDED_MODEL = Path(__file__).parent / "embedded"
 # The models this project trains and ships, by name: load_model(None) is MNIST.
-EMBEDDED_MODELS = {"mnist": EMBEDDED_MODEL, "shapes": EMBEDDED_MODEL / "shapes" / "ddpm"}
+EMBEDDED_MODELS = {"mnist": EMBEDDED_MODEL, "shapes": EMBEDDED_MODEL / "shapes" / "ddpm",
+                   "shapes-sd": EMBEDDED_MODEL / "shapes" / "sd"}
+# How each embedded model is trained again, for the message when it is missing.
+TRAIN_COMMANDS = {"mnist": "ddpm", "shapes": "ddpm --data shapes", "shapes-sd": "sd"}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
@@ -106,6 +110,15 @@ class DiffusionModel:
         """The U-Net's raw output at (x_t, t): ε, v or x₀ as ``prediction_type`` says; shaped like x."""
         with sdpa_kernel([SDPBackend.MATH]):
             return self.unet(x, t).sample
+
+    def block_inputs(self, block: torch.nn.Module, batch: int) -> dict:
+        """Inputs a U-Net block takes besides (h, t's embedding): none here; a text-conditioned model
+        (labkit.latent) gives its cross-attention blocks the prompt."""
+        return {}
+
+    def fingerprint(self) -> str:
+        """A key of everything the map x_t ↦ ε or h depends on besides x and t: here the weights."""
+        return weights_fingerprint(self.unet)
 
     def eps(self, x: Tensor, t: int) -> Tensor:
         """ε_θ(x_t, t): the predicted noise, same shape as x (batched (B, C, H, W)), whatever the U-Net predicts.
@@ -197,15 +210,15 @@ def prepare_for_forward_ad(unet: UNet2DModel) -> UNet2DModel:
     return unet
 
 
-def _load_unet_and_schedule(source: str, local_only: bool, dtype: torch.dtype) -> tuple[UNet2DModel, dict]:
+def _load(source: str, local_only: bool, dtype: torch.dtype, device: torch.device, name: str) -> DiffusionModel:
     """Read a diffusers model in either layout: pipeline (unet/, scheduler/) or flat (root)."""
     with warnings.catch_warnings():
         # diffusers passes a deprecated argument to huggingface_hub; the warning is not the user's to fix
         warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
-        return _read_model(source, local_only, dtype)
+        return _read_model(source, local_only, dtype, device, name)
 
 
-def _read_model(source: str, local_only: bool, dtype: torch.dtype) -> tuple[UNet2DModel, dict]:
+def _read_model(source: str, local_only: bool, dtype: torch.dtype, device: torch.device, name: str) -> DiffusionModel:
     kwargs = dict(use_safetensors=True, local_files_only=local_only, low_cpu_mem_usage=False, torch_dtype=dtype)
     # (low_cpu_mem_usage=False: the default needs `accelerate` and warns without it)
     path = Path(source)
@@ -224,6 +237,10 @@ def _read_model(source: str, local_only: bool, dtype: torch.dtype) -> tuple[UNet
         except OSError:
             subfolder, sched_sub = "unet", "scheduler"
     found = UNet2DModel.load_config(source, subfolder=subfolder, local_files_only=local_only).get("_class_name")
+    if found == "UNet2DConditionModel" and subfolder == "unet":  # a Stable Diffusion pipeline
+        from labkit.latent import read_pipeline
+
+        return read_pipeline(source, local_only, dtype, device, name)
     if found not in (None, "UNet2DModel"):
         raise ModelUnavailableError(
             f"{source!r} holds a {found}, not a UNet2DModel: labkit needs a DDPM's noise-prediction U-Net. "
@@ -232,7 +249,7 @@ def _read_model(source: str, local_only: bool, dtype: torch.dtype) -> tuple[UNet
     unet, info = UNet2DModel.from_pretrained(source, subfolder=subfolder, output_loading_info=True, **kwargs)
     check_weights(source, unet, info, ModelUnavailableError)
     schedule = DDPMScheduler.from_pretrained(source, subfolder=sched_sub, local_files_only=local_only).config
-    return unet, dict(schedule)
+    return from_unet(unet.to(device), dict(schedule), name)
 
 
 def load_model(
@@ -240,13 +257,19 @@ def load_model(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> DiffusionModel:
-    """Load a DDPM: an embedded model (None, "mnist", "shapes"), a local folder, or a Hugging Face hub id.
+    """Load a diffusion model: an embedded one (None, "mnist", "shapes", "shapes-sd"), a folder, or a hub id.
 
     - ``None`` or ``"mnist"``: the small MNIST DDPM this project trains and ships (labkit/embedded);
       ``"shapes"``: the colour DDPM of labkit.worlds' scenes (labkit/embedded/shapes/ddpm). No
-      network. (These names win over a folder of the same name: pass ``"./shapes"`` for that.)
+      network. ``"shapes-sd"``: the text-conditioned latent model of the same world
+      (labkit/embedded/shapes/sd). (These names win over a folder of the same name: pass
+      ``"./shapes"`` for that.)
     - a folder saved by diffusers (``save_pretrained``), in pipeline layout (unet/, scheduler/)
       or flat layout (config.json and scheduler_config.json at the root);
+    - a Stable Diffusion 1.x/2.x pipeline (folder or hub id, ε- or v-prediction): returns a
+      ``labkit.latent.LatentDiffusionModel`` over the VAE latent, unconditional (empty prompt)
+      until ``model.conditioned(prompt, guidance_scale=...)``; it carries the VAE, the text
+      encoder and the tokenizer;
     - a hub id such as ``"google/ddpm-cifar10-32"`` or ``"google/ddpm-ema-celebahq-256"``:
       taken from the local Hugging Face cache if it is there, else downloaded. Offline, this
       fails at once with one clear message (no retry loop).
@@ -265,11 +288,10 @@ def load_model(
         key = name_or_path or "mnist"
         folder = EMBEDDED_MODELS[key]
         if not (folder / "unet" / "config.json").exists():
-            data = "" if key == "mnist" else f" --data {key}"
             where = folder.relative_to(EMBEDDED_MODEL.parent.parent)
             raise ModelUnavailableError(
                 f"the embedded {key} model is missing from {folder}; reinstall labkit from the repository, "
-                f"or train it: python -m labkit.train ddpm{data} --out {where}"
+                f"or train it: python -m labkit.train {TRAIN_COMMANDS[key]} --out {where}"
             )
         source, name, local_only = str(folder), "embedded" if key == "mnist" else f"embedded:{key}", True
     else:
@@ -287,8 +309,7 @@ def load_model(
         local_only = True
         if not is_dir:
             try:  # the local cache first: fast, and works offline
-                unet, schedule = _load_unet_and_schedule(source, local_only=True, dtype=dtype)
-                return from_unet(unet.to(device), schedule, name)
+                return _load(source, True, dtype, device, name)
             except ModelUnavailableError:
                 raise
             except (OSError, ValueError):
@@ -301,7 +322,7 @@ def load_model(
                     "or call load_model() for the embedded model."
                 )
     try:
-        unet, schedule = _load_unet_and_schedule(source, local_only=local_only, dtype=dtype)
+        return _load(source, local_only, dtype, device, name)
     except ModelUnavailableError:
         raise
     except (OSError, ValueError) as err:
@@ -309,7 +330,6 @@ def load_model(
             f"cannot load {source!r}: {str(err).splitlines()[0]} "
             "(is the id right, and does the repository have safetensors weights?)"
         ) from err
-    return from_unet(unet.to(device), schedule, name)
 
 
 def from_unet(unet: UNet2DModel, schedule: dict | None = None, name: str = "unet") -> DiffusionModel:

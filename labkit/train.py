@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -372,8 +373,14 @@ def train_classifier(config: ClassifierConfig) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sd"]:  # the text-conditioned miniature has flags of its own (labkit.train_sd)
+        from labkit.train_sd import main as train_sd_main
+
+        return train_sd_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m labkit.train", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
+    sub.add_parser("sd", help="train the shapes miniature of Stable Diffusion (python -m labkit.train sd --help)")
     p = sub.add_parser("ddpm", help="train the embedded DDPM")
     p.add_argument("--out", required=True, help="output folder (rerun to resume)")
     for field, kind in (("steps", int_arg(1, MAX_STEPS)), ("batch_size", int_arg(1, MAX_BATCH)),

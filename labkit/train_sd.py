@@ -1,0 +1,292 @@
+"""Training the shapes miniature of Stable Diffusion: a VAE, a CLIP text encoder and a conditional U-Net.
+
+    python -m labkit.train sd --out runs/shapes-sd                    # both stages, resumable
+    python -m labkit.train sd --out runs/shapes-sd --stage vae        # the VAE only
+
+Two stages, as latent diffusion is trained (Rombach et al., 2022):
+
+1. **vae**: an ``AutoencoderKL`` (32×32×3 → 8×8×4) on fresh renders of ``labkit.worlds``, loss
+   ‖D(z) − x‖² + β·KL(q(z|x) ‖ N(0, I)) with z ~ q(z|x) and a small β (the KL only keeps the latent
+   near the unit scale). Then its ``scaling_factor`` s = 1/std(z) over 2,000 renders, as SD's 0.18215,
+   so that s·z has about unit variance. Written to OUT/vae.
+2. **diffusion**: a ``UNet2DConditionModel`` on the latents z₀ = s·z of fresh renders, and a small
+   ``CLIPTextModel`` trained with it from scratch on the scenes' captions (``labkit.captions``: a
+   random subset of the factors in words; 10% empty, the classifier-free-guidance dropout). Loss
+   ‖v − v_θ(z_t, t, c)‖², v = √ᾱ ε − √(1−ᾱ) z₀ (v-prediction, as SD 2.x), SD's scaled-linear β
+   schedule. EMA of both networks.
+
+Each stage checkpoints under OUT/checkpoint-STAGE (safetensors + state.json, written atomically, as
+``labkit.train``), and rerunning the command resumes. At the end, the EMA weights are saved with
+``StableDiffusionPipeline.save_pretrained`` (safetensors, no safety checker) into OUT, the layout
+``labkit.load_model`` reads for any Stable Diffusion checkpoint. OUT/training_log.json records each
+stage's steps, seconds and seconds per step, with the load average.
+
+Explained in: labkit/embedded/shapes/README.md (the model card's miniature section)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from labkit import captions, worlds
+from labkit.checkpoint import CHECKPOINT_FILES, load_checkpoint, save_checkpoint
+from labkit.checks import check_choice, check_float, check_int, float_arg, int_arg
+from labkit.files import complete_folder
+from labkit.models import resolve_device
+
+STAGES = ("vae", "diffusion", "all")
+MAX_TOKENS = 24  # a caption has at most 18 words; with the start and end tokens, 20
+# a resumed stage continues the same run: these options must be the checkpoint's
+SAME_ON_RESUME = ("batch_size", "vae_lr", "lr", "warmup", "ema_decay", "kl_weight", "empty", "seed", "tiny")
+
+
+def vae_config(tiny: bool = False) -> dict:
+    """AutoencoderKL: 32×32×3 → 8×8×4 (three levels, two 2× downsamplings; attention in the mid-block)."""
+    channels = (8, 16, 16) if tiny else (32, 64, 64)
+    return dict(in_channels=3, out_channels=3, latent_channels=4, sample_size=worlds.IMAGE_SIZE,
+                down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+                block_out_channels=channels, layers_per_block=1, norm_num_groups=4 if tiny else 16)
+
+
+def text_config(vocab_size: int, tiny: bool = False) -> dict:
+    """CLIPTextConfig arguments: a 2-layer transformer of width 64 (tiny: 1 layer, width 16)."""
+    width = 16 if tiny else 64
+    return dict(vocab_size=vocab_size, hidden_size=width, intermediate_size=4 * width, projection_dim=width,
+                num_hidden_layers=1 if tiny else 2, num_attention_heads=2 if tiny else 4,
+                max_position_embeddings=MAX_TOKENS, bos_token_id=0, eos_token_id=1, pad_token_id=1)
+
+
+def unet_config(cross_attention_dim: int, tiny: bool = False) -> dict:
+    """UNet2DConditionModel on 8×8×4 latents: two levels (64, 128 channels; tiny 8, 16), cross-attention
+    in the first level and the mid-block, which runs at 4×4: h has 128·4·4 = 2,048 numbers, z has 256."""
+    channels = (8, 16) if tiny else (64, 128)
+    return dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=channels,
+                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+                cross_attention_dim=cross_attention_dim, attention_head_dim=4 if tiny else 8,
+                norm_num_groups=4 if tiny else 16)
+
+
+def noise_schedule() -> DDIMScheduler:
+    """SD 2.x's schedule: scaled-linear β from 0.00085 to 0.012 over T = 1000, v-prediction."""
+    return DDIMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
+                         beta_end=0.012, prediction_type="v_prediction", clip_sample=False,
+                         set_alpha_to_one=False, steps_offset=1)
+
+
+@dataclass
+class SDConfig:
+    out: str
+    stage: str = "all"
+    vae_steps: int = 3000
+    steps: int = 20000  # diffusion steps (U-Net and text encoder)
+    batch_size: int = 64
+    vae_lr: float = 1e-3
+    lr: float = 1e-3
+    warmup: int = 200
+    ema_decay: float = 0.999
+    kl_weight: float = 1e-6
+    empty: float = 0.1  # share of empty captions (classifier-free-guidance dropout)
+    seed: int = 0
+    device: str = "cpu"
+    checkpoint_every: int = 250
+    precision: str = "fp32"  # "bf16": the networks' forward and backward under bfloat16 autocast
+    tiny: bool = False  # tiny networks (tests and smoke runs)
+
+    def check(self) -> None:
+        check_choice("stage", self.stage, STAGES)
+        for name in ("vae_steps", "steps", "batch_size", "warmup", "checkpoint_every"):
+            check_int(name, getattr(self, name), 1 if name != "warmup" else 0)
+        for name in ("vae_lr", "lr"):
+            check_float(name, getattr(self, name), 0.0, 1.0, low_open=True)
+        check_float("ema_decay", self.ema_decay, 0.0, 1.0, high_open=True)
+        check_float("kl_weight", self.kl_weight, 0.0, 1.0)
+        check_float("empty", self.empty, 0.0, 1.0)
+        check_int("seed", self.seed, 0, 2**63 - 1)
+        check_choice("precision", self.precision, ("fp32", "bf16"))
+
+
+def _train(stage: str, config: SDConfig, nets: dict, steps: int, lr: float, loss_fn, gen: torch.Generator,
+           device: torch.device) -> tuple[EMAModel, dict]:
+    """The loop both stages share: AdamW, warm-up then cosine, gradient norm clipped at 1, EMA,
+    a checkpoint every ``checkpoint_every`` steps (labkit.checkpoint's format, the networks as one
+    ModuleDict). Returns the EMA and the stage's timing record."""
+    model = torch.nn.ModuleDict(nets)
+    params = list(model.parameters())
+    ema = EMAModel(params, decay=config.ema_decay, use_ema_warmup=True, power=3 / 4)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    lr_sched = get_cosine_schedule_with_warmup(optimizer, min(config.warmup, steps // 10), steps)
+    folder = Path(config.out) / f"checkpoint-{stage}"
+    start, before = 0, 0.0
+    if complete_folder(folder, CHECKPOINT_FILES) is not None:
+        saved = json.loads((folder / "state.json").read_text())["config"]
+        changed = {k: (saved.get(k), v) for k, v in asdict(config).items() if k in SAME_ON_RESUME and saved.get(k) != v}
+        if changed:
+            raise ValueError(f"the checkpoint in {folder} was trained with other options {changed} (saved, asked): "
+                             "pass the saved ones to resume it, or train into a new --out")
+        start, before = load_checkpoint(folder, model, ema, optimizer, lr_sched, gen)
+        print(f"{stage}: resuming from step {start}")
+    t0, load0 = time.perf_counter(), os.getloadavg()
+    for step in (bar := tqdm(range(start, steps), initial=start, total=steps, desc=f"training {stage}")):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+            loss = loss_fn()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        lr_sched.step()
+        ema.step(params)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % config.checkpoint_every == 0 or step + 1 == steps:
+            save_checkpoint(folder, step + 1, before + time.perf_counter() - t0, model, ema, optimizer, lr_sched, gen,
+                            config)
+    done = steps - start
+    seconds = time.perf_counter() - t0
+    record = {"steps": steps, "resumed_from": start, "seconds_this_run": round(seconds, 1),
+              "seconds_total": round(before + seconds, 1),
+              "seconds_per_step_this_run": round(seconds / done, 4) if done else None,
+              "loadavg_before": [round(x, 2) for x in load0], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+              "threads": torch.get_num_threads(), "last_loss": round(float(loss.item()), 5) if done else None}
+    return ema, record
+
+
+def _renders(batch_size: int, gen: torch.Generator) -> tuple[dict, torch.Tensor]:
+    factors = worlds.sample_factors(batch_size, int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+    return factors, worlds.render(factors)
+
+
+def train_vae(config: SDConfig, device: torch.device, gen: torch.Generator) -> tuple[AutoencoderKL, dict]:
+    """Stage 1 (module docstring); returns the EMA VAE with its scaling factor and the stage record."""
+    vae = AutoencoderKL(**vae_config(config.tiny)).to(device)
+
+    def loss_fn() -> torch.Tensor:
+        x = _renders(config.batch_size, gen)[1].to(device)
+        posterior = vae.encode(x).latent_dist
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen).to(device)
+        recon = vae.decode(z).sample
+        return torch.nn.functional.mse_loss(recon.float(), x) + config.kl_weight * posterior.kl().mean() / x[0].numel()
+
+    ema, record = _train("vae", config, {"vae": vae}, config.vae_steps, config.vae_lr, loss_fn, gen, device)
+    ema.copy_to(vae.parameters())
+    vae.eval()
+    with torch.no_grad():
+        x = worlds.render(worlds.sample_factors(2000 if not config.tiny else 64, seed=10**6 + 1)).to(device)
+        z = torch.cat([vae.encode(chunk).latent_dist.mean for chunk in x.split(250)])
+        error = torch.cat([(vae.decode(vae.encode(c).latent_dist.mean).sample - c).pow(2).mean((1, 2, 3)).sqrt()
+                           for c in x.split(250)])
+    scale = float(1 / z.std())
+    vae.register_to_config(scaling_factor=scale)
+    record.update(scaling_factor=round(scale, 5), reconstruction_rmse_median=round(float(error.median()), 5),
+                  reconstruction_rmse_p99=round(float(torch.quantile(error, 0.99)), 5), heldout_renders=len(x))
+    return vae, record
+
+
+def train_diffusion(config: SDConfig, vae: AutoencoderKL, tokenizer_dir: Path, device: torch.device,
+                    gen: torch.Generator) -> tuple[UNet2DConditionModel, torch.nn.Module, dict]:
+    """Stage 2 (module docstring); returns the EMA U-Net and text encoder and the stage record."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**text_config(len(tokenizer), config.tiny))).to(device)
+    unet = UNet2DConditionModel(**unet_config(text_encoder.config.hidden_size, config.tiny)).to(device)
+    vae.requires_grad_(False)
+    schedule = DDPMScheduler.from_config(noise_schedule().config)
+    abar_all = schedule.alphas_cumprod.to(device)
+    scale = vae.config.scaling_factor
+
+    def loss_fn() -> torch.Tensor:
+        factors, x = _renders(config.batch_size, gen)
+        ids = tokenizer(captions.random_captions(factors, gen, config.empty), padding="max_length",
+                        max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+        with torch.no_grad():
+            posterior = vae.encode(x.to(device)).latent_dist
+            z0 = scale * (posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen).to(device))
+        noise = torch.randn(z0.shape, generator=gen).to(device)
+        t = torch.randint(0, schedule.config.num_train_timesteps, (len(z0),), generator=gen).to(device)
+        abar = abar_all[t].view(-1, 1, 1, 1).float()
+        zt = abar.sqrt() * z0 + (1 - abar).sqrt() * noise
+        target = abar.sqrt() * noise - (1 - abar).sqrt() * z0
+        c = text_encoder(ids.to(device))[0]
+        return torch.nn.functional.mse_loss(unet(zt, t, encoder_hidden_states=c).sample.float(), target)
+
+    nets = {"unet": unet, "text_encoder": text_encoder}
+    ema, record = _train("diffusion", config, nets, config.steps, config.lr, loss_fn, gen, device)
+    ema.copy_to([p for net in nets.values() for p in net.parameters()])
+    return unet, text_encoder, record
+
+
+def save_pipeline(out: Path, unet, vae, text_encoder, tokenizer_dir: Path) -> Path:
+    """One StableDiffusionPipeline folder in safetensors (no safety checker), tokenizer files as SD ships them."""
+    from diffusers import StableDiffusionPipeline
+    from transformers import CLIPTokenizer
+
+    pipe = StableDiffusionPipeline(vae=vae.cpu(), text_encoder=text_encoder.cpu(),
+                                   tokenizer=CLIPTokenizer.from_pretrained(tokenizer_dir), unet=unet.cpu(),
+                                   scheduler=noise_schedule(), safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(out, safe_serialization=True)
+    for name in ("vocab.json", "merges.txt", "special_tokens_map.json", "tokenizer_config.json"):
+        shutil.copy(tokenizer_dir / name, out / "tokenizer" / name)  # the files of SD's tokenizer/ folder
+    return out
+
+
+def train_sd(config: SDConfig) -> Path:
+    """Run the stages asked for (``config.stage``); returns OUT. Deterministic given ``config.seed``."""
+    config.check()
+    device = resolve_device(config.device)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    log_file = out / "training_log.json"
+    log = json.loads(log_file.read_text()) if log_file.exists() else {}
+    tokenizer_dir = captions.tokenizer_files(out / "checkpoint-tokenizer", max_length=MAX_TOKENS)
+    vae_dir = out / "checkpoint-vae" / "finished"
+    finished = (vae_dir / "config.json").exists() and log.get("vae", {}).get("steps") == config.vae_steps
+    if config.stage == "vae" or (config.stage == "all" and not finished):
+        vae, log["vae"] = train_vae(config, device, torch.Generator().manual_seed(config.seed))
+        vae.save_pretrained(vae_dir, safe_serialization=True)
+        log_file.write_text(json.dumps(log, indent=1) + "\n")
+    if config.stage in ("diffusion", "all"):
+        if not (vae_dir / "config.json").exists():
+            raise FileNotFoundError(f"no trained VAE in {vae_dir}: run the vae stage first (--stage vae)")
+        vae = AutoencoderKL.from_pretrained(vae_dir, use_safetensors=True, low_cpu_mem_usage=False).to(device)
+        unet, text_encoder, log["diffusion"] = train_diffusion(config, vae, tokenizer_dir, device,
+                                                               torch.Generator().manual_seed(config.seed + 1))
+        save_pipeline(out, unet, vae, text_encoder, tokenizer_dir)
+        log["parameters"] = {name: sum(p.numel() for p in net.parameters())
+                             for name, net in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder))}
+    log.update(torch=torch.__version__, device=str(device), config=asdict(config))
+    log_file.write_text(json.dumps(log, indent=1) + "\n")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m labkit.train sd", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
+    parser.add_argument("--stage", default="all", choices=STAGES, help="vae, diffusion, or all (default)")
+    for field in ("vae_steps", "steps", "batch_size", "warmup", "seed", "checkpoint_every"):
+        parser.add_argument("--" + field.replace("_", "-"), type=int_arg(0 if field == "warmup" else 1),
+                            default=getattr(SDConfig, field))
+    for field in ("vae_lr", "lr", "ema_decay", "kl_weight", "empty"):
+        parser.add_argument("--" + field.replace("_", "-"), type=float_arg(0.0, 1.0), default=getattr(SDConfig, field))
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    parser.add_argument("--tiny", action="store_true", help="tiny networks, for a smoke run")
+    args = parser.parse_args(argv)
+    print(train_sd(SDConfig(**vars(args))))
+
+
+if __name__ == "__main__":
+    main()

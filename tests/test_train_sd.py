@@ -1,0 +1,74 @@
+"""labkit.train_sd and labkit.captions: the miniature's captions, tokenizer and resumable two-stage training."""
+
+import json
+
+import pytest
+import torch
+
+from labkit import captions, worlds
+from labkit.latent import LatentDiffusionModel
+from labkit.models import load_model
+from labkit.train_sd import SDConfig, main, train_sd
+
+
+def test_captions_name_the_factors_they_were_made_from_and_read_back():
+    factors = worlds.sample_factors(300, seed=1)
+    texts = captions.random_captions(factors, torch.Generator().manual_seed(0), empty=0.1)
+    named_counts = [len(captions.parse_caption(t)) for t in texts]
+    assert 10 <= sum(t == "" for t in texts) <= 50  # about 10% empty prompts
+    assert set(named_counts) == set(range(8))  # every number of named factors occurs
+    for i, text in enumerate(texts):
+        named = captions.parse_caption(text)
+        assert captions.caption(named) == text or text == ""
+        agree = captions.faithful(named, {k: v[i:i + 1] for k, v in factors.items()})
+        assert all(bool(ok) for ok in agree.values()), (text, {k: v[i].item() for k, v in factors.items()})
+
+
+def test_faithful_checks_each_named_factor_by_its_range():
+    factors = worlds.sample_factors(4, seed=0)
+    factors["object_hue"] = torch.tensor([0.0, 0.08, 0.09, 0.5])  # red, red (edge), yellow's side, cyan
+    factors["rotation"] = torch.tensor([0.3, -0.3, 0.1, -0.1])
+    agree = captions.faithful({"object_hue": "red", "rotation": "left"}, factors)
+    assert agree["object_hue"].tolist() == [True, True, False, False]
+    assert agree["rotation"].tolist() == [True, False, True, False]
+
+
+def test_the_tokenizer_makes_every_word_one_token(tmp_path):
+    from transformers import CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(captions.tokenizer_files(tmp_path))
+    for word in captions.WORDS:
+        assert len(tokenizer.tokenize(word)) == 1, word
+    assert len(tokenizer.tokenize("purple")) > 1
+
+
+def test_bad_captions_are_refused():
+    for text, message in [("a red", "a shape or 'object'"), ("the red square", "starts with"),
+                          ("an object, on a wall", "after the comma")]:
+        with pytest.raises(ValueError, match=message):
+            captions.parse_caption(text)
+
+
+def test_two_stage_training_resumes_and_saves_a_loadable_pipeline(tmp_path):
+    out = tmp_path / "sd"
+    config = dict(out=str(out), vae_steps=2, steps=2, batch_size=4, checkpoint_every=1, tiny=True, warmup=0)
+    train_sd(SDConfig(**config))
+    log = json.loads((out / "training_log.json").read_text())
+    assert log["vae"]["steps"] == 2 and log["diffusion"]["resumed_from"] == 0
+    assert log["vae"]["seconds_per_step_this_run"] > 0 and log["vae"]["scaling_factor"] > 0
+    model = load_model(out)
+    assert isinstance(model, LatentDiffusionModel) and model.prediction_type == "v_prediction"
+    assert model.conditioned("a red square").prompt == "a red square"
+    train_sd(SDConfig(**{**config, "steps": 3}))  # resumes the diffusion stage; the VAE is done
+    log = json.loads((out / "training_log.json").read_text())
+    assert log["diffusion"]["resumed_from"] == 2 and log["vae"]["steps"] == 2
+    with pytest.raises(ValueError, match="other options"):
+        train_sd(SDConfig(**{**config, "steps": 4, "lr": 5e-4}))
+
+
+def test_the_command_line_refuses_bad_flags(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path), "--steps", "0"])
+    assert "--steps" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="--stage vae"):
+        train_sd(SDConfig(out=str(tmp_path / "x"), stage="diffusion", tiny=True))
