@@ -1,0 +1,47 @@
+"""benchmarks/sd_quality.py and benchmarks/gpu_check.py run end to end on toy sizes, on the CPU."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from test_latent import save_tiny_pipeline
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import gpu_check  # noqa: E402
+import sd_quality  # noqa: E402
+
+
+def test_sd_quality_reports_rerender_faithfulness_and_the_vae(tmp_path):
+    folder = save_tiny_pipeline(tmp_path / "sd")
+    report = sd_quality.main(["--model", str(folder), "--samples", "6", "--steps", "2", "--batch-size", "4",
+                              "--out", str(tmp_path / "out")])
+    assert json.loads((tmp_path / "out" / "sd_quality.json").read_text()) == report
+    r, f, v = report["rerender"], report["faithfulness"], report["vae"]
+    assert 0 < r["true_median"] <= r["threshold_true_p99"] < 0.1  # the read-out's own error on true renders
+    assert 0 <= r["unconditional_share_within"] <= 1 and 0 <= f["share_all_named_right"] <= 1
+    assert sum(c["samples"] for c in f["by_number_named"].values()) == 6
+    assert v["reconstruction_rmse_median"] > 0.05  # a random VAE reconstructs nothing
+
+
+def test_the_sd15_shaped_basis_runs_with_a_prompt_at_toy_size():
+    record = gpu_check.sd15_basis(torch.device("cpu"), quick=True, k=2)
+    assert record["prompt_tokens"] == 77 and record["residual_max"] <= 1e-4 and len(record["sigma"]) == 2
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_whole_on_the_cpu_at_toy_sizes(tmp_path):
+    folder = save_tiny_pipeline(tmp_path / "sd")
+    report = gpu_check.main(["--quick", "--device", "cpu", "--miniature", str(folder), "--out", str(tmp_path)])
+    assert report["celeba_256_k10"]["residual_max"] <= 1e-4 and report["miniature"]["images_finite"]
+    assert (tmp_path / "gpu_check_cpu_quick.json").exists()
+
+
+def test_gpu_check_refuses_a_missing_gpu(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here")
+    with pytest.raises(SystemExit):
+        gpu_check.main(["--device", "cuda", "--out", str(tmp_path)])
+    assert "CUDA" in capsys.readouterr().err
