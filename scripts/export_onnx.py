@@ -49,7 +49,7 @@ ORT = REPO / "node_modules" / "onnxruntime-web" / "dist"
 ORT_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 
 # What the chapters' explorers offer. A live explorer goes live only with bases shipped for
-# exactly its (model, num_steps, seed, t, k); tests/test_live_explorers.py checks every explorer
+# exactly its (model, num_steps, seed, t, k); tests/test_web_live_explorers.py checks every explorer
 # in the built book against this list.
 MODELS = {  # model name -> (load_model argument, noise seeds shipped, DDIM schedules shipped)
     "embedded": (None, tuple(range(8)), (20, 25)),
@@ -133,8 +133,8 @@ def content_key() -> str:
     """SHA-256 over everything the generated files depend on."""
     digest = hashlib.sha256()
     files = [Path(__file__), REPO / "package-lock.json", *(REPO / "labkit" / f"{name}.py" for name in LABKIT_USED),
-             *sorted((REPO / "labkit" / "embedded").rglob("*.safetensors")),
-             *sorted((REPO / "labkit" / "embedded").rglob("*.json"))]
+             *(path for path in sorted((REPO / "labkit" / "embedded").rglob("*"))
+               if path.suffix in (".safetensors", ".json") and "checkpoint" not in path.parts)]  # not training state
     for file in files:
         if file.is_file():
             digest.update(str(file.relative_to(REPO)).encode())

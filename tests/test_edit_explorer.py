@@ -2,8 +2,10 @@
 strips are computed once per selection, the static player carries every strength."""
 
 import base64
+import html
 import io
 import json
+import re
 import time
 
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from labkit.cache import weights_fingerprint
 from labkit.diffusion import QUALITY_BOOST, ddim_sample, sample_at, timestep_at
 from labkit.widgets import EditExplorer
 
@@ -141,3 +144,17 @@ def test_save_strip_writes_every_strength(explorer, tmp_path):
 def test_bad_input_fails_early_and_says_what_to_do(tiny, kwargs, message):
     with pytest.raises(ValueError, match=message):
         EditExplorer(tiny, **{"num_steps": STEPS, **kwargs})
+
+
+def test_static_player_carries_the_live_settings(explorer, tiny):
+    # what the web book's live explorer reads (book/_static/live/explorer.js): the explorer's own settings
+    page = explorer._repr_mimebundle_()["text/html"]
+    (attribute,) = re.findall(r'data-labkit-live="([^"]*)"', page)
+    config = json.loads(html.unescape(attribute))
+    assert config == explorer.live_config()
+    assert config["explorer"] == "edit" and config["model"] == tiny.name
+    assert config["weights"] == weights_fingerprint(tiny.unet)[:16]
+    assert config["seeds"] == [0, 1, 2, 3] and config["t_fractions"] == [0.6, 1.0] and config["k"] == 2
+    assert config["strengths"] == STRENGTHS.tolist() and config["strength_index"] == explorer.slider.value == 2
+    assert config["num_steps"] == STEPS and config["boost_below"] == QUALITY_BOOST
+    assert (config["delta"], config["n_iter"]) == (1.0, 16)  # x_space_guidance's defaults

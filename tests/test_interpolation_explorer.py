@@ -2,6 +2,8 @@
 point slider drive the image and the labels, paths are computed once per method, rapid method
 changes coalesce, the static page carries every point of every method."""
 
+import html
+import json
 import re
 import threading
 import time
@@ -10,6 +12,7 @@ import pytest
 import torch
 
 import labkit.widgets.interpolation
+from labkit.cache import weights_fingerprint
 from labkit.diffusion import sample_at, timestep_at
 from labkit.editing import interpolate
 from labkit.widgets import InterpolationExplorer, to_png
@@ -155,3 +158,12 @@ def test_frames_are_the_finished_images(explorer):
     assert lerp.images.shape == (N, *explorer.model.sample_shape)
     assert torch.equal(lerp.path[0], explorer.a.x_t) and torch.equal(lerp.path[-1], explorer.b.x_t)
     assert explorer._frames["lerp"] == [to_png(image, value_range=(-1, 1)) for image in lerp.images]
+
+
+def test_static_page_carries_the_live_settings(explorer, tiny):
+    # what the web book's live explorer reads (book/_static/live/explorer.js); it runs lerp and slerp
+    (attribute,) = re.findall(r'data-labkit-live="([^"]*)"', explorer.to_html())
+    config = json.loads(html.unescape(attribute))
+    assert config == explorer.live_config() == {
+        "explorer": "interpolation", "model": tiny.name, "weights": weights_fingerprint(tiny.unet)[:16],
+        "num_steps": STEPS, "t_fraction": 1.0, "seed_a": 0, "seed_b": 1, "n": N, "methods": ["lerp", "slerp"]}

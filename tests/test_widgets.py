@@ -1,7 +1,9 @@
 """labkit.widgets.player and .base: frames as PNGs, a self-contained static player, the latest-wins worker."""
 
 import base64
+import html
 import io
+import json
 import re
 import threading
 import time
@@ -13,7 +15,7 @@ import torch
 from PIL import Image
 
 from labkit.widgets.base import LatestWins
-from labkit.widgets.player import static_player, to_png
+from labkit.widgets.player import live_container, static_player, to_png
 
 
 def grey_frames(n: int = 5, size: int = 8) -> list[np.ndarray]:
@@ -101,3 +103,13 @@ def test_latest_wins_computes_the_running_and_the_newest_request_only():
     with pytest.raises(RuntimeError, match="no such frame"):
         worker.wait(5)
     assert "failed" in status.value
+
+
+def test_live_container_carries_its_settings_as_escaped_json():
+    player = static_player([to_png(np.zeros((2, 2)))], ["a"])
+    config = {"explorer": "edit", "seeds": [0, 1], "note": "</div> & 'quotes' \"too\""}
+    page = live_container(config, player)
+    (attribute,) = re.findall(r'data-labkit-live="([^"]*)"', page)
+    assert json.loads(html.unescape(attribute)) == config and player in page
+    with pytest.raises(ValueError, match="explorer"):
+        live_container({"explorer": "something else"}, player)

@@ -5,7 +5,8 @@
 // Each explorer keeps one request "wanted" (the controls' selection) and computes it first; a newer
 // request aborts an older computation between two network runs (latest wins). When the wanted
 // image is shown, the other strengths (points) of the same selection are computed in the
-// background, nearest first, so that moving the slider afterwards shows a finished image.
+// background, nearest first, so that moving the slider afterwards shows a finished image (unless the
+// configuration says "prefetch": false, as benchmarks/live_explorers.py does to time uncached moves).
 
 import * as rt from "./runtime.js";
 import * as S from "./sampler.js";
@@ -71,7 +72,8 @@ class Worker {
   async run() {
     for (;;) {
       const wanted = this.wanted;
-      const key = this.explorer.cached(wanted) ? this.explorer.prefetch(wanted) : wanted;
+      const prefetch = this.explorer.config.prefetch !== false;  // false: the benchmark's uncached moves
+      const key = !this.explorer.cached(wanted) ? wanted : prefetch ? this.explorer.prefetch(wanted) : null;
       if (key === null) return;
       const abort = key === wanted ? () => this.wanted !== wanted : () => !this.explorer.cached(this.wanted);
       try {
@@ -90,7 +92,8 @@ class Worker {
 class Live {
   constructor(root, config, ui) {
     this.root = root; this.config = config; this.ui = ui; this.worker = new Worker(this);
-    this.images = new Map(); this.timings = { opened: performance.now(), latencies: [] };
+    this.images = new Map();
+    this.timings = { opened: Number(root.dataset.openedAt || performance.now()), latencies: [] };
     this.canvas = element("canvas", { style: "image-rendering:pixelated;max-width:100%;display:block" });
     this.statusLine = element("div", { className: "labkit-live-status", style: "font-size:0.9em;min-height:1.3em" });
   }
@@ -155,7 +158,8 @@ class Live {
     return { key: () => this.key(), shown: () => this.root.dataset.liveShown, timings: this.timings,
              image: () => Array.from(this.images.get(this.key())?.image || []),
              reference: () => Array.from(this.images.get(this.key())?.reference || []),
-             factors: () => this.images.get(this.key())?.factors || null };
+             factors: () => this.images.get(this.key())?.factors || null,
+             filled: () => this.strip(this.key()).filter((key) => this.cached(key)).length };
   }
 }
 
@@ -237,14 +241,16 @@ class EditLive extends Live {
     this.images.set(key, { image, reference, factors });
   }
 
+  /** The keys of every strength of key's selection. */
+  strip(key) {
+    const k = this.parse(key);
+    return this.config.strengths.map((_, i) => [k.seed, k.t, k.direction, k.method, i].join("|"));
+  }
+
   prefetch(wanted) {
-    const k = this.parse(wanted), order = this.config.strengths.map((_, i) => i)
-      .sort((a, b) => Math.abs(a - k.strength) - Math.abs(b - k.strength));
-    for (const i of order) {
-      const key = [k.seed, k.t, k.direction, k.method, i].join("|");
-      if (!this.cached(key)) return key;
-    }
-    return null;
+    const at = this.parse(wanted).strength;
+    const order = this.strip(wanted).map((key, i) => [Math.abs(i - at), key]).sort((a, b) => a[0] - b[0]);
+    return order.map(([, key]) => key).find((key) => !this.cached(key)) ?? null;
   }
 
   display(key) {
@@ -312,14 +318,16 @@ class InterpolationLive extends Live {
     this.images.set(key, { image, h, norm: S.norm(point) });
   }
 
+  /** The keys of every point of key's path. */
+  strip(key) {
+    const k = this.parse(key);
+    return this.times.map((_, i) => [k.a, k.b, k.method, i].join("|"));
+  }
+
   prefetch(wanted) {
-    const k = this.parse(wanted), order = this.times.map((_, i) => i)
-      .sort((a, b) => Math.abs(a - k.point) - Math.abs(b - k.point));
-    for (const i of order) {
-      const key = [k.a, k.b, k.method, i].join("|");
-      if (!this.cached(key)) return key;
-    }
-    return null;
+    const at = this.parse(wanted).point;
+    const order = this.strip(wanted).map((key, i) => [Math.abs(i - at), key]).sort((a, b) => a[0] - b[0]);
+    return order.map(([, key]) => key).find((key) => !this.cached(key)) ?? null;
   }
 
   /** Σ ‖f(p_{i+1}) − f(p_i)‖ over the path's points (labkit.geometry.curve_length), or null if one is missing. */
@@ -338,7 +346,7 @@ class InterpolationLive extends Live {
     const k = this.parse(key), shown = this.images.get(key);
     draw(this.canvas, [shown.image], this.model.sample_shape);
     this.label.textContent = `point ${k.point + 1} of ${this.config.n}: ‖x_t‖ = ${g(shown.norm, 3)}`;
-    const keys = this.times.map((_, i) => [k.a, k.b, k.method, i].join("|"));
+    const keys = this.strip(key);
     const xa = this.latents.get(`${k.a}|${this.t}`), xb = this.latents.get(`${k.b}|${this.t}`);
     const path = this.times.map((s) => (k.method === "lerp" ? S.lerp(xa, xb, s) : S.slerp(xa, xb, s)));
     const inH = this.length(keys.map((key) => this.images.get(key)?.h));

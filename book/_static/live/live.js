@@ -35,6 +35,7 @@ for (const root of document.querySelectorAll("[data-labkit-live]")) {
   ui.className = "labkit-live";
   bar.after(ui);
   button.addEventListener("click", async () => {
+    root.dataset.openedAt = String(performance.now());  // the explorer's first-image time counts from here
     button.disabled = true;
     hint.textContent = "";
     root.dataset.liveState = "loading";
