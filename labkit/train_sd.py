@@ -169,6 +169,7 @@ def _renders(batch_size: int, gen: torch.Generator) -> tuple[dict, torch.Tensor]
 
 def train_vae(config: SDConfig, device: torch.device, gen: torch.Generator) -> tuple[AutoencoderKL, dict]:
     """Stage 1 (module docstring); returns the EMA VAE with its scaling factor and the stage record."""
+    torch.manual_seed(config.seed)  # the initial weights: the same whether the stages run together or apart
     vae = AutoencoderKL(**vae_config(config.tiny)).to(device)
 
     def loss_fn() -> torch.Tensor:
@@ -199,6 +200,7 @@ def train_diffusion(config: SDConfig, vae: AutoencoderKL, tokenizer_dir: Path, d
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(config.seed + 1)
     text_encoder = CLIPTextModel(CLIPTextConfig(**text_config(len(tokenizer), config.tiny))).to(device)
     unet = UNet2DConditionModel(**unet_config(text_encoder.config.hidden_size, config.tiny)).to(device)
     vae.requires_grad_(False)
@@ -248,7 +250,6 @@ def train_sd(config: SDConfig) -> Path:
     device = resolve_device(config.device)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed)
     log_file = out / "training_log.json"
     log = json.loads(log_file.read_text()) if log_file.exists() else {}
     tokenizer_dir = captions.tokenizer_files(out / "checkpoint-tokenizer", max_length=MAX_TOKENS)
