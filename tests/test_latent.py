@@ -318,3 +318,14 @@ def test_an_sd2_shaped_unet_linear_projections_and_upcast_attention_differentiat
     J = torch.func.jacrev(f)(z).reshape(-1, z.numel())
     v = torch.randn(1, *z.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     assert torch.allclose(jvps(f, z, v, mode="forward")[0].reshape(-1), J @ v.reshape(-1), atol=1e-10)
+
+
+def test_the_readme_calls_run_on_a_pipeline(sd):
+    from labkit.diffusion import sample_at, timestep_at
+
+    model = sd.conditioned("a small red square", guidance_scale=7.5)
+    sample = sample_at(model, seed=0, t=timestep_at(model, 0.6, 10), num_steps=10)
+    basis = sample_basis(model, sample, k=2, tol=1e-3)
+    with torch.no_grad():
+        images = model.decode(edit(model, sample, basis.v[0], [-1.0, 0.0, 1.0], n_iter=1))
+    assert images.shape == (3, 3, 32, 32) and torch.isfinite(images).all()
