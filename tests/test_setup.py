@@ -2,7 +2,8 @@
 the install cell its Colab button needs, Binder builds from the repository's own files.
 
 The install cell is run for real in a fresh venv (no network: it installs this working copy,
-``--no-deps``); on Colab it installs the repository's tag instead, which cannot be reached here.
+``--no-deps``); on Colab it installs from the repository (the default branch, or in the published book
+the commit that built it), which cannot be reached here.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from unittest import mock
 
 import pytest
 import tomllib
+import yaml
+from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parent.parent
 # scripts/install_cell.py is a script, not a package: load it from its file
@@ -125,10 +128,38 @@ def test_every_chapter_opens_with_the_same_current_install_cell():
     assert 3 <= len(expected.splitlines()) <= 6
 
 
-def test_the_install_cell_pins_the_books_version():
-    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
-    assert install_cell.install_spec() == f"git+https://github.com/curved-latents/curved-latents@v{version}"
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def test_the_committed_cell_installs_the_default_branch_with_the_book_extra():
+    url = yaml.safe_load((REPO / "_config.yml").read_text())["repository"]["url"]
+    assert install_cell.install_spec() == f"labkit[book]@git+{url}"  # no ref: the default branch always exists
+    assert install_cell.install_spec(ref=SHA) == f"labkit[book]@git+{url}@{SHA}"
     assert f'"{install_cell.install_spec()}"' in install_cell.cell_source()
+    requirement = Requirement(install_cell.install_spec(ref=SHA))  # what pip will parse
+    assert (requirement.name, requirement.extras, requirement.url) == ("labkit", {"book"}, f"git+{url}@{SHA}")
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert "book" in extras
+
+
+def test_the_pages_build_writes_its_commit_into_every_cell_and_refuses_a_name(tmp_path, monkeypatch, capsys):
+    chapters = []
+    for path in install_cell.CHAPTERS[:2]:
+        copy = tmp_path / path.name
+        copy.write_text(path.read_text())
+        chapters.append(copy)
+    monkeypatch.setattr(install_cell, "CHAPTERS", chapters)
+    monkeypatch.setattr(install_cell, "REPO", tmp_path)
+    assert install_cell.main(["--check"]) == 0
+    assert install_cell.main(["--ref", SHA]) == 0
+    assert install_cell.main(["--check", "--ref", SHA]) == 0 and install_cell.main(["--check"]) == 1
+    for path in chapters:
+        first = install_cell.first_code_cell(json.loads(path.read_text()))
+        assert f'"labkit[book]@git+https://github.com/curved-latents/curved-latents@{SHA}"' in "".join(first["source"])
+    for name in ("main", "v0.1.0", "HEAD", SHA.upper()):
+        with pytest.raises(SystemExit):
+            install_cell.main(["--ref", name])
+        assert "must be a commit id" in capsys.readouterr().err
 
 
 def test_the_install_cell_does_nothing_where_labkit_is_installed():
@@ -195,8 +226,6 @@ def test_binder_installs_the_repository_with_a_cpu_torch():
 
 
 def test_the_pages_workflow_builds_with_the_make_targets():
-    import yaml
-
     workflow = yaml.safe_load((REPO / ".github" / "workflows" / "book.yml").read_text())
     triggers = workflow[True] if True in workflow else workflow["on"]  # YAML 1.1 reads `on` as True
     assert triggers["push"]["branches"] == ["main"]
@@ -208,3 +237,17 @@ def test_the_pages_workflow_builds_with_the_make_targets():
     assert any(u.startswith("actions/upload-pages-artifact") for u in uses)
     assert any(u.startswith("actions/deploy-pages") for u in uses)
     assert workflow["permissions"] == {"contents": "read", "pages": "write", "id-token": "write"}
+    # the published book installs the code that built it: its cells are written with this commit before the build
+    ref_line = next(line for line in runs.splitlines() if "install_cell.py" in line and "--ref" in line)
+    assert "${{ github.sha }}" in ref_line and "--check" not in ref_line
+    assert runs.index(ref_line) < runs.index("make book")
+    assert "v0.1.0" not in runs and "refs/tags" not in runs
+
+
+def test_lint_and_unit_tests_run_on_every_push_and_pull_request():
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "tests.yml").read_text())
+    triggers = workflow[True] if True in workflow else workflow["on"]
+    assert set(triggers) == {"push", "pull_request"} and not (triggers["push"] or {}).get("branches")
+    runs = [step.get("run", "") for job in workflow["jobs"].values() for step in job["steps"]]
+    assert "make lint" in runs and "make unit" in runs
+    assert workflow["permissions"] == {"contents": "read"}
