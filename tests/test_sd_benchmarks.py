@@ -23,6 +23,7 @@ def test_sd_quality_reports_rerender_faithfulness_and_the_vae(tmp_path):
     assert 0 < r["true_median"] <= r["threshold_true_p99"] < 0.1  # the read-out's own error on true renders
     assert 0 <= r["unconditional_share_within"] <= 1 and 0 <= f["share_all_named_right"] <= 1
     assert sum(c["samples"] for c in f["by_number_named"].values()) == 6
+    assert f["true_renders_share_all_named_right"] == 1.0  # the read-out reads true renders' named factors right
     assert v["reconstruction_rmse_median"] > 0.05  # a random VAE reconstructs nothing
 
 
