@@ -11,9 +11,9 @@ from labkit.editing import (
     interpolate,
     load_basis,
     naive_edit,
-    transport_direction,
     sample_basis,
     save_basis,
+    transport_direction,
     x_space_guidance,
 )
 from labkit.models import load_model
