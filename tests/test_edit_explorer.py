@@ -134,11 +134,15 @@ def test_save_strip_writes_every_strength(explorer, tmp_path):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(k=0), "positive integer"),
+        (dict(k=0), "k must be in 1..64"),
         (dict(seeds=()), "at least one noise seed"),
+        (dict(seeds=(0, -1)), "seeds\\[1\\] must be in"),
         (dict(method="magic"), "method must be one of"),
-        (dict(t_fractions=(1.5,)), "fractions of T"),
-        (dict(strengths=[]), "non-empty"),
+        (dict(t_fractions=(1.5,)), "t_fractions\\[0\\] must be in \\[0, 1\\].*a fraction of T"),
+        (dict(t_fractions=()), "t_fractions is empty"),
+        (dict(strengths=[]), "1 to 101 finite numbers"),
+        (dict(strengths=[0.0, float("nan")]), "with NaN"),
+        (dict(edit_options={"deltaa": 1.0}), "edit_options takes"),
     ],
 )
 def test_bad_input_fails_early_and_says_what_to_do(tiny, kwargs, message):

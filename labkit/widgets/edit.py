@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from labkit.cache import weights_fingerprint
+from labkit.checks import check_choice, check_float, check_int
 from labkit.diffusion import QUALITY_BOOST, sample_at, timestep_at
 from labkit.editing import edit, sample_basis, x_space_guidance
 from labkit.models import DiffusionModel
@@ -80,21 +81,27 @@ class EditExplorer(Explorer):
         save_dir: str | os.PathLike = ".",
         edit_options: dict | None = None,
     ) -> None:
-        if not isinstance(k, int) or k < 1:
-            raise ValueError(f"k (the number of directions) must be a positive integer, got {k!r}")
-        seeds = [int(s) for s in seeds]
+        k = check_int("k", k, 1, 64, hint="the number of directions offered")
+        seeds = [check_int(f"seeds[{i}]", s, 0, 2**63 - 1) for i, s in enumerate(seeds)]
         if not seeds:
             raise ValueError("seeds is empty: give at least one noise seed, e.g. seeds=(0, 1)")
-        t_fractions = [float(f) for f in t_fractions]
-        if not t_fractions or not all(0.0 <= f <= 1.0 for f in t_fractions):
-            raise ValueError(f"t_fractions must be a non-empty list of fractions of T in [0, 1], got {t_fractions}")
-        if method not in EDIT_METHODS:
-            raise ValueError(f"method must be one of {EDIT_METHODS}, got {method!r}")
+        t_fractions = [check_float(f"t_fractions[{i}]", f, 0.0, 1.0, hint="a fraction of T")
+                       for i, f in enumerate(t_fractions)]
+        if not t_fractions:
+            raise ValueError("t_fractions is empty: give at least one fraction of T, e.g. t_fractions=(0.6,)")
+        check_choice("method", method, EDIT_METHODS)
+        num_steps = check_int("num_steps", num_steps, 1, 1000)
         if strengths is None:
             strengths = torch.linspace(-1.0, 1.0, 9)
+        if not isinstance(strengths, torch.Tensor | Sequence):
+            raise TypeError(f"strengths must be a list or 1-D tensor of numbers, got {type(strengths).__name__}")
         strengths = torch.as_tensor(strengths, dtype=torch.float32).reshape(-1)
-        if len(strengths) == 0 or not torch.isfinite(strengths).all():
-            raise ValueError("strengths must be a non-empty list of finite numbers, e.g. torch.linspace(-1, 1, 9)")
+        if not 1 <= len(strengths) <= 101 or not torch.isfinite(strengths).all():
+            raise ValueError("strengths must be a list of 1 to 101 finite numbers, e.g. torch.linspace(-1, 1, 9), "
+                             f"got {len(strengths)}" + ("" if torch.isfinite(strengths).all() else " with NaN or inf"))
+        unknown = sorted(set(edit_options or {}) - {"delta", "n_iter"})
+        if unknown:
+            raise ValueError(f"edit_options takes x-space guidance's delta and n_iter, got {unknown}")
         self.model = model
         self.k = k
         self.strengths = strengths

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import ipywidgets as widgets
 import torch
 
-from labkit.checks import check_float, check_int, show
 from labkit.cache import weights_fingerprint
+from labkit.checks import check_float, check_int, show
 from labkit.diffusion import sample_at, timestep_at
 from labkit.editing import Interpolation, interpolate
 from labkit.models import DiffusionModel
