@@ -1,232 +1,354 @@
 """Do the directions mean anything? Every method's directions, scored against the world's true factors.
 
-    python benchmarks/known_factors.py                                   # the committed run
-    python benchmarks/known_factors.py --samples 2 --fractions 0.6 --k 2 --out /tmp/kf.json   # a quick look
+    python benchmarks/known_factors.py                                   # the confirmatory run (hours on a CPU)
+    python benchmarks/known_factors.py --samples 4 --fractions 0.6 --out /tmp/kf.json   # a quick look
 
-On the shapes model (labkit.worlds, load_model("shapes")), for each sample and each timestep t
-(fractions of T), each method proposes k unit directions, and the scorer (labkit.scoring.
-score_directions) edits along each at ± strengths, finishes sampling, reads the factors with the
-read-out and reports the response R (k × 6 factors, in units of each factor's standard
-deviation), each direction's disentanglement (the share of its response on its top factor), the
-basis's coverage (distinct top factors) and the side effect (the change in re-render error: does
-the edit leave the world?). The methods, on the same samples and timesteps:
+On the shapes model (labkit.worlds, load_model("shapes")), for each of N samples and each
+timestep t (fractions of T), each method proposes directions, and labkit.scoring matches every
+edit along them to the same change of the finished image (each budget b, both signs, within ±10%;
+an edit that cannot be matched is counted and left out), reads the seven factors with the
+read-out and scores the response R (directions × factors, in mean differences; the shape as a
+flip). Per (sample, t, method, edit) it records disentanglement, the top-two gap, coverage, DCI
+D and C, the side effect, the on-manifold share of the image change, the read-out's
+self-consistency on the edited images and how far the latent moved; per (sample, t) the step ε*
+where the linearisation of h along v₁ breaks (10%). The methods, on the same samples:
 
-    park-local    Park et al.: top-k right singular vectors v_i of J = ∂h/∂x_t at the sample
-    park-global   Park et al.: the Grassmann (chordal) mean of the samples' local bases at t
-    loco          LOCO-Edit's Jacobian (Chen et al. 2024), without its mask: top-k right singular
-                  vectors of the posterior mean's Jacobian ∂x̂₀/∂x_t
+    park-local    Park et al.: top-k right singular vectors of J = ∂h/∂x_t at the sample
+    park-global   Park et al.: the Grassmann (chordal) mean of all N samples' local bases at t
+    loco          the posterior mean's Jacobian ∂x̂₀/∂x_t, top-k right singular vectors (no mask)
+    loco-mask     LOCO-Edit as published: masked to the object, null space of the rest projected out
     random        random orthonormal directions in X: the floor
-    h-park-u      an edit in H (labkit.hspace) along Park's left singular vectors u_i
+    oracle        per factor, the difference of two DDIM-inverted renders differing in it: the ceiling
+    h-park-u      an edit in H along Park's left singular vectors u_i
     h-pca         an edit in H along the top-k principal components of h at t (Haas et al.)
     h-random      an edit in H along random orthonormal directions: the floor for H
 
-The X methods are applied both ways, x-space guidance and the naive x_t + γ v; H methods add
-γ d to the mid-block output in every step from t down to 0.2 T (so they do not apply at
-t ≤ 0.2 T: that row is marked, not scored).
+X methods are edited both ways, x-space guidance and naive; H methods add γd to the mid-block
+output from t down to 0.2 T (so not at t ≤ 0.2 T). The first --dose-samples samples are scored
+at every --dose-budgets too (dose–response); the confirmatory numbers use --budgets only.
 
-**The edit budget is the same for every method: the change it makes to the finished image.**
-For each direction, labkit.scoring.strength_for_change measures a probe edit (root-mean-square
-pixel change of the finished image) and scales the strength linearly so that +γ changes the
-image by the largest budget; the smaller budgets scale down from it. Edits are not linear, so
-the change actually made (both signs, every strength) is measured and reported beside the
-budget. Disentanglement and coverage are scale-free; the side effect is per edit.
-
-Prints the tables (per method and edit, per t: mean disentanglement, mean coverage, mean side
-effect, and the change made) and the ratios against the random floor, and writes everything, down
-to each direction's response, to ``--out``. The chapter book/part2-diffusion/08_known_factors.ipynb
-loads the committed run.
+Every (t, sample) unit is a file in OUT.units/, keyed by the configuration and the weights, so a
+killed run goes on where it stopped (units finish in any order) and a changed run never reuses
+a stale unit. When all units exist, the merge writes OUT: per-sample values, 95% bootstrap
+intervals over samples, the floor-to-ceiling fractions, and every pair of methods compared on
+the same samples (paired bootstrap at the Bonferroni level, Wilcoxon p with Holm's correction,
+one family per measure and t). The chapter book/part2-diffusion/08_known_factors.ipynb loads it.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
 import os
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from labkit.cache import weights_fingerprint
-from labkit.diffusion import QUALITY_BOOST, Sample, posterior_mean, sample_at, timestep_at
-from labkit.editing import global_directions, sample_basis
-from labkit.hspace import h_principal_components, h_shape
-from labkit.models import DiffusionModel, load_model
-from labkit.readout import load_readout
-from labkit.scoring import (
-    PROBE_STRENGTHS,
-    ReadOut,
-    image_change,
-    score_directions,
-    strength_for_change,
-    world_readout,
+from labkit import (
+    diffusion,
+    disentanglement,
+    editing,
+    hspace,
+    linearity,
+    oracle,
+    readout,
+    scoring,
+    spectral,
+    stats,
+    worlds,
 )
+from labkit.cache import weights_fingerprint
+from labkit.diffusion import QUALITY_BOOST, h_space, posterior_mean, sample_at, timestep_at
+from labkit.editing import finish, global_directions, sample_basis
+from labkit.files import atomic_write
+from labkit.hspace import h_principal_components, h_shape
+from labkit.linearity import breaking_step
+from labkit.models import DiffusionModel, load_model, set_fp32_precision
+from labkit.oracle import loco_directions, oracle_directions
+from labkit.readout import load_readout, read_factors
+from labkit.scoring import basis_summary, match_budget, score_edits, select, world_instrument
 from labkit.spectral import local_basis
+from labkit.stats import bootstrap_ci, compare_all, floor_to_ceiling
 
 REPO = Path(__file__).resolve().parents[1]
-METHODS = ("park-local", "park-global", "loco", "random", "h-park-u", "h-pca", "h-random")
+CODE = (sys.modules[__name__], diffusion, disentanglement, editing, hspace, linearity, oracle, readout, scoring,
+        spectral, stats, worlds)  # whose sources key the units
+X_METHODS = ("park-local", "park-global", "loco", "loco-mask", "random", "oracle")
 H_METHODS = ("h-park-u", "h-pca", "h-random")
-def orthonormal(k: int, shape: tuple[int, ...], seed: int, dtype: torch.dtype) -> torch.Tensor:
+MEASURES = ("disentanglement", "top_two_gap", "coverage", "dci_d", "dci_c", "side_effect", "on_manifold",
+            "consistency", "change", "moved")
+
+
+def orthonormal(k: int, shape: tuple[int, ...], seed: int) -> torch.Tensor:
     """k random orthonormal directions of the given shape (QR of a seeded Gaussian matrix)."""
     g = torch.Generator().manual_seed(seed)
-    q, _ = torch.linalg.qr(torch.randn(int(torch.tensor(shape).prod()), k, generator=g, dtype=torch.float64))
-    return q.T.to(dtype).reshape(k, *shape)
+    q, _ = torch.linalg.qr(torch.randn(math.prod(shape), k, generator=g, dtype=torch.float64))
+    return q.T.float().reshape(k, *shape)
 
 
-def score_method(model: DiffusionModel, sample: Sample, directions: torch.Tensor, how: str, budgets: list[float],
-                 readout: ReadOut) -> dict:
-    """Scale each direction's strength to the budget, score it, and return the row's numbers (lists, for JSON)."""
-    rows = {"strengths": [], "change": [], "response": [], "disentanglement": [], "side_effect": [], "top_factor": []}
-    for d in directions:
-        largest = strength_for_change(model, sample, d, max(budgets), method=how)
-        strengths = [largest * b / max(budgets) for b in budgets]
-        s = score_directions(model, sample, d[None], strengths, readout, method=how)
-        rows["strengths"].append(strengths)
-        rows["change"].append(image_change(s.images[0, 1:], s.images[0, :1]).tolist())
-        rows["response"].append(s.response[0].tolist())
-        rows["disentanglement"].append(s.disentanglement[0].item())
-        rows["side_effect"].append(s.side_effect[0].item())
-        rows["top_factor"].append(s.top_factor[0])
-    rows["coverage"] = len(set(rows["top_factor"]))
-    return rows
+def shared_directions(model: DiffusionModel, fraction: float, args) -> dict:
+    """What every unit at t shares: the samples, their bases, the global directions and h's PCA."""
+    t = timestep_at(model, fraction, args.steps)
+    samples = [sample_at(model, seed, t, args.steps) for seed in range(args.seed, args.seed + args.samples)]
+    bases = [sample_basis(model, s, args.k) for s in samples]
+    pca, _ = h_principal_components(model, t, args.k, n=args.pca_samples, seed=10**6 + args.seed,
+                                    num_steps=args.steps)
+    return {"fraction": fraction, "t": t, "samples": samples, "bases": bases, "pca": pca,
+            "global": global_directions(bases, args.k).squeeze(1)}
 
 
-def directions_at(model: DiffusionModel, samples: list[Sample], t: int, k: int, pca_samples: int,
-                  seed: int, num_steps: int) -> dict[str, list[torch.Tensor]]:
-    """Each method's k directions at each sample (lists indexed like ``samples``)."""
-    bases = [sample_basis(model, s, k) for s in samples]
-    mean = global_directions(bases, k)
-    pca, _ = h_principal_components(model, t, k, n=pca_samples, seed=10**6 + seed, num_steps=num_steps)
-    shape_h = h_shape(model)
-    out: dict[str, list[torch.Tensor]] = {m: [] for m in METHODS}
-    for i, (s, b) in enumerate(zip(samples, bases, strict=True)):
-        out["park-local"].append(b.v.squeeze(1))
-        out["park-global"].append(mean.squeeze(1))
-        out["loco"].append(local_basis(posterior_mean(model, t), s.x_t, k).v.squeeze(1))
-        out["random"].append(orthonormal(k, model.sample_shape, seed + 1000 * i + t, model.dtype))
-        out["h-park-u"].append(b.u.squeeze(1))
-        out["h-pca"].append(pca)
-        out["h-random"].append(orthonormal(k, shape_h, seed + 1000 * i + t + 7, model.dtype))
+def unit_directions(model: DiffusionModel, shared: dict, i: int, args, readout) -> dict[str, torch.Tensor]:
+    """Each method's directions at sample i (rows: directions)."""
+    sample, basis, t = shared["samples"][i], shared["bases"][i], shared["t"]
+    seed = sample.seed
+    read = read_factors(finish(model, sample, sample.x_t).clamp(-1, 1), readout)
+    # LOCO-Edit's region: the read object, thresholded and grown by one pixel
+    mask = (torch.nn.functional.max_pool2d(worlds.object_mask(read), 3, 1, 1) > 0.5).to(model.dtype)
+    out = {
+        "park-local": basis.v.squeeze(1),
+        "park-global": shared["global"],
+        "loco": local_basis(posterior_mean(model, t), sample.x_t, args.k).v.squeeze(1),
+        "loco-mask": loco_directions(model, sample, mask, args.k),
+        "random": orthonormal(args.k, model.sample_shape, 7919 * seed + t),
+        "oracle": oracle_directions(model, sample, readout),
+    }
+    if t > QUALITY_BOOST * model.num_train_timesteps:
+        out.update({"h-park-u": basis.u.squeeze(1), "h-pca": shared["pca"],
+                    "h-random": orthonormal(args.k, h_shape(model), 7919 * seed + t + 1)})
     return out
 
 
-def summarise(rows: list[dict]) -> dict:
-    """Per method/edit and fraction: means over samples (and directions) of the scores."""
-    summary: dict = {}
-    for r in rows:
-        if r.get("skipped"):
+def score_unit(model: DiffusionModel, shared: dict, i: int, args, readout, instrument) -> dict:
+    """One (t, sample) unit: every method and edit, all its directions matched and scored as one batch."""
+    start = time.perf_counter()
+    sample = shared["samples"][i]
+    directions = unit_directions(model, shared, i, args, readout)
+    budgets = sorted(set(args.budgets) | (set(args.dose_budgets) if i < args.dose_samples else set()))
+    record: dict = {"fraction": shared["fraction"], "t": shared["t"], "sample": sample.seed, "methods": {}}
+    for how, methods in (("guidance", X_METHODS), ("naive", X_METHODS), ("h", H_METHODS)):
+        methods = [m for m in methods if m in directions and m in args.methods]
+        if not methods:
             continue
-        key, cell = f"{r['method']}/{r['edit']}", summary.setdefault(f"{r['method']}/{r['edit']}", {})
-        acc = cell.setdefault(str(r["fraction"]), {"disentanglement": [], "coverage": [], "side_effect": [],
-                                                   "change": [], "response_total": []})
-        acc["disentanglement"] += r["disentanglement"]
-        acc["coverage"].append(r["coverage"])
-        acc["side_effect"] += r["side_effect"]
-        acc["change"] += [c for per_direction in r["change"] for c in per_direction]
-        acc["response_total"] += [sum(resp) for resp in r["response"]]
-        summary[key] = cell
-    for cell in summary.values():
-        for fraction, acc in cell.items():
-            cell[fraction] = {name: round(sum(v) / len(v), 4) for name, v in acc.items()}
-    return summary
+        stacked = torch.cat([directions[m] for m in methods])
+        scores = score_edits(instrument, match_budget(model, sample, stacked, budgets, how,
+                                                      max_rounds=args.max_rounds))
+        first = 0
+        for m in methods:
+            rows = range(first, first + len(directions[m]))
+            first += len(directions[m])
+            record["methods"][f"{m}/{how}"] = _method_record(scores, rows, args.budgets, budgets)
+    record["epsilon_star"] = breaking_step(h_space(model, shared["t"]), sample.x_t, shared["bases"][i].v[0])
+    record["x_t_norm"] = float(sample.x_t.norm())
+    record["seconds"] = round(time.perf_counter() - start, 2)
+    record["load_average"] = round(os.getloadavg()[0], 2)
+    return record
 
 
-def print_tables(summary: dict, fractions: list[float], budgets: list[float]) -> None:
-    columns = [str(f) for f in fractions]
-    for measure, what in (("disentanglement", "mean disentanglement (share of the response on the top factor; "
-                                               "1 = one factor, 1/6 = all equally)"),
-                          ("coverage", "mean coverage (distinct top factors per basis of k)"),
-                          ("side_effect", "mean side effect (change in re-render error; > 0: leaves the world)"),
-                          ("change", f"mean change made to the image, RMS (budgets {budgets})")):
-        print(f"\n{what}\n{'method/edit':<22}" + "".join(f"{'t=' + c + 'T':>10}" for c in columns))
-        for key, cell in summary.items():
-            values = [cell.get(c, {}).get(measure) for c in columns]
-            print(f"{key:<22}" + "".join(f"{'n/a':>10}" if v is None else f"{v:>10.3f}" for v in values))
-    print("\nratios against the floor (same edit; disentanglement, park-local ÷ random):")
-    for how in ("guidance", "naive"):
-        local, floor = summary.get(f"park-local/{how}", {}), summary.get(f"random/{how}", {})
-        ratios = [local[c]["disentanglement"] / floor[c]["disentanglement"] if c in local and c in floor else None
-                  for c in columns]
-        print(f"  {how:<9}" + "".join(f"{'n/a':>10}" if r is None else f"{r:>9.2f}×" for r in ratios))
+def _method_record(scores, rows: range, main_budgets: list[float], budgets: list[float]) -> dict:
+    """One method's numbers at one unit: the confirmatory summary, per-budget summaries, its response."""
+    main = select(scores, rows, main_budgets)
+    out = {"summary": basis_summary(main), "response": main.response.tolist()}
+    if len(budgets) > len(main_budgets):
+        out["dose"] = {str(b): basis_summary(select(scores, rows, [b])) for b in budgets}
+    return out
+
+
+def merge(units: list[dict], args) -> dict:
+    """Per method/edit and t: per-sample values, bootstrap intervals, floor-to-ceiling, paired comparisons."""
+    cells: dict = {}
+    for u in units:
+        for key, rec in u["methods"].items():
+            cell = cells.setdefault(key, {}).setdefault(str(u["fraction"]), {m: {} for m in MEASURES})
+            for m in MEASURES:
+                cell[m][u["sample"]] = rec["summary"][m]
+    summary, comparisons, progress = {}, {}, {}
+    for key, per_t in cells.items():
+        for fraction, per_measure in per_t.items():
+            out = summary.setdefault(key, {}).setdefault(fraction, {})
+            for m, per_sample in per_measure.items():
+                values = [per_sample[s] for s in sorted(per_sample)]
+                finite = [v for v in values if v is not None and math.isfinite(v)]
+                mean, low, high = bootstrap_ci(finite) if len(finite) >= 2 and len(set(finite)) > 1 else (
+                    (finite[0],) * 3 if finite else (math.nan,) * 3)
+                out[m] = {"mean": mean, "low": low, "high": high, "n": len(finite)}
+    fractions = sorted({str(u["fraction"]) for u in units}, key=float)
+    seeds = sorted({u["sample"] for u in units})
+    for fraction in fractions:
+        for m in ("disentanglement", "top_two_gap", "dci_d", "dci_c", "side_effect", "on_manifold"):
+            per = {key: [cells[key][fraction][m].get(s, math.nan) for s in seeds]
+                   for key in cells if fraction in cells[key]}
+            per = {k: v for k, v in per.items() if sum(math.isfinite(x) for x in v) >= 5}
+            comparisons.setdefault(fraction, {})[m] = compare_all(per, n_resamples=args.resamples) if len(per) > 1 \
+                else []
+        for how in ("guidance", "naive"):
+            floor, ceiling = f"random/{how}", f"oracle/{how}"
+            if floor not in cells or ceiling not in cells:
+                continue
+            for m in ("disentanglement", "dci_d", "top_two_gap"):
+                base = [cells[floor][fraction][m].get(s, math.nan) for s in seeds]
+                top = [cells[ceiling][fraction][m].get(s, math.nan) for s in seeds]
+                for key in cells:
+                    if not key.endswith(f"/{how}") or fraction not in cells[key]:
+                        continue
+                    values = [cells[key][fraction][m].get(s, math.nan) for s in seeds]
+                    try:
+                        est = floor_to_ceiling(values, base, top)
+                    except ValueError as err:  # ceiling no better than the floor on average: no scale
+                        est = {"error": str(err)}
+                    progress.setdefault(key, {}).setdefault(fraction, {})[m] = est
+    dose: dict = {}
+    for u in units:
+        for key, rec in u["methods"].items():
+            for b, s in rec.get("dose", {}).items():
+                cell = dose.setdefault(key, {}).setdefault(str(u["fraction"]), {}).setdefault(b, {})
+                for m in ("disentanglement", "side_effect", "on_manifold", "change", "dci_d"):
+                    cell.setdefault(m, []).append(s[m])
+    for key in dose:
+        for fraction in dose[key]:
+            for b, per_measure in dose[key][fraction].items():
+                dose[key][fraction][b] = {m: _mean_ci(v) for m, v in per_measure.items()}
+    unmatched = {key: sum(u["methods"][key]["summary"]["unmatched"] for u in units if key in u["methods"])
+                 for key in cells}
+    matched = {key: sum(u["methods"][key]["summary"]["matched"] for u in units if key in u["methods"])
+               for key in cells}
+    return {"summary": summary, "floor_to_ceiling": progress, "comparisons": comparisons, "dose_response": dose,
+            "edits": {"matched": matched, "unmatched": unmatched},
+            "linearity": {str(u["fraction"]) + "/" + str(u["sample"]): {
+                "epsilon_star": u["epsilon_star"], "x_t_norm": u["x_t_norm"],
+                "moved": {k: r["summary"]["moved"] for k, r in u["methods"].items() if not k.endswith("/h")}}
+                for u in units}}
+
+
+def _mean_ci(values: list) -> dict:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if len(finite) >= 2 and len(set(finite)) > 1:
+        mean, low, high = bootstrap_ci(finite)
+    else:
+        mean = low = high = finite[0] if finite else math.nan
+    return {"mean": mean, "low": low, "high": high, "n": len(finite)}
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="shapes", help="the shapes model (default) or a folder with another one")
+    parser.add_argument("--samples", type=int, default=48, help="samples per timestep (noise seeds SEED..SEED+N−1)")
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.2, 0.4, 0.6, 0.8, 1.0],
+                        help="edit timesteps as fractions of T (each is rounded to the DDIM schedule)")
+    parser.add_argument("--k", type=int, default=4, help="directions per method (the oracle has one per factor)")
+    parser.add_argument("--budgets", type=float, nargs="+", default=[0.05, 0.1],
+                        help="image changes (RMS pixel, images in [-1, 1]) every edit is matched to, both signs")
+    parser.add_argument("--dose-budgets", type=float, nargs="+", default=[0.025, 0.05, 0.1, 0.2],
+                        help="the budgets of the dose–response curves")
+    parser.add_argument("--dose-samples", type=int, default=12, help="how many samples get the dose–response")
+    parser.add_argument("--methods", nargs="+", default=list(X_METHODS + H_METHODS),
+                        choices=list(X_METHODS + H_METHODS), help="the methods to score (default: all)")
+    parser.add_argument("--max-rounds", type=int, default=5, help="edits tried per budget before it counts unmatched")
+    parser.add_argument("--pca-samples", type=int, default=64, help="samples for h-space PCA at each t")
+    parser.add_argument("--steps", type=int, default=20, help="DDIM steps (20, as the book's Part II chapters)")
+    parser.add_argument("--resamples", type=int, default=20000, help="bootstrap resamples of the comparisons")
+    parser.add_argument("--seed", type=int, default=0, help="the first noise seed")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "known_factors_cpu.json"))
+    args = parser.parse_args(argv)
+    # every flag is checked here, before any work
+    if not 2 <= args.samples <= 10_000:
+        parser.error(f"--samples must be in [2, 10000] (park-global averages over samples), got {args.samples}")
+    if not 1 <= args.k <= 32 or not args.k < args.pca_samples <= 100_000:
+        parser.error(f"--k must be in [1, 32] and --pca-samples in (k, 100000], got {args.k}, {args.pca_samples}")
+    if not 1 <= args.steps <= 1000 or not 1 <= args.max_rounds <= 50:
+        parser.error(f"--steps must be in [1, 1000] and --max-rounds in [1, 50], got {args.steps}, {args.max_rounds}")
+    if any(not 0 < f <= 1 for f in args.fractions):
+        parser.error(f"--fractions must lie in (0, 1], got {args.fractions}")
+    if any(not 0 < b < 1 for b in args.budgets + args.dose_budgets):
+        parser.error(f"--budgets and --dose-budgets must lie in (0, 1) (RMS pixel change of images in [-1, 1]), "
+                     f"got {args.budgets} and {args.dose_budgets}")
+    if not 0 <= args.dose_samples <= args.samples:
+        parser.error(f"--dose-samples must be in [0, --samples], got {args.dose_samples}")
+    if not 100 <= args.resamples <= 10**6 or args.seed < 0:
+        parser.error(f"--resamples must be in [100, 10^6] and --seed ≥ 0, got {args.resamples}, {args.seed}")
+    if "random" not in args.methods:
+        parser.error("--methods must include random: it is the floor every method is read against")
+    out = Path(args.out)
+    if out.is_dir() or out.name == "" or out.suffix != ".json":
+        parser.error(f"--out must be a .json file path (not a folder), got {args.out!r}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        (out.parent / (out.name + ".units")).mkdir(exist_ok=True)
+    except OSError as err:
+        parser.error(f"--out: cannot write beside {args.out!r} ({err}); choose a folder you can write to")
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="shapes", help="the shapes model (default) or a folder with another one")
-    parser.add_argument("--samples", type=int, default=3, help="samples (noise seeds 0..N-1)")
-    parser.add_argument("--fractions", type=float, nargs="+", default=[0.2, 0.4, 0.6, 0.8, 1.0],
-                        help="edit timesteps as fractions of T")
-    parser.add_argument("--k", type=int, default=4, help="directions per method")
-    parser.add_argument("--budgets", type=float, nargs="+", default=[0.05, 0.1],
-                        help="image changes (RMS pixel, images in [-1, 1]) each edit is scaled to, both signs")
-    parser.add_argument("--pca-samples", type=int, default=64, help="samples for h-space PCA at each t")
-    parser.add_argument("--steps", type=int, default=20, help="DDIM steps (20, as the book's Part II chapters)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "known_factors_cpu.json"))
-    args = parser.parse_args(argv)
-    if args.samples < 2:
-        parser.error(f"--samples must be at least 2 (park-global averages over samples), got {args.samples}")
-    if args.k < 1 or args.pca_samples <= args.k or args.steps < 1:
-        parser.error("--k must be ≥ 1, --pca-samples > --k, --steps ≥ 1")
-    if any(not 0 < f <= 1 for f in args.fractions):
-        parser.error(f"--fractions must lie in (0, 1], got {args.fractions}")
-    if any(not 0 < b < 1 for b in args.budgets):
-        parser.error(f"--budgets must lie in (0, 1) (RMS pixel change of images in [-1, 1]), got {args.budgets}")
+    args = parse(argv)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-
-    readout_model = load_readout()
-    model, readout = load_model(args.model), world_readout(readout_model)
-    config = {k: v for k, v in vars(args).items() if k != "out"}
-    # Finished (t, sample) units are kept in OUT.partial as they complete; a rerun with the same
-    # configuration and the same weights goes on from there (a run takes tens of minutes on a CPU).
-    # The weights are part of the key: after a retrain, rows of the old model must not be reused.
-    weights = {"model": weights_fingerprint(model.unet), "readout": weights_fingerprint(readout_model)}
-    partial = out.with_name(out.name + ".partial")
-    saved = json.loads(partial.read_text()) if partial.exists() else {}
-    rows = saved["rows"] if saved.get("config") == config and saved.get("weights") == weights else []
-    done = {(r["fraction"], r["sample"]) for r in rows}
-    start, load_before = time.perf_counter(), os.getloadavg()[0]
-    for fraction in args.fractions:
-        seeds = range(args.seed, args.seed + args.samples)
-        if all((fraction, seed) in done for seed in seeds):
-            continue
-        t = timestep_at(model, fraction, args.steps)
-        samples = [sample_at(model, seed, t, args.steps) for seed in seeds]
-        found = directions_at(model, samples, t, args.k, args.pca_samples, args.seed, args.steps)
-        for i, sample in enumerate(samples):
-            if (fraction, sample.seed) in done:
+    set_fp32_precision(args.device, tf32=False)
+    model = load_model(args.model, device=args.device)
+    readout = load_readout()
+    instrument = world_instrument(readout)
+    config = {k: v for k, v in vars(args).items() if k not in ("out", "device", "resamples")}
+    weights = {"model": weights_fingerprint(model.unet), "readout": weights_fingerprint(readout)}
+    # A unit is reused only by a run with the same configuration, weights and code: the sources of
+    # everything that computes a score are part of the key, so a changed scorer never meets old units.
+    code = hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in CODE)).hexdigest()
+    key = hashlib.sha256(json.dumps({"config": config, "weights": weights, "code": code},
+                                    sort_keys=True).encode()).hexdigest()[:16]
+    units_dir = out.parent / (out.name + ".units")
+    start = time.perf_counter()
+    shared: dict[float, dict] = {}  # per t, computed when first needed
+    # sample by sample, every t for each: a run stopped early holds n complete samples at every t
+    for i in range(args.samples):
+        for fraction in args.fractions:
+            path = _unit_path(units_dir, key, fraction, args.seed + i)
+            if path.exists():
                 continue
-            for method in METHODS:
-                for how in (("h",) if method in H_METHODS else ("guidance", "naive")):
-                    row = {"method": method, "edit": how, "fraction": fraction, "t": t, "sample": sample.seed}
-                    if how == "h" and t <= QUALITY_BOOST * model.num_train_timesteps:
-                        rows.append({**row, "skipped": "no step above 0.2 T is left to edit h in"})
-                        continue
-                    rows.append({**row, **score_method(model, sample, found[method][i], how, args.budgets,
-                                                       readout)})
-            partial.write_text(json.dumps({"config": config, "weights": weights, "rows": rows}))
-            print(f"t = {fraction} T ({t}), sample {sample.seed}: done after {time.perf_counter() - start:.0f} s",
-                  flush=True)
-    seconds = time.perf_counter() - start
-    summary = summarise(rows)
+            if fraction not in shared:
+                shared[fraction] = shared_directions(model, fraction, args)
+            record = score_unit(model, shared[fraction], i, args, readout, instrument)
+            with atomic_write(path) as tmp:
+                tmp.write_text(json.dumps({"key": key, **record}))
+            print(f"sample {args.seed + i}, t = {fraction} T ({record['t']}): {record['seconds']:.0f} s "
+                  f"(load {record['load_average']})", flush=True)
+    units = [json.loads(_unit_path(units_dir, key, f, args.seed + i).read_text())
+             for f in args.fractions for i in range(args.samples)]
+    seconds = sum(u["seconds"] for u in units)
     report = {
-        "model": args.model,
-        "weights_sha256": weights,
-        "factors": list(readout.names),
-        "config": config,
-        "probe_strengths": PROBE_STRENGTHS,
-        "timing": {"seconds": round(seconds, 1), "torch_threads": torch.get_num_threads(),
-                   "cpu_cores": os.cpu_count(),
-                   "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)]},
-        "summary": summary,
-        "rows": rows,
+        "model": args.model, "weights_sha256": weights, "factors": list(worlds.FACTORS), "config": config,
+        "key": key,
+        "timing": {"unit_seconds_total": round(seconds, 1), "units": len(units),
+                   "seconds_per_unit_median": sorted(u["seconds"] for u in units)[len(units) // 2],
+                   "load_average_per_unit_median": sorted(u["load_average"] for u in units)[len(units) // 2],
+                   "this_call_seconds": round(time.perf_counter() - start, 1), "torch_threads": torch.get_num_threads(),
+                   "cpu_cores": os.cpu_count(), "device": args.device},
+        **merge(units, args),
+        "units": units,
     }
-    out.write_text(json.dumps(report, indent=1) + "\n")
-    partial.unlink(missing_ok=True)
-    print_tables(summary, args.fractions, args.budgets)
-    print(f"\n{seconds:.0f} s; wrote {out}")
+    with atomic_write(out) as tmp:
+        tmp.write_text(json.dumps(report, indent=None, separators=(",", ":")) + "\n")
+    print_tables(report)
+    print(f"\n{len(units)} units, {seconds:.0f} s of unit time; wrote {out}")
     return report
+
+
+def _unit_path(units_dir: Path, key: str, fraction: float, seed: int) -> Path:
+    return units_dir / f"{key}-f{fraction}-s{seed}.json"
+
+
+def print_tables(report: dict) -> None:
+    fractions = [str(f) for f in report["config"]["fractions"]]
+    for m in ("disentanglement", "dci_d", "side_effect", "on_manifold", "change"):
+        print(f"\n{m}: mean [95% bootstrap interval] over samples")
+        print(f"{'method/edit':22s}" + "".join(f"{'t=' + f + 'T':>22s}" for f in fractions))
+        for key, cell in report["summary"].items():
+            row = "".join(f"{'n/a':>22s}" if f not in cell else
+                          f"{cell[f][m]['mean']:>8.3f} [{cell[f][m]['low']:.3f}, {cell[f][m]['high']:.3f}]"
+                          for f in fractions)
+            print(f"{key:22s}{row}")
+    print("\nunmatched edits per method:", report["edits"]["unmatched"])
 
 
 if __name__ == "__main__":

@@ -31,10 +31,11 @@ import torch
 
 from labkit import worlds
 from labkit.cache import weights_fingerprint
+from labkit.checks import int_arg, out_dir_arg
 from labkit.diffusion import QUALITY_BOOST, ddim_sample, sample_noise
-from labkit.models import EMBEDDED_MODELS, load_model
+from labkit.models import EMBEDDED_MODELS, ModelUnavailableError, load_model
 from labkit.readout import load_readout, read_factors
-from labkit.scoring import rerender_error, world_readout
+from labkit.scoring import rerender_error, world_instrument
 
 BINS = 10
 REPO = Path(__file__).resolve().parents[1]
@@ -56,20 +57,26 @@ def histograms(factors: dict[str, torch.Tensor]) -> dict[str, list[int]]:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="shapes", help="the shapes model (default) or a folder with another one")
-    parser.add_argument("--samples", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=250)
-    parser.add_argument("--steps", type=int, default=50, help="DDIM steps")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=str(EMBEDDED_MODELS["shapes"].parent), help="folder for quality.json")
+    # --samples: the true renders are drawn in one render call (labkit.worlds' bound: 16,384 at 32×32)
+    parser.add_argument("--samples", type=int_arg(1, 16_384), default=1000)
+    parser.add_argument("--batch-size", type=int_arg(1, 4096), default=250)
+    parser.add_argument("--steps", type=int_arg(1, 1000), default=50, help="DDIM steps")
+    parser.add_argument("--seed", type=int_arg(0, 2**62), default=0)
+    parser.add_argument("--out", type=out_dir_arg, default=str(EMBEDDED_MODELS["shapes"].parent),
+                        help="folder for quality.json (checked writable before any work)")
     args = parser.parse_args(argv)
-    for flag in ("samples", "batch_size", "steps"):
-        if getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be a positive integer, got {getattr(args, flag)}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = args.out
+    try:  # load_model: safetensors only, the hub's 5 s deadline, a clear message
+        model = load_model(args.model)
+    except (ModelUnavailableError, ValueError, TypeError) as err:
+        parser.error(f"argument --model: {err}")
+    if model.sample_shape != (3, worlds.IMAGE_SIZE, worlds.IMAGE_SIZE):
+        parser.error(f"argument --model: the read-out reads 3×32×32 scenes; {args.model!r} draws {model.sample_shape}")
+    if args.steps > model.num_train_timesteps:
+        parser.error(f"argument --steps: at most the model's T = {model.num_train_timesteps}, got {args.steps}")
 
     readout_model = load_readout()
-    model, readout = load_model(args.model), world_readout(readout_model)
+    readout = world_instrument(readout_model)
     true_factors = worlds.sample_factors(args.samples, seed=10**6)
     true_error = rerender_error(worlds.render(true_factors), readout)
     threshold = torch.quantile(true_error, 0.99).item()

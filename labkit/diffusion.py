@@ -167,6 +167,7 @@ def ddim_sample(
     seed: int = 0,
     shared_noise: bool = False,
     progress: bool = False,
+    differentiable: bool = False,
 ) -> Tensor:
     """Run DDIM from x at timestep ``t_from`` down to timestep ``t_to`` (−1 means x_0).
 
@@ -175,11 +176,13 @@ def ddim_sample(
     noise). ``eta`` is DDIM's stochasticity (0: deterministic ODE); with ``eta_below`` set,
     steps with t ≤ eta_below use η = 1 instead (the paper's "quality boosting" at the end).
     The η-noise comes from ``seed``; with ``shared_noise`` every batch element gets the same
-    noise (an edit strip: its images then differ only by the edit).
+    noise (an edit strip: its images then differ only by the edit). ``differentiable`` keeps the
+    autograd graph, so that a gradient can flow from the image back to x (memory grows with steps).
 
     Explained in: book/part2-diffusion/03_diffusion.ipynb
     """
     check_latent(model, x)
+    check_bool("differentiable", differentiable)
     check_float("eta", eta, 0.0, 1.0, hint="DDIM's η: 0 is deterministic, 1 is DDPM-like")
     if eta_below is not None:
         check_int("eta_below", eta_below, -1, model.num_train_timesteps - 1)
@@ -194,7 +197,7 @@ def ddim_sample(
         raise ValueError(f"t_to ({t_to}) must be below t_from ({t_from}); DDIM runs from noise towards data")
     gen = torch.Generator().manual_seed(seed)
     todo = [t for t in steps if t_to < t <= t_from]
-    with torch.no_grad():
+    with torch.set_grad_enabled(differentiable):
         for t in tqdm(todo, desc="DDIM", disable=not progress, leave=False):
             step_eta = 1.0 if (eta_below is not None and t <= eta_below) else eta
             shape = (1, *x.shape[1:]) if shared_noise else x.shape

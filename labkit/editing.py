@@ -57,9 +57,9 @@ EditMethod = Literal["guidance", "naive"]
 
 # Sample, sample_at, invert_image and timestep_at live in labkit.diffusion; editing builds on them
 # and re-exports them for code written against earlier versions.
-__all__ = ["EditMethod", "Interpolation", "Sample", "check_strengths", "edit", "global_directions", "interpolate",
-           "invert_image", "load_basis", "naive_edit", "sample_at", "sample_basis", "save_basis", "timestep_at",
-           "transport_direction", "x_space_guidance"]
+__all__ = ["EditMethod", "Interpolation", "Sample", "check_strengths", "edit", "finish", "global_directions",
+           "interpolate", "invert_image", "load_basis", "naive_edit", "sample_at", "sample_basis", "save_basis",
+           "timestep_at", "transport_direction", "x_space_guidance"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,11 +263,26 @@ def edit(
         if method_options:
             raise ValueError(f"the naive edit takes no options, got {sorted(method_options)}")
         x = naive_edit(model, sample.x_t, sample.t, v, strengths)
+    return finish(model, sample, x, boost_below)
+
+
+def finish(model: DiffusionModel, sample: Sample, x: Tensor, boost_below: float | None = QUALITY_BOOST,
+           differentiable: bool = False) -> Tensor:
+    """Finish sampling edited latents x (S, C, H, W) of this sample from sample.t: images (S, C, H, W).
+
+    DDIM on the sample's schedule, η = 1 for t ≤ boost_below·T (None: η = 0 throughout), with the
+    sample's seed's η-noise shared by every image, so that they differ only by their edits.
+    ``differentiable``: keep the graph, for gradients of the image with respect to x.
+    """
+    check_sample(model, sample)
+    check_latent(model, x, "x")
+    if boost_below is not None:
+        check_float("boost_below", boost_below, 0.0, 1.0, hint="a fraction of T below which η = 1, or None")
     eta_below = None if boost_below is None else int(boost_below * model.num_train_timesteps)
     if sample.t == 0:
         return x
     return ddim_sample(model, x, sample.num_steps, t_from=sample.t, eta_below=eta_below, seed=sample.seed or 0,
-                       shared_noise=True)
+                       shared_noise=True, differentiable=differentiable)
 
 
 # --------------------------------------------------------------------------------------------

@@ -123,6 +123,24 @@ def decode(outputs: Tensor) -> dict[str, Tensor]:
     return out
 
 
+def smooth_factors(outputs: Tensor) -> Tensor:
+    """Raw outputs (N, D) → (N, 7) coordinates of the factors that are smooth in the image, for gradients:
+    each hue's angle in turns (not wrapped; differences are what count), each continuous factor
+    unclamped, and for the shape the margin of the next shape's logit over the read one's
+    (positive: the read-out would call it the next shape). Columns in FACTORS order."""
+    columns = []
+    for name, s in _output_slices().items():
+        f, o = FACTORS[name], outputs[:, s]
+        if f.kind == "circular":
+            columns.append(torch.atan2(o[:, 1], o[:, 0]) / (2 * math.pi))
+        elif f.kind == "continuous":
+            columns.append((f.high + f.low) / 2 + o[:, 0] * (f.high - f.low) / 2)
+        else:
+            read = o.argmax(dim=1, keepdim=True)
+            columns.append((o.gather(1, (read + 1) % o.shape[1]) - o.gather(1, read))[:, 0])
+    return torch.stack(columns, dim=1)
+
+
 def readout_loss(outputs: Tensor, targets: dict[str, Tensor]) -> Tensor:
     """Sum over factors: squared error of (cos, sin) and of z, cross-entropy of the shape."""
     loss = outputs.new_zeros(())

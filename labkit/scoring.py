@@ -1,26 +1,31 @@
 """Scoring directions against measured factors: does an edit along v move one factor, and only it?
 
-For a sample x_t at timestep t, directions v_1..v_k and strengths ±γ_1..±γ_S, every direction
-is edited and sampling finished (``labkit.editing.edit``), and a read-out m (factors m_1..m_F,
-each with a scale s_j: its standard deviation over the data) reads the images. The response of
-factor j to direction i is the mean size of the change, in units of s_j:
+An **instrument** (``Instrument``) reads named factors m_1..m_F off images, each with a scale s_j.
+For a sample x_t at timestep t and a direction v, an edit (``labkit.editing.edit``, or an edit in
+H, ``labkit.hspace.h_space_edit``) at strength γ is finished by DDIM, and its change to factor j is
 
-    R_ij = mean over the 2S strengths γ of |Δ_j(γ)| / s_j,    Δ_j(γ) = m_j(edit(γ)) − m_j(edit(0)),
+    Δ_j(γ) = m_j(edit(γ)) − m_j(edit(0))                       (a continuous factor)
+    Δ_j(γ) = d(m_j(edit(γ)), m_j(edit(0)))                     (a hue: the short way round the circle)
+    Δ_j(γ) = 1 if the category changed, else 0                 (a categorical factor: a flip)
 
-with Δ taken the short way round the circle for a circular factor (a hue: d(a, b) = ((a − b + ½)
-mod 1) − ½, see labkit.readout). From R (k × F):
+in units of s_j. The scale makes the kinds comparable: s_j is the **mean difference** of factor j
+between two independent scenes of the world, E|m_j(X) − m_j(Y)| (Gini's mean difference; for a hue
+with the circular distance; for a category, the probability that two scenes differ). So |Δ_j| = 1
+means "as different as two random scenes" for every kind of factor. (A circular standard deviation
+would not do as the hues' scale: for a uniform hue it is infinite.)
 
-- disentanglement of direction i: max_j R_ij / Σ_j R_ij, the share of its response on its top
-  factor (1: it moves one factor only; 1/F: it moves all equally);
-- coverage of the basis: the number of distinct top factors argmax_j R_ij over the directions;
-- side effect of direction i (when the read-out can re-render what it read, as in the world):
-  the mean over strengths of e(edit(γ)) − e(edit(0)), where e(x) = √(mean_pixels (x − render(read(x)))²)
-  is the re-render error: how far the image is from any scene of the world. Positive: the edit
-  leaves the world.
+**Edits of one size** (``match_budget``): every edit is scaled until the change it makes to the
+finished image, the RMS pixel difference c(γ) = √(mean (edit(γ) − edit(0))²), is within ±10% of a
+target budget b, for each sign. The search is a secant on log c against log |γ|, a few rounds,
+all the pending edits of a sample in one batch through the U-Net. An edit that cannot be matched
+is kept, marked unmatched, and left out of every mean.
 
-The read-out is pluggable (``ReadOut``): ``world_readout()`` reads the scenes of labkit.worlds
-with the trained CNN of labkit.readout; ``digit_readout()`` uses the digit measures of
-labkit.measures on MNIST (no re-render there, so no side effects).
+The **response** of factor j to direction i is R_ij = mean over its matched edits of |Δ_j|: a
+(k × F) matrix that ``labkit.disentanglement`` turns into disentanglement, DCI and coverage. Per
+edit the scorer also records the side effect (the change in re-render error e(x) = RMS(x −
+render(read(x))): > 0 leaves the world), the on-manifold share of the image change (the part in
+the world's tangent space, ``labkit.worlds.tangent_basis``), the read-out's self-consistency on
+the edited image, and how far the latent moved.
 
 Explained in: book/part2-diffusion/08_known_factors.ipynb (and 07_semantic.ipynb for MNIST)
 """
@@ -35,234 +40,407 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from labkit.checks import check_choice, check_float, show
-from labkit.diffusion import Sample
-from labkit.editing import EditMethod, edit
+from labkit.checks import check_choice, check_float, check_int, check_tensor, show
+from labkit.diffusion import QUALITY_BOOST, Sample, check_sample
+from labkit.disentanglement import coverage, dci, disentanglement, top_two_gap
+from labkit.editing import finish, naive_edit, x_space_guidance
 from labkit.hspace import h_shape, h_space_edit
 from labkit.models import DiffusionModel
 
+EditKind = Literal["guidance", "naive", "h"]
+TOLERANCE = 0.1  # an edit is matched when its image change is within ±10% of the budget
+# A first strength per edit kind, in that kind's own units, for unit directions: the budget
+# search starts here (x_t has norm ≈ √(C·H·W); h's entries are of order 1).
+PROBE_STRENGTHS = {"guidance": 0.5, "naive": 2.0, "h": 2.0}
+
 
 @dataclass(frozen=True)
-class ReadOut:
+class Instrument:
     """What the scorer measures: read(images (N, C, H, W)) → {name: (N,)}, and each factor's scale.
 
-    scales: {name: s_j > 0} of the factors that enter the response (the order of its columns);
-    read may return more (e.g. the world's categorical shape, which only re-rendering uses).
-    circular: the names among them measured on a circle of circumference 1 (hues).
-    rerender: factors → images (N, C, H, W), or None when the read-out cannot draw what it read.
+    scales: {name: s_j > 0}, the factors that enter the response, in order (see the module doc);
+    circular: the names measured on a circle of circumference 1 (hues); categorical: the names
+    whose change is a flip (0 or 1); rerender: factors → images, or None when the instrument cannot
+    draw what it read; tangent: factors → (N, D, r) orthonormal bases of the world's tangent space
+    at render(factors), or None.
     """
 
     read: Callable[[Tensor], dict[str, Tensor]]
     scales: dict[str, float]
     circular: frozenset[str] = frozenset()
+    categorical: frozenset[str] = frozenset()
     rerender: Callable[[dict[str, Tensor]], Tensor] | None = None
+    tangent: Callable[[dict[str, Tensor]], Tensor] | None = None
 
     def __post_init__(self):
         bad = {k: v for k, v in self.scales.items() if not (isinstance(v, float | int) and math.isfinite(v) and v > 0)}
         if not self.scales or bad:
             raise ValueError(f"scales must map at least one factor name to a positive finite number, got {bad or {}}")
-        unknown = set(self.circular) - set(self.scales)
-        if unknown:
-            raise ValueError(f"circular names {sorted(unknown)} are not among the scales' names {list(self.scales)}")
+        for kind in ("circular", "categorical"):
+            unknown = set(getattr(self, kind)) - set(self.scales)
+            if unknown:
+                raise ValueError(f"{kind} names {sorted(unknown)} are not among the scales' names {list(self.scales)}")
 
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(self.scales)
 
 
-def world_readout(readout=None) -> ReadOut:
-    """The world's read-out: the trained CNN (labkit.readout; default: the shipped one) on scenes.
+def mean_difference(values: Tensor) -> float:
+    """Gini's mean difference E|X − Y| of a sample (n,), exactly, from the sorted values: O(n log n)."""
+    x = check_tensor("values", values, ndim=1).double().sort().values
+    n = len(x)
+    if n < 2:
+        raise ValueError(f"values must hold at least 2 numbers to have a mean difference, got {n}")
+    weights = 2 * torch.arange(1, n + 1, dtype=x.dtype) - n - 1
+    return float(2 * (weights * x).sum() / (n * (n - 1)))
 
-    Scales: each continuous factor's standard deviation under labkit.worlds.sample_factors
-    ((high − low)/√12; for a hue, 1/√12, the root-mean-square circular distance of a uniform hue).
-    The categorical shape is read (for re-rendering) but not in the response.
+
+def world_instrument(readout=None) -> Instrument:
+    """The world's instrument: the trained CNN of labkit.readout (default: the shipped one) on scenes.
+
+    Scales, exact under labkit.worlds.sample_factors (uniform factors): a continuous factor on
+    [low, high] has mean difference (high − low)/3; a uniform hue, mean circular distance 1/4; the
+    shape, with three equally likely values, differs between two scenes with probability 2/3.
     """
     from labkit import readout as readout_module
     from labkit import worlds
 
     model = readout if readout is not None else readout_module.load_readout()
-    return ReadOut(
+    scales = {}
+    for name, f in worlds.FACTORS.items():
+        scales[name] = {"circular": 0.25, "continuous": (f.high - f.low) / 3,
+                        "categorical": 1 - 1 / len(f.values) if f.values else math.nan}[f.kind]
+    return Instrument(
         read=lambda images: readout_module.read_factors(images, model),
-        scales={name: worlds.FACTORS[name].std for name in worlds.CONTINUOUS},
-        circular=frozenset(name for name in worlds.CONTINUOUS if worlds.FACTORS[name].kind == "circular"),
+        scales=scales,
+        circular=frozenset(n for n, f in worlds.FACTORS.items() if f.kind == "circular"),
+        categorical=frozenset(n for n, f in worlds.FACTORS.items() if f.kind == "categorical"),
         rerender=worlds.render,
+        tangent=worlds.tangent_basis,
     )
 
 
-def digit_readout() -> ReadOut:
-    """MNIST's read-out: the digit measures (labkit.measures), scaled by their std over the 5,000 training digits."""
+def digit_instrument() -> Instrument:
+    """MNIST's instrument: the digit measures (labkit.measures), each scaled by its mean difference
+    over the 5,000 training digits."""
     from labkit.data import load_digits
     from labkit.measures import digit_measures
 
     images, _ = load_digits()
-    stds = {name: float(v[torch.isfinite(v)].std()) for name, v in digit_measures(images).items()}
-    return ReadOut(read=digit_measures, scales=stds)
+    scales = {name: mean_difference(v[torch.isfinite(v)].double()) for name, v in digit_measures(images).items()}
+    return Instrument(read=digit_measures, scales=scales)
 
 
-def rerender_error(images: Tensor, readout: ReadOut) -> Tensor:
-    """e(x) = √(mean over pixels of (x − render(read(x)))²), (N,): how far each image is from the read-out's world."""
-    if readout.rerender is None:
-        raise ValueError("this read-out cannot re-render what it reads (rerender is None), "
+def _check_instrument(instrument: object) -> Instrument:
+    if not isinstance(instrument, Instrument):
+        raise TypeError(f"instrument must be a labkit.scoring.Instrument (world_instrument(), digit_instrument()), "
+                        f"got {type(instrument).__name__}")
+    return instrument
+
+
+def _check_images(name: str, images: object) -> Tensor:
+    images = check_tensor(name, images, ndim=4, hint="images (N, C, H, W) in [-1, 1]")
+    if images.abs().max() > 4:  # far outside [-1, 1]: uint8 pixels, or an edit that blew up
+        raise ValueError(f"{name} must be images in [-1, 1] (a finished sample), got values up to "
+                         f"{images.abs().max().item():.3g}; rescale uint8 images (x / 127.5 − 1), or check the "
+                         "edit's strength")
+    return images
+
+
+def rerender_error(images: Tensor, instrument: Instrument) -> Tensor:
+    """e(x) = √(mean over pixels of (x − render(read(x)))²), (N,): how far each image is from the world."""
+    _check_instrument(instrument)
+    images = _check_images("images", images)
+    if instrument.rerender is None:
+        raise ValueError("this instrument cannot re-render what it reads (rerender is None), "
                          "so it has no re-render error")
-    redrawn = readout.rerender(readout.read(images)).to(images)
+    redrawn = instrument.rerender(instrument.read(images)).to(images)
     return ((images - redrawn) ** 2).flatten(1).mean(1).sqrt()
 
 
-def factor_changes(readout: ReadOut, read: dict[str, Tensor], reference: dict[str, Tensor]) -> Tensor:
-    """(N, F) changes read − reference in units of each factor's scale (circular ones the short way round)."""
+def factor_changes(instrument: Instrument, read: dict[str, Tensor], reference: dict[str, Tensor]) -> Tensor:
+    """(N, F) changes read − reference in units of each factor's scale: the short way round for a hue,
+    a flip (0 or 1) for a category. NaN reads are refused (a read-out that failed must not score)."""
     columns = []
-    for name, scale in readout.scales.items():
-        if name not in read:
-            raise ValueError(f"the read-out returned no {name!r}; it returned {sorted(read)}")
-        delta = read[name].double() - reference[name].double()
-        if name in readout.circular:
-            delta = torch.remainder(delta + 0.5, 1.0) - 0.5
+    for name, scale in instrument.scales.items():
+        if name not in read or name not in reference:
+            raise ValueError(f"the instrument returned no {name!r}; it returned {sorted(read)}")
+        a, b = read[name].double(), reference[name].double()
+        if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+            raise ValueError(f"the instrument read NaN or infinite values of {name!r}: the images are outside "
+                             "what it can read; check them (image_grid) before scoring")
+        if name in instrument.categorical:
+            delta = (a != b).double()
+        elif name in instrument.circular:
+            delta = torch.remainder(a - b + 0.5, 1.0) - 0.5
+        else:
+            delta = a - b
         columns.append(delta / scale)
     return torch.stack(columns, dim=1)
 
 
-@dataclass(frozen=True)
-class DirectionScores:
-    """The scores of k directions at one sample.
+def image_change(edited: Tensor, unedited: Tensor) -> Tensor:
+    """(S,) root-mean-square pixel change √(mean_pixels (x_s − x₀)²) of images (S, C, H, W) from x₀ (1, C, H, W)."""
+    if not (isinstance(edited, Tensor) and isinstance(unedited, Tensor)) or edited.ndim != 4 \
+            or edited.shape[1:] != unedited.shape[1:] or unedited.shape[0] != 1:
+        raise ValueError(f"image_change needs edited (S, C, H, W) and unedited (1, C, H, W) images of one size, got "
+                         f"{show(edited)} and {show(unedited)}")
+    return ((edited - unedited) ** 2).flatten(1).mean(1).sqrt()
 
-    factors: the F factor names (columns);  strengths: (S',) the nonzero strengths used;
-    changes: (k, S', F) signed changes Δ_j(γ)/s_j;  response: (k, F) R_ij = mean_γ |Δ_j(γ)|/s_j;
-    side_effect: (k,) mean_γ e(edit(γ)) − e(edit(0)), or None without a re-render;
-    images: (k, S'+1, C, H, W) the unedited image (index 0) then the edits, for strips.
+
+# --------------------------------------------------------------------------------------------
+# Edits of one size
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BudgetedEdits:
+    """Edits of k directions, each matched to every budget with both signs: E = k · 2 · B edits.
+
+    direction, sign, budget: (E,) which direction (0..k−1), ±1, and the target change b;
+    strength: (E,) the final signed γ;  change: (E,) the RMS image change it made;  matched: (E,)
+    |change/b − 1| ≤ tolerance;  rounds: (E,) edits tried;  moved: (E,) ‖x_t' − x_t‖, how far the
+    latent moved (NaN for an edit in H);  images: (E, C, H, W) the finished edits;  unedited: (1, C, H, W).
+    """
+
+    direction: Tensor
+    sign: Tensor
+    budget: Tensor
+    strength: Tensor
+    change: Tensor
+    matched: Tensor
+    rounds: Tensor
+    moved: Tensor
+    images: Tensor
+    unedited: Tensor
+
+
+def _edit_batch(model: DiffusionModel, sample: Sample, directions: Tensor, gamma: Tensor, how: str,
+                chunk: int, **options) -> tuple[Tensor, Tensor]:
+    """Finished images (n, C, H, W) and latent distances (n,) of edits along directions (n, ...) at γ (n,)."""
+    images, moved = [], []
+    for d, g in zip(directions.split(chunk), gamma.split(chunk)):
+        if how == "h":
+            images.append(h_space_edit(model, sample, d, g, boost_below=QUALITY_BOOST))
+            moved.append(torch.full((len(g),), math.nan, dtype=torch.float64))
+            continue
+        if how == "guidance":
+            x = x_space_guidance(model, sample.x_t, sample.t, d, g, **options)
+        else:
+            x = naive_edit(model, sample.x_t, sample.t, d, g, **options)
+        images.append(finish(model, sample, x))
+        moved.append((x - sample.x_t).flatten(1).norm(dim=1).double().cpu())
+    return torch.cat(images), torch.cat(moved)
+
+
+def match_budget(
+    model: DiffusionModel,
+    sample: Sample,
+    directions: Tensor,
+    budgets: list[float],
+    how: EditKind = "guidance",
+    tolerance: float = TOLERANCE,
+    max_rounds: int = 5,
+    chunk: int = 128,
+    **options,
+) -> BudgetedEdits:
+    """Scale every edit along ``directions`` (k, ...) until it changes the finished image by each budget.
+
+    Two probe edits per direction, at p/2 and 2p (p = PROBE_STRENGTHS[how]), give the power law
+    c = a·γ^β through them; the first guess for budget b and sign s is s·(b/a)^(1/β); then, per
+    edit, a secant on log c against log |γ| from the nearer probe (slope kept in [0.25, 4], a step
+    at most ×10) until |c/b − 1| ≤ tolerance or ``max_rounds`` edits were tried.
+    Directions are in X (k, C, H, W) for "guidance" and "naive", in H (k, c_h, H_h, W_h) for "h".
+    ``options`` go to the edit (delta, n_iter of x-space guidance).
+    """
+    check_sample(model, sample)
+    check_choice("how", how, ("guidance", "naive", "h"))
+    shape = h_shape(model) if how == "h" else model.sample_shape
+    directions = check_tensor("directions", directions, shape=(None, *shape),
+                              hint="k directions, (k, C, H, W) in X or (k, c_h, H_h, W_h) in H for how='h'")
+    norms = directions.flatten(1).norm(dim=1)
+    if not bool((norms > 1e-6).all()):
+        raise ValueError(f"every direction needs a length (norms {norms.tolist()}); normalise them to unit length")
+    directions = directions / norms.view(-1, *([1] * len(shape)))  # unit length: γ is the step's size
+    if not isinstance(budgets, list | tuple) or not budgets:
+        raise ValueError(f"budgets must be a non-empty list of RMS image changes, got {show(budgets)}")
+    for b in budgets:
+        check_float("budgets", b, 0.0, 1.0, low_open=True, hint="an RMS change of images in [-1, 1], e.g. 0.05")
+    check_float("tolerance", tolerance, 0.0, 1.0, low_open=True, hint="a relative tolerance, e.g. 0.1 for ±10%")
+    check_int("max_rounds", max_rounds, 1, 50)
+    check_int("chunk", chunk, 1, 100_000)
+    if how == "h" and sample.t <= QUALITY_BOOST * model.num_train_timesteps:
+        raise ValueError(f"sample.t={sample.t} is at or below {QUALITY_BOOST}·T: no step is left to edit h in; "
+                         "score edits in H at a larger t")
+    k, probe = len(directions), PROBE_STRENGTHS[how]
+    unedited = finish(model, sample, sample.x_t)
+    g_probe = torch.tensor([probe / 2, probe * 2], dtype=torch.float64)
+    probes, _ = _edit_batch(model, sample, directions.repeat_interleave(2, 0),
+                            g_probe.repeat(k).to(model.dtype), how, chunk, **options)
+    c_probe = image_change(probes, unedited).double().cpu().reshape(k, 2)
+    beta = ((c_probe[:, 1].clamp_min(1e-12) / c_probe[:, 0].clamp_min(1e-12)).log() / math.log(4)).clamp(0.25, 4.0)
+
+    index = torch.tensor([(i, s, b) for i in range(k) for s in (-1, 1) for b in range(len(budgets))])
+    direction, sign = index[:, 0], index[:, 1].double()
+    budget = torch.tensor(budgets, dtype=torch.float64)[index[:, 2]]
+    E = len(index)
+    nearer = ((c_probe[direction].log() - budget.log()[:, None]).abs().argmin(1))  # the probe nearer the budget
+    last_g, last_c = g_probe[nearer], c_probe[direction, nearer]
+    gamma = torch.where(last_c > 0, last_g * (budget / last_c.clamp_min(1e-12)) ** (1 / beta[direction]),
+                        torch.full_like(budget, math.nan))
+    change, moved = torch.full((E,), math.nan, dtype=torch.float64), torch.full((E,), math.nan, dtype=torch.float64)
+    rounds, matched = torch.zeros(E, dtype=torch.long), torch.zeros(E, dtype=torch.bool)
+    images = unedited.expand(E, *unedited.shape[1:]).clone()
+    pending = torch.isfinite(gamma)
+    for _ in range(max_rounds):
+        todo = pending.nonzero().squeeze(1)
+        if len(todo) == 0:
+            break
+        g = gamma[todo]
+        out, dist = _edit_batch(model, sample, directions[direction[todo]], (sign[todo] * g).to(model.dtype), how,
+                                chunk, **options)
+        c = image_change(out, unedited).double().cpu()
+        images[todo], change[todo], moved[todo] = out, c, dist
+        rounds[todo] += 1
+        hit = (c / budget[todo] - 1).abs() <= tolerance
+        matched[todo[hit]] = True
+        pending[todo[hit]] = False
+        # secant on log c = a + β log γ through the last two points, β kept in a sane range
+        slope = ((c.clamp_min(1e-12).log() - last_c[todo].clamp_min(1e-12).log())
+                 / (g.log() - last_g[todo].log())).nan_to_num(1.0).clamp(0.25, 4.0)
+        factor = ((budget[todo] / c.clamp_min(1e-12)) ** (1 / slope)).clamp(0.1, 10.0)
+        last_g[todo], last_c[todo] = g, c
+        gamma[todo] = g * factor
+    return BudgetedEdits(direction=direction, sign=sign, budget=budget, strength=sign * last_g, change=change,
+                         matched=matched, rounds=rounds, moved=moved, images=images, unedited=unedited)
+
+
+# --------------------------------------------------------------------------------------------
+# Scores of the edits
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EditScores:
+    """What the instrument reads off budgeted edits (see the module doc; E edits, k directions, F factors).
+
+    changes: (E, F) signed Δ_j in units of s_j;  response: (k, F) R_ij = mean |Δ_j| over direction
+    i's matched edits (a NaN row when none matched);  side_effect: (E,) e(edit) − e(unedited), or
+    None without a re-render;  on_manifold: (E,) ‖P_T Δx‖²/‖Δx‖² of the image change Δx, T the world's
+    tangent space at the unedited image's read factors, or None;  consistency: (E,) the instrument's
+    self-consistency on the edited image, mean_j |m_j(render(read(x))) − m_j(x)| / s_j, or None.
     """
 
     factors: tuple[str, ...]
-    strengths: Tensor
+    edits: BudgetedEdits
     changes: Tensor
     response: Tensor
     side_effect: Tensor | None
-    images: Tensor
-
-    @property
-    def top_factor(self) -> list[str]:
-        return [self.factors[j] for j in self.response.argmax(1).tolist()]
-
-    @property
-    def disentanglement(self) -> Tensor:
-        return disentanglement(self.response)
-
-    @property
-    def coverage(self) -> int:
-        return coverage(self.response)
+    on_manifold: Tensor | None
+    consistency: Tensor | None
 
 
-def disentanglement(response: Tensor) -> Tensor:
-    """Per direction (row of the (k, F) response): max_j R_ij / Σ_j R_ij; NaN for a row of zeros."""
-    total = response.sum(1)
-    return torch.where(total > 0, response.amax(1) / total, torch.full_like(total, float("nan")))
+def _response(changes: Tensor, edits: BudgetedEdits, k: int) -> Tensor:
+    """R (k, F): each direction's mean |Δ| over its matched edits; a NaN row where none matched."""
+    response = torch.full((k, changes.shape[1]), math.nan, dtype=torch.float64)
+    for i in range(k):
+        rows = (edits.direction == i) & edits.matched
+        if rows.any():
+            response[i] = changes[rows].abs().mean(0)
+    return response
 
 
-def coverage(response: Tensor) -> int:
-    """The number of distinct factors that are the top factor of some direction (rows with any response)."""
-    moving = response.sum(1) > 0
-    return len(set(response[moving].argmax(1).tolist()))
+def score_edits(instrument: Instrument, edits: BudgetedEdits) -> EditScores:
+    """Read budgeted edits with the instrument and score them (module doc). Unmatched edits are
+    scored too (their rows are kept) but enter no response."""
+    instrument = _check_instrument(instrument)
+    if not isinstance(edits, BudgetedEdits):
+        raise TypeError(f"edits must be the BudgetedEdits of match_budget, got {type(edits).__name__}")
+    images = _check_images("edits.images", edits.images.clamp(-1, 1))
+    unedited = _check_images("edits.unedited", edits.unedited.clamp(-1, 1))
+    read, base = instrument.read(images), instrument.read(unedited)
+    changes = factor_changes(instrument, read, {n: v.expand(len(images)) for n, v in base.items()})
+    response = _response(changes, edits, int(edits.direction.max()) + 1)
+    side = on_manifold = consistency = None
+    if instrument.rerender is not None:
+        redrawn = instrument.rerender(read).to(images)
+        error = ((images - redrawn) ** 2).flatten(1).mean(1).sqrt()
+        side = (error - rerender_error(unedited, instrument)).double().cpu()
+        consistency = factor_changes(instrument, instrument.read(redrawn.clamp(-1, 1)), read).abs().mean(1)
+    if instrument.tangent is not None:
+        q = instrument.tangent(base).to(torch.float64)[0]  # (D, r), orthonormal columns
+        delta = (images - unedited).flatten(1).double().cpu()
+        on_manifold = (delta @ q).pow(2).sum(1) / delta.pow(2).sum(1).clamp_min(1e-30)
+    return EditScores(factors=instrument.names, edits=edits, changes=changes, response=response, side_effect=side,
+                      on_manifold=on_manifold, consistency=consistency)
 
 
 def score_directions(
     model: DiffusionModel,
     sample: Sample,
     directions: Tensor,
-    strengths: Tensor | list[float],
-    readout: ReadOut,
-    method: EditMethod | Literal["h"] = "guidance",
-    boost_below: float | None = 0.2,
-    **edit_options,
-) -> DirectionScores:
-    """Edit the sample along each direction at ±strengths, finish sampling, read and score (see module doc).
+    budgets: list[float],
+    instrument: Instrument,
+    how: EditKind = "guidance",
+    **options,
+) -> EditScores:
+    """Match every edit along ``directions`` to the budgets (``match_budget``), then score them (``score_edits``)."""
+    _check_instrument(instrument)
+    return score_edits(instrument, match_budget(model, sample, directions, budgets, how, **options))
 
-    directions: (k, C, H, W) or (k, 1, C, H, W), each edited on its own; strengths: (S,) positive
-    numbers γ, used as −γ and +γ (a symmetric budget); method, boost_below and edit_options go to
-    ``labkit.editing.edit``. method="h" edits in H instead (``labkit.hspace.h_space_edit``), with
-    directions (k, c_h, H_h, W_h). Costs k edits of 2S + 1 images each.
+
+def basis_summary(scores: EditScores) -> dict[str, float]:
+    """One basis's numbers: means over its directions (or matched edits) of every measure.
+
+    disentanglement, top_two_gap: mean over directions with a matched edit; coverage; dci_d, dci_c
+    (``labkit.disentanglement.dci`` of the response); side_effect, on_manifold, consistency, change,
+    moved: means over matched edits; matched, unmatched: counts of edits. NaN where nothing matched.
     """
-    if not isinstance(readout, ReadOut):
-        raise TypeError(f"readout must be a labkit.scoring.ReadOut (world_readout(), digit_readout()), got "
-                        f"{type(readout).__name__}")
-    check_choice("method", method, ("guidance", "naive", "h"))
-    shape = h_shape(model) if method == "h" else model.sample_shape
-    where = "(directions in H, method='h')" if method == "h" else "(directions in X)"
-    directions = torch.as_tensor(directions)
-    if directions.dim() == len(shape) + 2:
-        directions = directions.squeeze(1)
-    if directions.dim() != len(shape) + 1 or tuple(directions.shape[1:]) != shape:
-        raise ValueError(f"directions must have shape (k, {', '.join(map(str, shape))}) {where}, "
-                         f"got {tuple(directions.shape)}")
-    gamma = torch.as_tensor(strengths, dtype=torch.float64).reshape(-1)
-    if len(gamma) == 0 or not (torch.isfinite(gamma).all() and (gamma > 0).all()):
-        raise ValueError(f"strengths must be positive finite numbers (each used as −γ and +γ), got {gamma.tolist()}")
-    signed = torch.cat([-gamma.flip(0), gamma])  # −γ_S..−γ_1, γ_1..γ_S
-    used = torch.cat([torch.zeros(1, dtype=signed.dtype), signed])
-
-    changes, side, images = [], [], []
-    for v in directions:
-        edited = _edit(model, sample, v, used.tolist(), method, boost_below, **edit_options)
-        read = readout.read(edited)
-        base = {name: value[:1].expand(len(value)) for name, value in read.items()}
-        changes.append(factor_changes(readout, {k: v[1:] for k, v in read.items()},
-                                      {k: v[1:] for k, v in base.items()}))
-        if readout.rerender is not None:
-            error = rerender_error(edited, readout)
-            side.append((error[1:] - error[0]).mean())
-        images.append(edited.detach().cpu())
-    changes_t = torch.stack(changes)
-    return DirectionScores(
-        factors=readout.names,
-        strengths=signed,
-        changes=changes_t,
-        response=changes_t.abs().mean(1),
-        side_effect=torch.stack(side) if side else None,
-        images=torch.stack(images),
-    )
+    if not isinstance(scores, EditScores):
+        raise TypeError(f"scores must be the EditScores of score_edits, got {type(scores).__name__}")
+    ok = torch.isfinite(scores.response).all(1)
+    matched = scores.edits.matched
+    out: dict[str, float] = {"matched": int(matched.sum()), "unmatched": int((~matched).sum())}
+    if ok.any():
+        response = scores.response[ok]
+        out["disentanglement"] = float(disentanglement(response).nanmean())
+        out["top_two_gap"] = float(top_two_gap(response).nanmean())
+        out["coverage"] = coverage(response)
+        out["dci_d"], out["dci_c"] = dci(response)
+    else:
+        out.update(disentanglement=math.nan, top_two_gap=math.nan, coverage=0, dci_d=math.nan, dci_c=math.nan)
+    for name in ("side_effect", "on_manifold", "consistency"):
+        value = getattr(scores, name)
+        out[name] = float(value[matched].mean()) if value is not None and matched.any() else math.nan
+    for name in ("change", "moved"):
+        value = getattr(scores.edits, name)
+        out[name] = float(value[matched].mean()) if matched.any() else math.nan
+    return out
 
 
-def _edit(model: DiffusionModel, sample: Sample, v: Tensor, strengths: list[float], method: str,
-          boost_below: float | None, **edit_options) -> Tensor:
-    if method == "h":
-        return h_space_edit(model, sample, v, strengths, boost_below=boost_below, **edit_options)
-    return edit(model, sample, v, strengths, method=method, boost_below=boost_below, **edit_options)
+def select(scores: EditScores, directions: range, budgets: list[float] | None = None) -> EditScores:
+    """The scores of some of the directions (renumbered from 0) and, optionally, some of the budgets.
 
-
-# A probe strength per edit method, in that method's own units, small enough to stay near linear
-# for unit directions (x_t has norm ≈ √(C·H·W); h's entries are of order 1).
-PROBE_STRENGTHS = {"guidance": 0.5, "naive": 2.0, "h": 2.0}
-
-
-def image_change(edited: Tensor, unedited: Tensor) -> Tensor:
-    """(S,) root-mean-square pixel change √(mean_pixels (x_s − x₀)²) of images (S, C, H, W) from x₀ (1, C, H, W)."""
-    if not (isinstance(edited, Tensor) and isinstance(unedited, Tensor)) or edited.shape[1:] != unedited.shape[1:] \
-            or unedited.shape[0] != 1:
-        raise ValueError(f"image_change needs edited (S, C, H, W) and unedited (1, C, H, W) images of one size, got "
-                         f"{show(edited)} and {show(unedited)}")
-    return ((edited - unedited) ** 2).flatten(1).mean(1).sqrt()
-
-
-def strength_for_change(
-    model: DiffusionModel,
-    sample: Sample,
-    direction: Tensor,
-    change: float,
-    method: EditMethod | Literal["h"] = "guidance",
-    boost_below: float | None = 0.2,
-) -> float:
-    """The strength γ at which an edit along ``direction`` changes the finished image by ``change``, to first order.
-
-    One probe edit at p = PROBE_STRENGTHS[method] gives the change c(p) (``image_change``, RMS
-    pixel); then γ = p · change / c(p). Edits are not linear in γ, so the change actually made at
-    γ differs somewhat: measure it (``image_change``) where it matters. This is the common edit
-    budget of the method comparison (book chapter 08_known_factors): every method's edits change
-    the image by the same amount. Raises ValueError when the probe changes nothing.
-    """
-    check_choice("method", method, ("guidance", "naive", "h"))
-    check_float("change", change, 0.0, 2.0, low_open=True, hint="an RMS pixel change of images in [-1, 1], e.g. 0.1")
-    probe = PROBE_STRENGTHS[method]
-    images = _edit(model, sample, direction, [0.0, probe], method, boost_below)
-    measured = image_change(images[1:], images[:1]).item()
-    if not measured > 0:
-        raise ValueError(f"an edit along this direction at strength {probe} ({method}) does not change the image, "
-                         "so no strength reaches the change asked for; pick another direction")
-    return probe * change / measured
+    Many methods' directions are matched and scored as one batch (one pass through the U-Net per
+    round); this splits the result back into each method's own scores, response included."""
+    if not isinstance(scores, EditScores):
+        raise TypeError(f"scores must be the EditScores of score_edits, got {type(scores).__name__}")
+    e = scores.edits
+    if not isinstance(directions, range) or directions.step != 1 or not 0 <= directions.start < directions.stop \
+            or directions.stop > int(e.direction.max()) + 1:
+        raise ValueError(f"directions must be a range of the scored directions 0..{int(e.direction.max())}, "
+                         f"got {directions!r}")
+    keep = (e.direction >= directions.start) & (e.direction < directions.stop)
+    if budgets is not None:
+        wanted = torch.tensor(budgets, dtype=torch.float64)
+        if not torch.isin(wanted, e.budget).all():
+            raise ValueError(f"budgets {budgets} are not all among the scored budgets {sorted(set(e.budget.tolist()))}")
+        keep &= torch.isin(e.budget, wanted)
+    fields = {name: getattr(e, name)[keep] for name in BudgetedEdits.__dataclass_fields__ if name != "unedited"}
+    fields["direction"] = fields["direction"] - directions.start
+    edits = BudgetedEdits(**fields, unedited=e.unedited)
+    changes = scores.changes[keep]
+    return EditScores(factors=scores.factors, edits=edits, changes=changes,
+                      response=_response(changes, edits, len(directions)),
+                      side_effect=None if scores.side_effect is None else scores.side_effect[keep],
+                      on_manifold=None if scores.on_manifold is None else scores.on_manifold[keep],
+                      consistency=None if scores.consistency is None else scores.consistency[keep])

@@ -187,9 +187,22 @@ def render(factors: dict[str, Tensor], size: int = IMAGE_SIZE, supersample: int 
     """
     n = check_factors(factors)
     check_render_size(n, size, supersample)
-    dtype = factors["scale"].dtype
-    device = factors["scale"].device
-    f = {name: (v.to(device) if name == "shape" else v.to(device, dtype)) for name, v in factors.items()}
+    f = _on_one_device(factors)
+    object_share, wall_share, floor_share = _shares(f, n, size, supersample)
+    image = (hue_colour(f["object_hue"], *_OBJECT_COLOUR)[:, :, None, None] * object_share
+             + hue_colour(f["wall_hue"], *_WALL_COLOUR)[:, :, None, None] * wall_share
+             + hue_colour(f["floor_hue"], *_FLOOR_COLOUR)[:, :, None, None] * floor_share)
+    return image * 2 - 1
+
+
+def _on_one_device(factors: dict[str, Tensor]) -> dict[str, Tensor]:
+    dtype, device = factors["scale"].dtype, factors["scale"].device
+    return {name: (v.to(device) if name == "shape" else v.to(device, dtype)) for name, v in factors.items()}
+
+
+def _shares(f: dict[str, Tensor], n: int, size: int, supersample: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Each pixel's shares (n, 1, size, size) of the object, the wall and the floor (they sum to 1)."""
+    dtype, device = f["scale"].dtype, f["scale"].device
 
     # sub-pixel centres in image coordinates: x to the right, y up, both in [-1, 1]
     side = size * supersample
@@ -215,7 +228,39 @@ def render(factors: dict[str, Tensor], size: int = IMAGE_SIZE, supersample: int 
     object_share = pool(cover[:, None])  # (n, 1, size, size)
     floor_share = pool(floor[None, None]) - pool((floor * cover)[:, None])
     wall_share = 1 - object_share - floor_share
-    image = (hue_colour(f["object_hue"], *_OBJECT_COLOUR)[:, :, None, None] * object_share
-             + hue_colour(f["wall_hue"], *_WALL_COLOUR)[:, :, None, None] * wall_share
-             + hue_colour(f["floor_hue"], *_FLOOR_COLOUR)[:, :, None, None] * floor_share)
-    return image * 2 - 1
+    return object_share, wall_share, floor_share
+
+
+def object_mask(factors: dict[str, Tensor], size: int = IMAGE_SIZE, supersample: int = 2) -> Tensor:
+    """The object's share of each pixel, (n, 1, size, size) in [0, 1]: where an edit of the object
+    should act (LOCO-Edit's mask, book/part2-diffusion/08_known_factors.ipynb)."""
+    n = check_factors(factors)
+    if isinstance(size, bool) or not isinstance(size, int) or not 4 <= size <= 1024:
+        raise ValueError(f"size must be an integer in [4, 1024], got {size!r}")
+    if isinstance(supersample, bool) or not isinstance(supersample, int) or not 1 <= supersample <= 16:
+        raise ValueError(f"supersample must be an integer in [1, 16], got {supersample!r}")
+    return _shares(_on_one_device(factors), n, size, supersample)[0]
+
+
+def tangent_basis(factors: dict[str, Tensor]) -> Tensor:
+    """The world's tangent space at each scene: (n, D, 6) orthonormal columns spanning the column space
+    of ∂render/∂(continuous factors), D = 3·32·32, from the exact Jacobian (torch.func.jacfwd).
+
+    The data manifold of the world is the image of the six continuous factors (for each shape), so
+    at render(f) its tangent space is this span; an image change Δ has the on-manifold share
+    ‖QᵀΔ‖²/‖Δ‖² (book/part2-diffusion/08_known_factors.ipynb).
+    """
+    n = check_factors(factors)
+    if n > 10_000:
+        raise ValueError(f"tangent_basis builds an (n, 3072, 6) Jacobian; n = {n} is too many, pass at most 10,000")
+    f = {name: v.double() if name != "shape" else v for name, v in _on_one_device(factors).items()}
+    bases = []
+    for i in range(n):
+        point = {name: v[i:i + 1] for name, v in f.items()}
+
+        def image(values: Tensor, point: dict[str, Tensor] = point) -> Tensor:
+            return render(dict(point, **{c: values[j:j + 1] for j, c in enumerate(CONTINUOUS)})).reshape(-1)
+
+        jac = torch.func.jacfwd(image)(torch.cat([point[c] for c in CONTINUOUS]))
+        bases.append(torch.linalg.qr(jac).Q)
+    return torch.stack(bases)

@@ -18,7 +18,7 @@ from labkit.readout import (
     train_readout,
 )
 from labkit.readout import main as readout_main
-from labkit.scoring import rerender_error, world_readout
+from labkit.scoring import rerender_error, world_instrument
 from labkit.worlds import CONTINUOUS, FACTORS, render, sample_factors
 
 
@@ -76,9 +76,9 @@ def test_shipped_readout_meets_its_targets_on_fresh_renders(shipped):
 def test_rendered_scenes_are_in_the_world(shipped):
     # the re-render error of true renders is small (the read-out reads them back), and noise raises it
     images = render(sample_factors(200, seed=11))
-    error = rerender_error(images, world_readout(shipped))
+    error = rerender_error(images, world_instrument(shipped))
     noisy = rerender_error(images + 0.3 * torch.randn(images.shape, generator=torch.Generator().manual_seed(0)),
-                           world_readout(shipped))
+                           world_instrument(shipped))
     assert error.median() < 0.1 and (noisy > error).float().mean() > 0.95
 
 
