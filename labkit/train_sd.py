@@ -69,9 +69,11 @@ def text_config(vocab_size: int, tiny: bool = False) -> dict:
 
 
 def unet_config(cross_attention_dim: int, tiny: bool = False) -> dict:
-    """UNet2DConditionModel on 8×8×4 latents: two levels (64, 128 channels; tiny 8, 16), cross-attention
-    in the first level and the mid-block, which runs at 4×4: h has 128·4·4 = 2,048 numbers, z has 256."""
-    channels = (8, 16) if tiny else (64, 128)
+    """UNet2DConditionModel on 8×8×4 latents: two levels (48, 96 channels; tiny 8, 16), cross-attention
+    in the first level and the mid-block, which runs at 4×4: h has 96·4·4 = 1,536 numbers, z has 256.
+    1.78 M parameters (7 MB in float32): widths 64, 128 (3.15 M) took 0.48 s per step against 0.40 s
+    on 2 CPU cores and would make the folder 17 MB."""
+    channels = (8, 16) if tiny else (48, 96)
     return dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=channels,
                 down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
