@@ -9,7 +9,7 @@ many times,
 
 stack the n scores s_i = ∇ log p_t(x_t^(i)) = −ε(x_t^(i), t) / √(1 − ᾱ_t) as the rows of an n × D
 matrix S, and take its singular values σ_1 ≥ σ_2 ≥ …: about D − d of them are large (the normal
-space, with n ≥ D they are all seen) and d are small (what is left along the tangent space). The
+space: with n > D draws all of them show) and d are small (what is left along the tangent space). The
 estimate is d̂ = D − k, where the largest drop in the spectrum lies between σ_k and σ_{k+1}.
 
 Stanczuk et al. (Algorithm 1; arXiv:2212.12611) take the largest *difference*, k = argmax_i
