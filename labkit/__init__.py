@@ -27,6 +27,7 @@ One module per idea, named as in the book:
 - ``labkit.readout``    the factor read-out, a small CNN that reads a scene's factors back
 - ``labkit.captions``   the shapes world in words: captions from factors, read back, and their tokenizer
 - ``labkit.scoring``    scoring directions against measured factors (response, disentanglement, side effects)
+- ``labkit.oracle``     directions known to move one factor (M⁺e_j, the ceiling) and LOCO-Edit's masked directions
 - ``labkit.disentanglement`` metrics of a response matrix: top-factor share, top-two gap, coverage, DCI
 - ``labkit.stats``      per-sample statistics: bootstrap intervals, paired differences, Holm's correction
 - ``labkit.checks``     the input checks every public function runs first (one place, one style)
@@ -48,8 +49,7 @@ from labkit.spectral import LocalBasis, local_basis
 
 _SUBMODULES = ("analysis", "cache", "captions", "checks", "classifier", "data", "diffusion", "editing", "hspace", "hub",
                "latent", "measures", "models", "notebook", "plot", "readout", "scoring", "train", "train_sd", "widgets",
-               "worlds",
-               "dimension", "linearity")
+               "worlds", "dimension", "disentanglement", "linearity", "oracle", "stats")
 _SHORTCUTS = {"load_model": "models", "h_space": "diffusion"}
 
 __all__ = ["geometry", "spectral", *_SUBMODULES, *_SHORTCUTS, "lerp", "slerp", "pullback_metric", "LocalBasis",
