@@ -1,13 +1,13 @@
 """Command line: discover a sample's semantic directions and write an edit strip and the basis.
 
-    python -m labkit directions --t 0.6 --k 5 --seed 0 --out runs/directions
-    python -m labkit directions --model google/ddpm-cifar10-32 --device cuda --t 0.8
+    python -m labkit directions --fraction 0.6 --k 5 --seed 0 --out runs/directions
+    python -m labkit directions --model google/ddpm-cifar10-32 --device cuda --fraction 0.8
     python -m labkit directions --image my_digit.png --out runs/my_digit   # edit a given image
-    python -m labkit analyze --samples 8 --t 0.2 0.6 1.0 --k 10 --out runs/analysis  # labkit.analysis
+    python -m labkit analyze --samples 8 --fraction 0.2 0.6 1.0 --k 10 --out runs/analysis  # labkit.analysis
     python -m labkit directions --model shapes-sd --prompt "a red square" --guidance-scale 3  # a text-conditioned model
 
-For researchers who never open the book. It samples x_T from the seed and runs DDIM to t (or,
-with --image, inverts that image to t by DDIM inversion), finds
+For researchers who never open the book. It samples x_T from the seed and runs DDIM to the
+timestep t nearest fraction·T (or, with --image, inverts that image to t by DDIM inversion), finds
 the top-k right singular vectors of ∂h/∂x_t (labkit.spectral.local_basis), edits along each
 with x-space guidance at several strengths, and writes OUT/basis.safetensors and OUT/strip.png
 (one row per direction, one column per strength). For a Stable Diffusion pipeline (labkit.latent)
@@ -46,7 +46,7 @@ from labkit.plot import image_grid  # noqa: E402
 
 def directions(args: argparse.Namespace, model: DiffusionModel, image: torch.Tensor | None) -> Path:
     set_fp32_precision(args.device, tf32=False)  # true float32 on a GPU too, as in Park et al.'s code
-    t = timestep_at(model, args.t, args.steps)
+    t = timestep_at(model, args.fraction, args.steps)  # the integer timestep, as everywhere in labkit
     if image is None:
         sample = sample_at(model, args.seed, t, args.steps, progress=True)
     else:
@@ -104,13 +104,32 @@ def add_prompt_args(parser: argparse.ArgumentParser) -> None:
                         help="classifier-free guidance scale w, 0..100 (default 7.5 with --prompt; 1: no guidance)")
 
 
+class RenamedFlag(argparse.Action):
+    """A flag that was renamed: giving it is a usage error naming the new one (hidden from --help).
+
+    --t was a fraction of T here but an integer timestep everywhere else in labkit (and
+    abbreviated, it would have read as --tol); --fraction says what it is."""
+
+    def __init__(self, option_strings: list[str], dest: str, new: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs="*", help=argparse.SUPPRESS, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"argument {option_string}: renamed: use {self.new.split()[0]} (a fraction of T in 0..1, "
+                     f"e.g. {self.new}); labkit's t is an integer timestep")
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m labkit", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m labkit", description=__doc__.split("\n\n")[0],
+                                     allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("directions", help="find and edit along a sample's top-k directions")
+    p = sub.add_parser("directions", help="find and edit along a sample's top-k directions", allow_abbrev=False)
     p.add_argument("--model", default=None, help="folder or hub id (default: the embedded MNIST model)")
     p.add_argument("--device", type=device_arg, default="cpu", help="cpu or cuda")
-    p.add_argument("--t", type=float_arg(0.0, 1.0), default=0.6, help="timestep as a fraction of T (default 0.6)")
+    p.add_argument("--fraction", type=float_arg(0.0, 1.0), default=0.6,
+                   help="where to edit, as a fraction of T in 0..1: the DDIM timestep t nearest fraction·T "
+                        "(default 0.6)")
+    p.add_argument("--t", action=RenamedFlag, new="--fraction 0.6")
     p.add_argument("--k", type=int_arg(1, 64), default=5, help="number of directions, 1..64 (default 5)")
     p.add_argument("--seed", type=int_arg(0, 2**63 - 1), default=0, help="noise seed of the sample")
     p.add_argument("--image", type=file_arg, default=None, help="edit this image file instead (PNG; the model's size)")
@@ -122,11 +141,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=out_dir_arg, default="labkit-directions",
                    help="output folder (created; checked writable before any work)")
     add_prompt_args(p)
-    a = sub.add_parser("analyze", help="local bases and their statistics over samples × timesteps (torchrun-ready)")
+    a = sub.add_parser("analyze", help="local bases and their statistics over samples × timesteps (torchrun-ready)",
+                       allow_abbrev=False)
     a.add_argument("--model", default=None, help="folder or hub id (default: the embedded MNIST model)")
     a.add_argument("--samples", type=int_arg(1, 100_000), default=4, help="number of samples (seeds 0..N-1, default 4)")
-    a.add_argument("--t", type=float_arg(0.0, 1.0, low_open=True), nargs="+", default=[0.2, 0.6, 1.0],
-                   help="timesteps as fractions of T")
+    a.add_argument("--fraction", type=float_arg(0.0, 1.0, low_open=True), nargs="+", default=[0.2, 0.6, 1.0],
+                   help="timesteps as fractions of T in (0, 1], each the DDIM step nearest fraction·T "
+                        "(default 0.2 0.6 1.0)")
+    a.add_argument("--t", action=RenamedFlag, new="--fraction 0.2 0.6 1.0")
     a.add_argument("--k", type=int_arg(1, 50), default=10, help="directions per unit, 1..50 (default 10)")
     a.add_argument("--steps", type=int_arg(1, 1000), default=50, help="DDIM steps, 1..T (default 50)")
     a.add_argument("--tol", type=float_arg(0.0, 1.0, low_open=True, high_open=True), default=1e-4,
@@ -166,15 +188,15 @@ def main(argv: list[str] | None = None) -> None:
 def analyze(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     from labkit.analysis import Job, check_out, run
 
-    if len(set(args.t)) != len(args.t):
-        parser.error(f"argument --t: the timesteps must be distinct, got {args.t}")
+    if len(set(args.fraction)) != len(args.fraction):
+        parser.error(f"argument --fraction: the fractions must be distinct, got {args.fraction}")
     try:
         check_out(args.out)
     except FileExistsError as err:
         parser.error(f"argument --out: {err}")
     set_fp32_precision(args.device, tf32=False)  # true float32 on a GPU, as `directions` and Park et al.'s code
     try:  # the model is loaded first of all, before any unit is computed
-        path = run(Job(args.model, args.samples, tuple(args.t), args.k, Path(args.out), args.steps, args.tol,
+        path = run(Job(args.model, args.samples, tuple(args.fraction), args.k, Path(args.out), args.steps, args.tol,
                        str(args.device), args.prompt, args.guidance_scale))
     except ModelUnavailableError as err:
         parser.error(f"argument --model: {err}")

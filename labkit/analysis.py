@@ -1,10 +1,11 @@
 """The paper's timestep analysis as a restartable job: local bases over samples × timesteps.
 
-    python -m labkit analyze --samples 8 --t 0.2 0.6 1.0 --k 10 --out runs/analysis
-    torchrun --nproc-per-node 4 -m labkit analyze --samples 64 --t 0.2 0.6 1.0 --k 50 --out runs/big
+    python -m labkit analyze --samples 8 --fraction 0.2 0.6 1.0 --k 10 --out runs/analysis
+    torchrun --nproc-per-node 4 -m labkit analyze --samples 64 --fraction 0.2 0.6 1.0 --k 50 --out runs/big
 
-A *unit* is one (sample, t): the sample is x_T drawn from the seed ``sample``, run by DDIM down to
-the DDIM timestep nearest t·T. For each unit the job computes
+A *unit* is one (sample, fraction): the sample is x_T drawn from the seed ``sample``, run by DDIM
+down to the DDIM timestep t nearest fraction·T (a fraction of T in (0, 1]; t itself is an integer
+timestep, as everywhere in labkit). For each unit the job computes
 
 - the local basis of f_t: x_t ↦ h_t (top-k right singular vectors v_i of J = ∂h/∂x_t, σ_i);
 - the radial frequency content of each v_i: the share of ‖v_i‖² = 1 in each ring of the 2-D
@@ -23,7 +24,7 @@ and a truncated or empty unit (a copy gone wrong) is recomputed, with a warning 
 results.json in OUT that this job did not write is refused before any work. Under torchrun each
 rank takes every world_size-th unit of the sorted list, so the split is deterministic and no unit
 is assigned twice; after a barrier rank 0 merges everything into OUT/results.json: one record per
-unit, and per t the cross-sample tangent-space similarity ‖Q_aᵀ Q_b‖_F² / k (the mean squared
+unit, and per fraction the cross-sample tangent-space similarity ‖Q_aᵀ Q_b‖_F² / k (the mean squared
 cosine of the principal angles between the spans of two samples' v_1..v_k: 1 for the same space,
 k/n on average for random ones) over all sample pairs.
 
@@ -66,7 +67,7 @@ KILL_ENV = "LABKIT_ANALYZE_KILL"
 class Job:
     model: str | None  # folder or hub id; None: the embedded model
     samples: int
-    ts: tuple[float, ...]  # fractions of T
+    fractions: tuple[float, ...]  # timesteps as fractions of T: the DDIM step nearest fraction·T
     k: int
     out: Path
     steps: int = 50
@@ -76,18 +77,18 @@ class Job:
     guidance_scale: float | None = None
 
     def units(self) -> list[tuple[int, float]]:
-        return [(s, t) for s in range(self.samples) for t in self.ts]
+        return [(s, f) for s in range(self.samples) for f in self.fractions]
 
 
 def unit_key(model: DiffusionModel, job: Job) -> str:
-    """A short hex key of everything besides (sample, t) that determines a unit's content."""
+    """A short hex key of everything besides (sample, fraction) that determines a unit's content."""
     schedule = {name: value for name, value in model.schedule.items() if not name.startswith("_")}  # no versions
     return content_key(weights=model.fingerprint(), schedule=schedule, dtype=str(model.dtype), k=job.k,
                        steps=job.steps, tol=job.tol)[1][:16]
 
 
-def unit_path(out: Path, sample: int, t: float, key: str) -> Path:
-    return out / "units" / f"sample{sample:05d}_t{t:.4f}_{key}.safetensors"
+def unit_path(out: Path, sample: int, fraction: float, key: str) -> Path:
+    return out / "units" / f"sample{sample:05d}_fraction{fraction:.4f}_{key}.safetensors"
 
 
 def check_out(out: Path) -> Path:
@@ -122,10 +123,10 @@ def ranks(sigma: Tensor) -> dict:
             "rank_energy": int(torch.searchsorted(energy, torch.tensor([RANK_ENERGY], dtype=energy.dtype))) + 1}
 
 
-def compute_unit(model: DiffusionModel, job: Job, sample: int, t: float) -> tuple[dict, dict[str, Tensor]]:
-    """One (sample, t): the record for results.json and the tensors kept in the unit file."""
+def compute_unit(model: DiffusionModel, job: Job, sample: int, fraction: float) -> tuple[dict, dict[str, Tensor]]:
+    """One (sample, fraction): the record for results.json and the tensors kept in the unit file."""
     start = time.perf_counter()
-    timestep = timestep_at(model, t, job.steps)
+    timestep = timestep_at(model, fraction, job.steps)
     x = sample_at(model, sample, timestep, job.steps).x_t
     basis = local_basis(h_space(model, timestep), x, job.k, tol=job.tol)
     shares = radial_spectrum(basis.v[:, 0])
@@ -137,7 +138,7 @@ def compute_unit(model: DiffusionModel, job: Job, sample: int, t: float) -> tupl
     else:
         pm_sigma, pm_how = local_basis(pm, x, job.k, tol=job.tol).sigma, f"top {job.k} (lower bounds)"
     rings = torch.arange(shares.shape[1], dtype=shares.dtype)
-    record = {"sample": sample, "t": t, "timestep": timestep, "sigma": basis.sigma.tolist(),
+    record = {"sample": sample, "fraction": fraction, "timestep": timestep, "sigma": basis.sigma.tolist(),
               "residual_max": basis.residual.max().item(), "products": basis.n_jvp + basis.n_vjp,
               "frequency_shares": shares.tolist(), "mean_frequency": (shares @ rings).tolist(),
               "posterior_mean_rank": {**ranks(pm_sigma), "singular_values": pm_how},
@@ -196,21 +197,21 @@ def merge(job: Job, key: str) -> dict:
     missing = [u for u in job.units() if not unit_path(job.out, *u, key).exists()]
     if missing:
         raise RuntimeError(f"{len(missing)} unit(s) have no file in {job.out / 'units'} (e.g. sample "
-                           f"{missing[0][0]}, t {missing[0][1]}); run the same command again to compute them")
+                           f"{missing[0][0]}, fraction {missing[0][1]}); run the same command again to compute them")
     records, bases = [], {}
-    for sample, t in job.units():
-        record, v = read_unit(unit_path(job.out, sample, t, key), key)
+    for sample, fraction in job.units():
+        record, v = read_unit(unit_path(job.out, sample, fraction, key), key)
         records.append(record)
-        bases.setdefault(t, []).append(v)
+        bases.setdefault(fraction, []).append(v)
     results = {"model": job.model or "embedded", "prompt": job.prompt, "guidance_scale": job.guidance_scale,
-               "samples": job.samples, "t": list(job.ts), "k": job.k,
+               "samples": job.samples, "fractions": list(job.fractions), "k": job.k,
                "tol": job.tol, "num_steps": job.steps, "unit_key": key,
                "definitions": {"rank_rel": f"#{{σ_i > {RANK_REL:g} σ_1}} of ∂x̂₀/∂x_t",
                                "rank_energy": f"fewest σ_i of ∂x̂₀/∂x_t holding {RANK_ENERGY:.0%} of Σσ²",
                                "similarity": "‖Q_aᵀ Q_b‖_F² / k over sample pairs (mean cos² of principal angles)",
                                "frequency_shares": "share of ‖v_i‖² per integer radial DFT frequency ring"},
                "units": records,
-               "cross_sample": [{"t": t, **cross_sample_similarity(vs)} for t, vs in bases.items()]}
+               "cross_sample": [{"fraction": f, **cross_sample_similarity(vs)} for f, vs in bases.items()]}
     with atomic_write(job.out / "results.json") as tmp:
         tmp.write_text(json.dumps(results, indent=1))
     return results
@@ -240,9 +241,9 @@ def run(job: Job) -> Path | None:
         todo = [u for u in mine if not unit_done(unit_path(job.out, *u, key), key)]
         bar = tqdm(todo, desc=f"rank {rank}/{world}: {len(mine) - len(todo)} of {len(mine)} units done before",
                    position=rank, disable=None)
-        for done, (sample, t) in enumerate(bar, 1):
-            record, tensors = compute_unit(model, job, sample, t)
-            write_unit(unit_path(job.out, sample, t, key), {**record, "rank": rank, "key": key}, tensors)
+        for done, (sample, fraction) in enumerate(bar, 1):
+            record, tensors = compute_unit(model, job, sample, fraction)
+            write_unit(unit_path(job.out, sample, fraction, key), {**record, "rank": rank, "key": key}, tensors)
             if rank == kill_rank and done == kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)
         bar.close()

@@ -19,7 +19,7 @@ from labkit.analysis import KILL_ENV, radial_spectrum, ranks
 from labkit.diffusion import posterior_mean, sample_at
 from labkit.models import load_model
 
-ARGS = ["--samples", "2", "--t", "0.4", "1.0", "--k", "2", "--steps", "10"]
+ARGS = ["--samples", "2", "--fraction", "0.4", "1.0", "--k", "2", "--steps", "10"]
 REPO = Path(labkit.__file__).parent.parent
 
 
@@ -59,14 +59,14 @@ def torchrun(tiny_dir, out, kill: str | None = None) -> subprocess.CompletedProc
 
 
 def assert_same_results(a: dict, b: dict) -> None:
-    assert [(u["sample"], u["t"]) for u in a["units"]] == [(u["sample"], u["t"]) for u in b["units"]]
+    assert [(u["sample"], u["fraction"]) for u in a["units"]] == [(u["sample"], u["fraction"]) for u in b["units"]]
     for ua, ub in zip(a["units"], b["units"]):
         assert ua["timestep"] == ub["timestep"] and ua["posterior_mean_rank"] == ub["posterior_mean_rank"]
         torch.testing.assert_close(torch.tensor(ua["sigma"]), torch.tensor(ub["sigma"]), rtol=1e-5, atol=0)
         torch.testing.assert_close(torch.tensor(ua["frequency_shares"]), torch.tensor(ub["frequency_shares"]),
                                    rtol=0, atol=1e-3)
     for ca, cb in zip(a["cross_sample"], b["cross_sample"]):
-        assert ca["t"] == cb["t"] and ca["pairs"] == cb["pairs"]
+        assert ca["fraction"] == cb["fraction"] and ca["pairs"] == cb["pairs"]
         assert math.isclose(ca["mean"], cb["mean"], abs_tol=1e-4)
 
 
@@ -89,7 +89,7 @@ def test_rank_definitions_on_known_singular_values():
 def test_analyze_writes_one_record_per_unit_with_checked_statistics(single, tiny_dir):
     results = json.loads((single / "results.json").read_text())
     assert len(results["units"]) == 4 and results["k"] == 2
-    assert {(u["sample"], u["t"]) for u in results["units"]} == {(s, t) for s in (0, 1) for t in (0.4, 1.0)}
+    assert {(u["sample"], u["fraction"]) for u in results["units"]} == {(s, f) for s in (0, 1) for f in (0.4, 1.0)}
     model = load_model(str(tiny_dir))
     for unit in results["units"]:
         assert len(unit["sigma"]) == 2 and unit["sigma"][0] >= unit["sigma"][1] > 0
@@ -119,7 +119,10 @@ def test_rerun_skips_finished_units_and_redoes_half_written_ones(single, tiny_di
 def test_bad_flags_are_usage_errors(tmp_path, capsys):
     for flags, message in ((["--k", "51"], "argument --k: must be in 1..50"),
                            (["--samples", "0"], "argument --samples: must be"),
-                           (["--t", "0"], "argument --t: must be"), (["--t", "0.5", "0.5"], "must be distinct")):
+                           (["--fraction", "0"], "argument --fraction: must be"),
+                           (["--fraction", "0.5", "0.5"], "must be distinct"),
+                           (["--t", "0.5"], "renamed: use --fraction"),
+                           (["--to", "0.5"], "unrecognized arguments: --to")):  # no abbreviation reads as --tol
         with pytest.raises(SystemExit) as exit_:
             main(["analyze", *flags, "--out", str(tmp_path)])
         assert exit_.value.code == 2 and message in capsys.readouterr().err

@@ -423,10 +423,11 @@ CASES = [
     ("classifier-missing", lambda e: load_classifier(e.files.empty_dir), FileNotFoundError, "empty_dir"),
     ("classifier-channels", lambda e: DigitClassifier((16, 0, 8)), ValueError, "channels"),
     # ------------------------------------------------------------------ command line (usage errors, exit 2)
-    ("cli-t-2", _cli("--t", "2.0"), SystemExit, "--t"),
-    ("cli-t-nan", _cli("--t", "nan"), SystemExit, "--t"),
-    ("cli-t-word", _cli("--t", "half"), SystemExit, "--t"),
-    ("cli-t-neg", _cli("--t", "-0.1"), SystemExit, "--t"),
+    ("cli-fraction-2", _cli("--fraction", "2.0"), SystemExit, "--fraction"),
+    ("cli-fraction-nan", _cli("--fraction", "nan"), SystemExit, "--fraction"),
+    ("cli-fraction-word", _cli("--fraction", "half"), SystemExit, "--fraction"),
+    ("cli-fraction-neg", _cli("--fraction", "-0.1"), SystemExit, "--fraction"),
+    ("cli-t-renamed", _cli("--t", "0.6"), SystemExit, "renamed: use --fraction"),
     ("cli-steps-0", _cli("--steps", "0"), SystemExit, "--steps"),
     ("cli-steps-big", _cli("--steps", "5000"), SystemExit, "--steps"),
     ("cli-steps-float", _cli("--steps", "2.5"), SystemExit, "--steps"),
@@ -521,7 +522,8 @@ def test_the_table_is_large():
 
 # ---------------------------------------------------------------------------------- end to end
 
-@pytest.mark.parametrize("flags, flag", [(["--t", "2.0"], "--t"), (["--strength", "nan"], "--strength")])
+@pytest.mark.parametrize("flags, flag", [(["--fraction", "2.0"], "--fraction"), (["--t", "0.6"], "--t"),
+                                         (["--strength", "nan"], "--strength")])
 def test_cli_usage_error_in_a_real_process(flags, flag):
     start = time.perf_counter()
     run = subprocess.run([sys.executable, "-m", "labkit", "directions", *flags], capture_output=True, text=True,
