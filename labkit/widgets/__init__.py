@@ -12,8 +12,14 @@ One explorer per module, on a small shared base:
 Explained in: book/part2-diffusion/05_editing.ipynb and 06_interpolation.ipynb
 """
 
-from labkit.widgets.edit import EditExplorer
-from labkit.widgets.interpolation import InterpolationExplorer
-from labkit.widgets.player import static_player, to_png
+try:
+    import ipywidgets  # noqa: F401  (checked here, so that the message names what to install)
+except ImportError as err:
+    raise ImportError("labkit.widgets needs ipywidgets, which a plain `pip install labkit` leaves out: "
+                      "pip install 'labkit[widgets]' (or 'labkit[book]', or pip install ipywidgets)") from err
+
+from labkit.widgets.edit import EditExplorer  # noqa: E402
+from labkit.widgets.interpolation import InterpolationExplorer  # noqa: E402
+from labkit.widgets.player import static_player, to_png  # noqa: E402
 
 __all__ = ["EditExplorer", "InterpolationExplorer", "static_player", "to_png"]
