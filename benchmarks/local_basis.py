@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -268,7 +269,8 @@ def main() -> None:
     model = load_model(device=args.device)
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor()
     report = {"machine": device_name or platform.machine(), "threads": torch.get_num_threads(),
-              "device": args.device, "torch": torch.__version__, "tol": args.tol, "fp32_precision": "ieee"}
+              "device": args.device, "torch": torch.__version__, "tol": args.tol, "fp32_precision": "ieee",
+              "date": time.strftime("%Y-%m-%d"), "load_average_before": round(os.getloadavg()[0], 2)}
     if args.tols:
         report["sweep"] = sweep(model, args.sweep_k, args.tols, args.cap)
         print_table(report["sweep"], ["tol", "method", "products", "seconds", "residual", "warned", "note",
@@ -284,6 +286,8 @@ def main() -> None:
     if args.scale:
         report["scale"] = scale(args.device, args.scale_k, args.tol, args.scale_basis)
         print_table(report["scale"], list(report["scale"][0]))
+    # other work on the machine slows every timing alike; the load average says whether there was any
+    report["load_average_after"] = round(os.getloadavg()[0], 2)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
