@@ -34,6 +34,7 @@ import torch
 from diffusers import UNet2DModel
 from scipy.sparse.linalg import LinearOperator, svds
 
+from labkit.checks import check_out_dir, device_arg, float_arg, int_arg
 from labkit.diffusion import h_space, sample_at, sample_noise, timestep_at
 from labkit.editing import edit
 from labkit.models import ARCHITECTURES, DiffusionModel, from_unet, load_model, set_fp32_precision
@@ -247,22 +248,31 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
         print("  ".join(f"{r.get(c, '')}".ljust(w) for c, w in zip(columns, widths)))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ks", type=int, nargs="*", default=[2, 8, 50], help="k of the method comparison (none: skip)")
-    parser.add_argument("--tol", type=float, default=1e-3)
-    parser.add_argument("--max-sweeps", type=int, default=300, help="cap for the power methods")
+    # k ≤ 784: the embedded model's x has 784 numbers (h has 3,136), so it has at most 784 directions
+    parser.add_argument("--ks", type=int_arg(1, 784), nargs="*", default=[2, 8, 50],
+                        help="k of the method comparison (none: skip)")
+    tolerance = float_arg(0.0, 1.0, low_open=True, high_open=True)
+    parser.add_argument("--tol", type=tolerance, default=1e-3)
+    parser.add_argument("--max-sweeps", type=int_arg(1, 100_000), default=300, help="cap for the power methods")
     parser.add_argument("--scale", action="store_true", help="also time the hub architectures (random weights)")
-    parser.add_argument("--scale-k", type=int, default=10)
+    parser.add_argument("--scale-k", type=int_arg(1, 64), default=10)
     parser.add_argument("--scale-basis", action="store_true", help="with --scale: also a k-basis per architecture")
-    parser.add_argument("--sweep-k", type=int, default=8, help="k of the tolerance sweep against scipy")
-    parser.add_argument("--tols", type=float, nargs="*", default=[1e-3, 1e-4, 1e-5, 1e-6, 1e-7],
+    parser.add_argument("--sweep-k", type=int_arg(1, 784), default=8, help="k of the tolerance sweep against scipy")
+    parser.add_argument("--tols", type=tolerance, nargs="*", default=[1e-3, 1e-4, 1e-5, 1e-6, 1e-7],
                         help="tolerances of the sweep (none: skip it)")
     parser.add_argument("--skip-user", action="store_true", help="skip the top-8 basis and edit strip timings")
-    parser.add_argument("--cap", type=float, default=120.0, help="seconds before a scipy solver is stopped")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--cap", type=float_arg(0.0, 86_400.0, low_open=True), default=120.0,
+                        help="seconds before a scipy solver is stopped")
+    parser.add_argument("--device", type=device_arg, default="cpu")
     parser.add_argument("--out", default="benchmarks/results/local_basis.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    args.device = str(args.device)
+    try:  # the report's folder, before any work
+        check_out_dir("--out", Path(args.out).parent)
+    except (TypeError, PermissionError) as err:
+        parser.error(f"argument --out: {err}")
 
     # True float32 on a GPU too (no TF32), as in the reference code.
     set_fp32_precision(torch.device(args.device), tf32=False)

@@ -41,10 +41,12 @@ import torch  # noqa: E402
 from diffusers import DDIMScheduler, UNet2DModel  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
+from labkit.checks import int_arg, out_dir_arg  # noqa: E402
 from labkit.classifier import EMBEDDED_CLASSIFIER, classify, load_classifier  # noqa: E402
 from labkit.data import load_digits, to_pixel_range  # noqa: E402
 from labkit.diffusion import QUALITY_BOOST  # noqa: E402
 from labkit.measures import digit_measures  # noqa: E402
+from labkit.models import ModelUnavailableError, load_model  # noqa: E402
 
 EMBEDDED_MODEL = Path(__file__).resolve().parents[1] / "labkit" / "embedded"
 
@@ -118,23 +120,32 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--model", default=str(EMBEDDED_MODEL), help="folder in diffusers layout (unet/, scheduler/)")
     parser.add_argument("--classifier", default=str(EMBEDDED_CLASSIFIER),
                         help="folder written by labkit.train classifier")
-    parser.add_argument("--samples", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=250)
-    parser.add_argument("--steps", type=int, default=50, help="DDIM steps")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--samples", type=int_arg(1, 100_000), default=1000)
+    parser.add_argument("--batch-size", type=int_arg(1, 4096), default=250)
+    parser.add_argument("--steps", type=int_arg(1, 1000), default=50, help="DDIM steps")
+    parser.add_argument("--seed", type=int_arg(0, 2**63 - 1), default=0)
     parser.add_argument("--quality-boost", action="store_true",
                         help=f"η = 1 for t ≤ {QUALITY_BOOST} T (the book's sampler); default: η = 0 throughout")
-    parser.add_argument("--out", default="artifacts/model_quality", help="folder for quality.json and the PNGs")
+    parser.add_argument("--out", type=out_dir_arg, default="artifacts/model_quality",
+                        help="folder for quality.json and the PNGs (checked writable before any work)")
     args = parser.parse_args(argv)
-    if args.samples < 1 or args.batch_size < 1 or args.steps < 1:
-        parser.error("--samples, --batch-size and --steps must be positive")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-
-    # low_cpu_mem_usage=False: the plain loading path (the other one wants `accelerate`).
-    unet = UNet2DModel.from_pretrained(args.model, subfolder="unet", use_safetensors=True,
-                                       low_cpu_mem_usage=False).eval()
-    scheduler = DDIMScheduler.from_pretrained(args.model, subfolder="scheduler")
+    out = args.out
+    try:  # load_model: safetensors only, the hub's 5 s deadline, a clear message
+        model = load_model(args.model)
+    except (ModelUnavailableError, ValueError, TypeError) as err:
+        parser.error(f"argument --model: {err}")
+    try:  # before the sampling, not after it
+        classifier = load_classifier(args.classifier)
+        reference = json.loads((Path(args.classifier) / "config.json").read_text())["heldout"]
+    except (OSError, ValueError, KeyError) as err:
+        parser.error(f"argument --classifier: {err}")
+    if model.sample_shape != (1, 28, 28):
+        parser.error(f"argument --model: this benchmark judges digits, it needs a model of 1×28×28 images; "
+                     f"{args.model!r} draws {model.sample_shape}")
+    if args.steps > model.num_train_timesteps:
+        parser.error(f"argument --steps: at most the model's T = {model.num_train_timesteps}, got {args.steps}")
+    # the sampler of the model's own scheduler config (as DDIMScheduler.from_pretrained reads it)
+    unet, scheduler = model.unet, DDIMScheduler.from_config(model.schedule)
     scheduler.set_timesteps(args.steps)
     load_before = os.getloadavg()[0]  # other work on the machine slows sampling: record it
     boost_below = int(QUALITY_BOOST * scheduler.config.num_train_timesteps) if args.quality_boost else None
@@ -142,8 +153,6 @@ def main(argv: list[str] | None = None) -> dict:
     load_after = os.getloadavg()[0]
     forwards = -(-args.samples // args.batch_size) * args.steps
 
-    classifier = load_classifier(args.classifier)
-    reference = json.loads((Path(args.classifier) / "config.json").read_text())["heldout"]
     prediction = classify(samples, classifier)
     counts = torch.bincount(prediction.label, minlength=10)
     shares = counts / args.samples

@@ -23,7 +23,10 @@ from pathlib import Path
 
 import torch
 
+from labkit.checks import check_out_dir, device_arg, int_arg
 from labkit.train import PRECISIONS, TrainConfig, train_ddpm
+
+MIN_GAP = 10  # --long − --short: a slope over fewer steps is within the timing noise of one run
 
 
 def cpu_has_bf16() -> bool:
@@ -42,18 +45,22 @@ def seconds_for(steps: int, precision: str, device: str, folder: Path) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--short", type=int, default=10)
-    parser.add_argument("--long", type=int, default=50)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", type=device_arg, default="cpu")
+    parser.add_argument("--short", type=int_arg(1, 10_000), default=10)
+    parser.add_argument("--long", type=int_arg(1 + MIN_GAP, 10_000), default=50)
+    parser.add_argument("--repeats", type=int_arg(1, 100), default=3)
     parser.add_argument("--out", default="benchmarks/results/train_step_cpu.json")
-    args = parser.parse_args()
-    if not 1 <= args.short < args.long:
-        parser.error(f"--short ({args.short}) must be at least 1 and below --long ({args.long})")
-    if args.repeats < 1:
-        parser.error(f"--repeats must be at least 1, got {args.repeats}")
+    args = parser.parse_args(argv)
+    if args.long - args.short < MIN_GAP:
+        parser.error(f"argument --long: must be at least --short + {MIN_GAP} = {args.short + MIN_GAP} (a slope over "
+                     f"fewer steps is timing noise, and can come out negative), got {args.long}")
+    try:  # the report's folder, before any work
+        check_out_dir("--out", Path(args.out).parent)
+    except (TypeError, PermissionError) as err:
+        parser.error(f"argument --out: {err}")
+    args.device = str(args.device)
 
     load_before = os.getloadavg()
     # Interleaved repeats: the machine's speed drifts (shared cores), and each precision should
@@ -66,6 +73,11 @@ def main() -> None:
                 short = seconds_for(args.short, precision, args.device, folder / "short")
                 long = seconds_for(args.long, precision, args.device, folder / "long")
                 per_step[precision].append((long - short) / (args.long - args.short))
+    slow = {p: v for p, v in per_step.items() if min(v) <= 0}
+    if slow:
+        raise SystemExit(f"a time per step came out ≤ 0 ({slow}): the machine's speed varied more than "
+                         f"{args.long - args.short} steps take; nothing written. Widen --long − --short or "
+                         "rerun on a quieter machine")
     rows = [{"precision": p, "seconds_per_step": round(statistics.median(v), 4),
              "min": round(min(v), 4), "max": round(max(v), 4), "repeats": [round(x, 4) for x in v]}
             for p, v in per_step.items()]
