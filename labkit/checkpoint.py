@@ -26,7 +26,7 @@ from labkit.files import atomic_folder
 CHECKPOINT_FILES = ("model.safetensors", "ema.safetensors", "optimizer.safetensors", "state.json")
 # a resumed run continues the same run: these options must be the checkpoint's (steps, precision,
 # device and checkpoint_every may change; a longer --steps stretches the cosine, see the model card)
-SAME_ON_RESUME = ("data", "model_config", "batch_size", "lr", "warmup", "ema_decay", "seed", "limit")
+SAME_ON_RESUME = ("data", "lr", "batch_size", "warmup", "ema_decay", "seed", "model_config", "limit")
 
 
 def saved_prediction(saved: dict) -> str:
@@ -47,12 +47,13 @@ def check_resume(ckpt: Path, config) -> None:
         raise ValueError(f"{str(ckpt / 'state.json')!r} is unreadable ({type(err).__name__}: {err}); "
                          "the checkpoint is damaged: train into a new --out") from err
     asked = json.loads(json.dumps(asdict(config)))  # as the checkpoint stores it (tuples as lists)
-    for field in SAME_ON_RESUME:
-        if field in saved and saved[field] != asked[field]:
-            flag = "--" + field.replace("_", "-")
-            raise ValueError(f"the checkpoint in {ckpt} (step {step}) was trained with {field}={saved[field]!r}, this "
-                             f"run asks for {asked[field]!r}: pass {flag} {saved[field]} to resume it, or train "
-                             "into a new --out")
+    differ = [field for field in SAME_ON_RESUME if field in saved and saved[field] != asked[field]]
+    if differ:
+        was = ", ".join(f"{field}={saved[field]!r}" for field in differ)
+        now = ", ".join(f"{field}={asked[field]!r}" for field in differ)
+        flags = " ".join(f"--{field.replace('_', '-')} {saved[field]}" for field in differ)
+        raise ValueError(f"the checkpoint in {ckpt} (step {step}) was trained with {was}; this run asks for {now}: "
+                         f"pass {flags} to resume it, or train into a new --out")
     if saved_prediction(saved) != config.prediction:
         raise ValueError(f"the checkpoint in {ckpt} was trained with prediction={saved_prediction(saved)!r}, this run "
                          f"asks for {config.prediction!r}: pass --prediction {saved_prediction(saved)} to resume it, "

@@ -169,6 +169,10 @@ def check_render_size(n: int, size: int, supersample: int) -> None:
     size = check_int("size", size, 4, 1024, hint=f"the world's images are {IMAGE_SIZE}×{IMAGE_SIZE}")
     supersample = check_int("supersample", supersample, 1, 16, hint="2 anti-aliases well")
     per_scene = (size * supersample) ** 2
+    if per_scene > MAX_SUBPIXELS:
+        raise ValueError(f"size={size} with supersample={supersample} needs about {24 * per_scene / 1e9:.1f} GB for "
+                         f"one scene alone; lower the size or the supersampling (size·supersample ≤ "
+                         f"{int(MAX_SUBPIXELS ** 0.5)})")
     if n * per_scene > MAX_SUBPIXELS:
         raise ValueError(f"factors hold {n} scenes: rendering them at size={size}, supersample={supersample} needs "
                          f"about {24 * n * per_scene / 1e9:.1f} GB; render at most {MAX_SUBPIXELS // per_scene} "
