@@ -186,8 +186,9 @@ def load_readout(path: str | Path | None = None) -> FactorReadout:
 
 
 @torch.no_grad()
-def read_factors(images: Tensor, readout: FactorReadout | None = None, batch_size: int = 500) -> dict[str, Tensor]:
-    """Read the factors of (N, 3, 32, 32) images in [-1, 1]: {name: (N,)} (default read-out: the shipped one).
+def read_factors(images: Tensor, network: FactorReadout | None = None, batch_size: int = 500) -> dict[str, Tensor]:
+    """Read the factors of (N, 3, 32, 32) images in [-1, 1]: {name: (N,)}, with ``network`` (a
+    FactorReadout; default: the shipped one, ``load_readout()``).
 
     Refuses images that are not floating point, hold NaN or inf, or reach beyond ±PIXEL_LIMIT
     (0..255 pixels, say): the read-out would return normal-looking factors for them.
@@ -200,10 +201,10 @@ def read_factors(images: Tensor, readout: FactorReadout | None = None, batch_siz
     if largest > PIXEL_LIMIT:
         raise ValueError(f"images reach {largest:.4g}, far outside [-1, 1]; scale them to [-1, 1] first "
                          "(pixels in 0..255: labkit.data.to_unit_range; an edit's output: .clamp(-1, 1))")
-    if readout is not None and not isinstance(readout, FactorReadout):
-        raise TypeError(f"readout must be a FactorReadout (load_readout()) or None, got {type(readout).__name__}")
+    if network is not None and not isinstance(network, FactorReadout):
+        raise TypeError(f"network must be a FactorReadout (load_readout()) or None, got {type(network).__name__}")
     batch_size = check_int("batch_size", batch_size, 1, 100_000)
-    model = readout if readout is not None else load_readout()
+    model = network if network is not None else load_readout()
     device = next(model.parameters()).device
     outputs = torch.cat([model(chunk.to(device)).cpu() for chunk in images.float().split(batch_size)])
     return decode(outputs)
