@@ -28,11 +28,11 @@ from labkit.models import DiffusionModel
 from labkit.spectral import local_basis
 
 
-def oracle_directions(model: DiffusionModel, sample: Sample, readout=None) -> Tensor:
+def oracle_directions(model: DiffusionModel, sample: Sample, network=None) -> Tensor:
     """One unit direction in X per factor of labkit.worlds.FACTORS at this sample: (7, C, H, W) (module doc).
 
-    readout: the read-out CNN (default: the shipped one). Costs one differentiable finish of the
-    sample and seven backward passes through it.
+    network: the read-out CNN, a labkit.readout.FactorReadout (default: the shipped one). Costs one
+    differentiable finish of the sample and seven backward passes through it.
     """
     from labkit import worlds
     from labkit.readout import load_readout, smooth_factors
@@ -41,9 +41,9 @@ def oracle_directions(model: DiffusionModel, sample: Sample, readout=None) -> Te
     if tuple(model.sample_shape) != (3, worlds.IMAGE_SIZE, worlds.IMAGE_SIZE):
         raise ValueError(f"oracle directions need a model of the world's scenes (3, 32, 32), got a model of "
                          f"{tuple(model.sample_shape)}; use load_model('shapes')")
-    readout = load_readout() if readout is None else readout
+    network = load_readout() if network is None else network
     x = sample.x_t.detach().clone().requires_grad_(True)
-    m = smooth_factors(readout(finish(model, sample, x, differentiable=True).clamp(-1, 1)))[0]  # (7,)
+    m = smooth_factors(network(finish(model, sample, x, differentiable=True).clamp(-1, 1)))[0]  # (7,)
     rows = [torch.autograd.grad(m[j], x, retain_graph=j < len(m) - 1)[0].flatten() for j in range(len(m))]
     jacobian = torch.stack(rows).double()  # M, (7, D)
     directions = torch.linalg.pinv(jacobian).T  # row j: M⁺ e_j

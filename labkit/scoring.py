@@ -96,8 +96,8 @@ def mean_difference(values: Tensor) -> float:
     return float(2 * (weights * x).sum() / (n * (n - 1)))
 
 
-def world_instrument(readout=None) -> Instrument:
-    """The world's instrument: the trained CNN of labkit.readout (default: the shipped one) on scenes.
+def world_instrument(network=None) -> Instrument:
+    """The world's instrument: the read-out CNN of labkit.readout (``network``; default: the shipped one).
 
     Scales, exact under labkit.worlds.sample_factors (uniform factors): a continuous factor on
     [low, high] has mean difference (high − low)/3; a uniform hue, mean circular distance 1/4; the
@@ -106,7 +106,7 @@ def world_instrument(readout=None) -> Instrument:
     from labkit import readout as readout_module
     from labkit import worlds
 
-    model = readout if readout is not None else readout_module.load_readout()
+    model = network if network is not None else readout_module.load_readout()
     scales = {}
     for name, f in worlds.FACTORS.items():
         scales[name] = {"circular": 0.25, "continuous": (f.high - f.low) / 3,
