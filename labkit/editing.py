@@ -66,6 +66,7 @@ __all__ = ["EditMethod", "Interpolation", "Sample", "check_strengths", "edit", "
 # One sample's local basis, cached on disk
 # --------------------------------------------------------------------------------------------
 
+MAX_STRENGTHS = 1024  # check_strengths: one batch of edited latents
 RESERVED_METADATA = ("n_jvp", "n_vjp", "method", "iterations")  # save_basis writes these itself
 
 
@@ -187,6 +188,9 @@ def check_strengths(strength: Tensor | float, x: Tensor, name: str = "strength")
     check_tensor(name, gamma, hint="strengths are finite numbers, e.g. torch.linspace(-1, 1, 7)")
     if gamma.ndim > 1 or gamma.numel() == 0:
         raise ValueError(f"{name} must be a number or a non-empty 1-d list of numbers, got {show(gamma)}")
+    if gamma.numel() > MAX_STRENGTHS:  # every strength is one latent of the batch sampled at once
+        raise ValueError(f"{name} holds {gamma.numel()} strengths, at most {MAX_STRENGTHS} go in one batch; "
+                         "split them over several calls")
     return gamma.reshape(-1, 1, 1, 1)
 
 

@@ -47,7 +47,7 @@ from labkit.checks import (
     out_dir_arg,
     show,
 )
-from labkit.files import atomic_folder, complete_folder
+from labkit.files import MANIFEST, IncompleteFolderError, atomic_folder, complete_folder
 from labkit.worlds import FACTORS, IMAGE_SIZE, check_factors, render, sample_factors
 
 EMBEDDED_READOUT = Path(__file__).parent / "embedded" / "shapes" / "readout"
@@ -163,7 +163,13 @@ def load_readout(path: str | Path | None = None) -> FactorReadout:
         raise TypeError(f"path must be a folder (str or pathlib.Path) or None, got {type(path).__name__} {show(path)}")
     folder = Path(path) if path is not None else EMBEDDED_READOUT
     config_file, weights_file = folder / "config.json", folder / "model.safetensors"
-    if complete_folder(folder, READOUT_FILES) is None or not (config_file.exists() and weights_file.exists()):
+    try:  # finishes a write a kill interrupted; refuses files changed since they were written
+        found = complete_folder(folder, READOUT_FILES)
+    except IncompleteFolderError:
+        if (folder / MANIFEST).exists():
+            raise
+        found = None  # a folder without a manifest and without the files: no read-out at all
+    if found is None or not (config_file.exists() and weights_file.exists()):
         raise FileNotFoundError(f"no read-out in {str(folder)!r} (needs config.json and model.safetensors); "
                                 "train one with: python -m labkit.readout --out DIR")
     try:
@@ -173,14 +179,19 @@ def load_readout(path: str | Path | None = None) -> FactorReadout:
         raise ValueError(f"{str(config_file)!r} is not a read-out's record ({type(err).__name__}: {err}); "
                          "train the read-out again: python -m labkit.readout --out DIR") from err
     try:
-        missing, unexpected = model.load_state_dict(load_file(weights_file), strict=False)
-    except Exception as err:  # safetensors and torch raise their own types for a damaged or foreign file
-        raise ValueError(f"{str(weights_file)!r} is not readable as this read-out's weights ({type(err).__name__}: "
-                         f"{str(err)[:200]}); train the read-out again") from err
+        weights = load_file(weights_file)
+    except Exception as err:  # safetensors raises its own types for a damaged file
+        raise ValueError(f"{str(weights_file)!r} is not readable ({type(err).__name__}: {str(err)[:200]}); it is "
+                         "truncated or damaged: train the read-out again") from err
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as err:  # tensors of other shapes
+        missing, unexpected = [str(err).split("\n")[1].strip()[:120]], []
     if missing or unexpected:
-        raise ValueError(f"{str(weights_file)!r} does not fit the architecture in config.json ({len(missing)} missing, "
-                         f"{len(unexpected)} unexpected tensors, e.g. {show((missing + unexpected)[:2])}); the two "
-                         "files come from different read-outs: train the read-out again")
+        example = show((missing + unexpected)[:2])
+        raise ValueError(f"{str(weights_file)!r} does not fit the architecture in config.json ({len(missing)} missing "
+                         f"or mismatched, {len(unexpected)} unexpected tensors, e.g. {example}); the two files come "
+                         "from different read-outs: train the read-out again")
     check_weights(str(weights_file), model, {})  # none NaN or infinite
     return model.eval()
 

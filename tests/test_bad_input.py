@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -27,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from labkit import geometry as geo
 from labkit import measures
 from labkit.__main__ import main as cli
+from labkit.analysis import check_out as analysis_check_out
 from labkit.classifier import DigitClassifier, classify, load_classifier
 from labkit.data import batches, load_digits, read_image, to_unit_range
 from labkit.diffusion import ddim_invert, ddim_sample, h_space, posterior_mean, sample_noise
@@ -45,9 +47,18 @@ from labkit.editing import (
     transport_direction,
     x_space_guidance,
 )
+from labkit.hspace import h_shape, h_space_edit
 from labkit.hub import HUB_DEADLINE_S
 from labkit.models import ModelUnavailableError, load_model
+from labkit.notebook import setup as nb_setup
+from labkit.plot import chart_grid, image_grid, metric_ellipses, tangent_arrows
+from labkit.plot import surface as plot_surface
+from labkit.readout import FactorReadout, load_readout, read_factors, readout_scores, train_readout
 from labkit.spectral import jvps, local_basis, principal_angles, subspace_distance, vjps
+from labkit.train import ClassifierConfig, train_classifier
+from labkit.widgets import EditExplorer, InterpolationExplorer
+from labkit.widgets.player import static_player, to_png
+from labkit.worlds import render, sample_factors
 
 LIMIT_S = 5.0  # "within a few seconds", on a busy 2-core machine
 NAN, INF = float("nan"), float("inf")
@@ -64,8 +75,10 @@ def e(tiny_dir, tmp_path_factory):
     f64 = torch.zeros(5, dtype=torch.float64)
     mlp = geo.random_mlp(5, 7)
     files = SimpleNamespace(root=root, **_files(root, tiny_dir))
+    for name in ("model_quality", "world_quality", "train_step", "local_basis"):
+        _bench(name)  # import once, outside the cases' clock
     return SimpleNamespace(model=model, sample=sample, basis=basis, other=other, x=sample.x_t, v=basis.v[0],
-                           f64=f64, mlp=mlp, files=files, tiny_dir=tiny_dir)
+                           f64=f64, mlp=mlp, files=files, tiny_dir=tiny_dir, newer=_newer(root, tiny_dir))
 
 
 def _files(root: Path, tiny_dir: Path) -> dict:
@@ -121,6 +134,131 @@ def _damaged_copy(tiny_dir: Path, dest: Path, how: str) -> Path:
 def _hand_sample(e, **changes) -> Sample:
     fields = {"x_t": e.sample.x_t, "t": e.sample.t, "num_steps": e.sample.num_steps, "seed": e.sample.seed}
     return Sample(**{**fields, **changes})
+
+
+# ---------------------------------------------------------------------------------- the newer modules' files
+
+TRAIN_TINY = dict(batch_size=8, warmup=0, checkpoint_every=1, limit=16,
+                  model_config=dict(sample_size=28, in_channels=1, out_channels=1, block_out_channels=(8, 16, 16),
+                                    layers_per_block=1, down_block_types=("DownBlock2D",) * 3,
+                                    up_block_types=("UpBlock2D",) * 3, norm_num_groups=4, attention_head_dim=8))
+
+
+def _newer(root: Path, tiny_dir: Path) -> SimpleNamespace:
+    """What the cases of worlds, readout, train, analyze and the benchmarks read: read-outs (good and
+    damaged), a one-step training run to resume, an OUT holding someone else's results.json."""
+    import json
+    import shutil
+
+    from labkit.readout import FactorReadout
+    from labkit.train import TrainConfig, train_ddpm
+
+    good = root / "readout"
+    good.mkdir()
+    torch.manual_seed(0)
+    save_file({k: v.contiguous() for k, v in FactorReadout().state_dict().items()}, good / "model.safetensors")
+    (good / "config.json").write_text(json.dumps({"architecture": {"channels": [16, 32, 64, 128], "hidden": 128}}))
+    damaged = {}
+    for how in ("nan", "json", "truncated", "other"):
+        folder = damaged[how] = root / f"readout_{how}"
+        shutil.copytree(good, folder)
+        weights = folder / "model.safetensors"
+        if how == "nan":
+            tensors = load_file(weights)
+            tensors["head.3.weight"] = torch.full_like(tensors["head.3.weight"], NAN)
+            save_file(tensors, weights)
+        elif how == "json":
+            (folder / "config.json").write_text("{ not json")
+        elif how == "truncated":
+            weights.write_bytes(weights.read_bytes()[:1000])
+        else:  # weights of another architecture beside this record
+            save_file({k: v.contiguous() for k, v in FactorReadout(hidden=64).state_dict().items()}, weights)
+    foreign = root / "foreign_out"
+    foreign.mkdir()
+    (foreign / "results.json").write_text('{"accuracy": 0.97}')
+    (foreign / "notes.txt").write_text("someone else's")
+    run = root / "ddpm_run"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train_ddpm(TrainConfig(out=str(run), steps=2, **TRAIN_TINY))
+    broken_run = root / "ddpm_broken"
+    shutil.copytree(run, broken_run)
+    ema = broken_run / "checkpoint" / "ema.safetensors"
+    ema.write_bytes(ema.read_bytes()[:100])
+    images = render(sample_factors(2))
+    model = load_model(tiny_dir)
+    t = timestep_at(model, 1.0, 10)  # an explorer of samples 0 and 1 is given a path between samples 2 and 3
+    other_path = interpolate(model, sample_at(model, 2, t, 10), sample_at(model, 3, t, 10), n=3, method="lerp")
+    return SimpleNamespace(other_path=other_path, readout=good, readout_damaged=damaged, foreign=foreign, run=run,
+                           broken_run=broken_run,
+                           factors=sample_factors(3), images=images, tiny_dir=tiny_dir)
+
+
+def _bench(name: str):
+    """A benchmark script's module (benchmarks/ is not a package), loaded once."""
+    import importlib.util
+
+    if name not in _BENCH:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", Path(__file__).parent.parent / "benchmarks"
+                                                      / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        _BENCH[name] = module
+    return _BENCH[name]
+
+
+_BENCH: dict = {}
+
+
+def _benchmark(name: str, *flags: str):
+    return lambda e: _bench(name).main(list(flags))
+
+
+def _train(**changes):
+    from labkit.train import TrainConfig, train_ddpm
+
+    return lambda e: train_ddpm(TrainConfig(**{"out": str(e.files.root / "never"), "steps": 1, **TRAIN_TINY,
+                                               **changes}))
+
+
+def _resume(**changes):
+    from labkit.train import TrainConfig, train_ddpm
+
+    return lambda e: train_ddpm(TrainConfig(**{"out": str(e.newer.run), "steps": 3, **TRAIN_TINY, **changes}))
+
+
+def _train_cli(*flags: str):
+    from labkit.train import main as train_main
+
+    return lambda e: train_main(["ddpm", "--out", str(e.files.root / "never"), *flags])
+
+
+def _readout_cli(*flags: str):
+    from labkit.readout import main as readout_main
+
+    return lambda e: readout_main(["--out", str(e.files.root / "never_readout"), *flags])
+
+
+def _without(table: dict, name: str) -> dict:
+    return {k: v for k, v in table.items() if k != name}
+
+
+def _with(table: dict, **changes) -> dict:
+    return {**table, **changes}
+
+
+def _readout_main(argv: list[str]):
+    from labkit.readout import main as readout_main
+
+    return readout_main(argv)
+
+
+def _train_main(argv: list[str]):
+    from labkit.train import main as train_main
+
+    return train_main(argv)
+
 
 
 def _round(z):
@@ -457,6 +595,229 @@ CASES = [
     ("cli-unknown-flag", _cli("--colums", "3"), SystemExit, "--colums"),
     ("cli-analyze-device-gpu", lambda e: cli(["analyze", "--device", "gpu", "--out", str(e.files.root / "an")]),
      SystemExit, "--device"),
+    # ------------------------------------------------------------------ worlds (sizes bounded before allocating)
+    ("factors-n-huge", lambda e: sample_factors(10**10), ValueError, "n must"),
+    ("factors-n-0", lambda e: sample_factors(0), ValueError, "n must"),
+    ("factors-n-float", lambda e: sample_factors(2.5), TypeError, "n must"),
+    ("factors-n-str", lambda e: sample_factors("4"), TypeError, "n must"),
+    ("factors-seed-neg", lambda e: sample_factors(3, seed=-1), ValueError, "seed"),
+    ("factors-seed-float", lambda e: sample_factors(3, seed=0.5), TypeError, "seed"),
+    ("render-size-huge", lambda e: render(e.newer.factors, size=100_000), ValueError, "size"),
+    ("render-size-3", lambda e: render(e.newer.factors, size=3), ValueError, "size"),
+    ("render-size-float", lambda e: render(e.newer.factors, size=32.0), TypeError, "size"),
+    ("render-supersample-huge", lambda e: render(e.newer.factors, supersample=10_000), ValueError, "supersample"),
+    ("render-supersample-0", lambda e: render(e.newer.factors, supersample=0), ValueError, "supersample"),
+    ("render-200k-scenes", lambda e: render(sample_factors(200_000)), ValueError, "200000 scenes"),
+    ("render-big-at-size", lambda e: render(e.newer.factors, size=1024, supersample=16), ValueError,
+     "one scene alone"),
+    ("render-factors-list", lambda e: render([0.5]), TypeError, "factors"),
+    ("render-factor-missing", lambda e: render(_without(e.newer.factors, "shape")), ValueError, "missing"),
+    ("render-factor-unknown", lambda e: render(_with(e.newer.factors, colour=torch.zeros(3))), ValueError, "colour"),
+    ("render-factor-range", lambda e: render(_with(e.newer.factors, scale=torch.full((3,), 5.0))), ValueError, "scale"),
+    ("render-factor-nan", lambda e: render(_with(e.newer.factors, rotation=torch.full((3,), NAN))), ValueError,
+     "rotation"),
+    ("render-factor-lengths", lambda e: render(_with(e.newer.factors, scale=torch.full((2,), 0.3))), ValueError,
+     "scale"),
+    ("render-shape-float", lambda e: render(_with(e.newer.factors, shape=torch.zeros(3))), ValueError, "shape"),
+    ("render-factor-numpy", lambda e: render(_with(e.newer.factors, scale=np.full(3, 0.3))), ValueError, "scale"),
+    # ------------------------------------------------------------------ readout: loading, reading, scoring, training
+    ("readout-load-nan", lambda e: load_readout(e.newer.readout_damaged["nan"]), ValueError, "NaN"),
+    ("readout-load-json", lambda e: load_readout(e.newer.readout_damaged["json"]), ValueError, "config.json"),
+    ("readout-load-truncated", lambda e: load_readout(e.newer.readout_damaged["truncated"]), ValueError,
+     "model.safetensors"),
+    ("readout-load-other", lambda e: load_readout(e.newer.readout_damaged["other"]), ValueError, "does not fit"),
+    ("readout-load-missing", lambda e: load_readout(e.files.empty_dir), FileNotFoundError, "python -m labkit.readout"),
+    ("readout-load-int", lambda e: load_readout(3), TypeError, "path"),
+    ("readout-channels", lambda e: FactorReadout((16, 32)), ValueError, "channels"),
+    ("readout-hidden-0", lambda e: FactorReadout(hidden=0), ValueError, "hidden"),
+    ("read-uint8", lambda e: read_factors(torch.zeros(2, 3, 32, 32, dtype=torch.uint8)), TypeError, "images"),
+    ("read-0-255", lambda e: read_factors(torch.full((2, 3, 32, 32), 200.0)), ValueError, "outside [-1, 1]"),
+    ("read-nan", lambda e: read_factors(e.newer.images * NAN), ValueError, "images contains"),
+    ("read-shape", lambda e: read_factors(torch.zeros(2, 1, 28, 28)), ValueError, "images must have shape"),
+    ("read-empty", lambda e: read_factors(torch.zeros(0, 3, 32, 32)), ValueError, "images is empty"),
+    ("read-list", lambda e: read_factors([[0.0]]), TypeError, "images"),
+    ("read-network-type", lambda e: read_factors(e.newer.images, network="shapes"), TypeError, "network must"),
+    ("read-batch-0", lambda e: read_factors(e.newer.images, batch_size=0), ValueError, "batch_size"),
+    ("scores-1-vs-16", lambda e: readout_scores(sample_factors(1), sample_factors(16)), ValueError, "same n"),
+    ("scores-one-scene", lambda e: readout_scores(sample_factors(1), sample_factors(1)), ValueError, "n ≥ 2"),
+    ("scores-missing", lambda e: readout_scores(_without(e.newer.factors, "scale"), e.newer.factors), ValueError,
+     "read: missing"),
+    ("scores-true-type", lambda e: readout_scores(e.newer.factors, [1, 2]), TypeError, "true"),
+    ("readout-train-lr-inf", lambda e: train_readout(e.files.root / "r", lr=INF), ValueError, "lr"),
+    ("readout-train-lr-0", lambda e: train_readout(e.files.root / "r", lr=0.0), ValueError, "lr"),
+    ("readout-train-steps-0", lambda e: train_readout(e.files.root / "r", steps=0), ValueError, "steps"),
+    ("readout-train-batch-huge", lambda e: train_readout(e.files.root / "r", batch_size=100_000), ValueError,
+     "batch_size"),
+    ("readout-train-heldout-1", lambda e: train_readout(e.files.root / "r", heldout=1), ValueError, "heldout"),
+    ("readout-train-noise-1", lambda e: train_readout(e.files.root / "r", max_noise=1.0), ValueError, "max_noise"),
+    ("readout-train-seed-str", lambda e: train_readout(e.files.root / "r", seed="0"), TypeError, "seed"),
+    ("readout-train-foreign", lambda e: train_readout(e.newer.foreign, steps=1), FileExistsError, "other files"),
+    ("readout-train-out-file", lambda e: train_readout(e.files.a_file, steps=1), PermissionError, "out"),
+    ("readout-cli-lr-inf", _readout_cli("--lr", "inf"), SystemExit, "--lr"),
+    ("readout-cli-lr-neg", _readout_cli("--lr", "-1"), SystemExit, "--lr"),
+    ("readout-cli-steps-0", _readout_cli("--steps", "0"), SystemExit, "--steps"),
+    ("readout-cli-batch-huge", _readout_cli("--batch-size", "100000"), SystemExit, "--batch-size"),
+    ("readout-cli-seed-neg", _readout_cli("--seed", "-1"), SystemExit, "--seed"),
+    ("readout-cli-out-empty", lambda e: _readout_main(["--out", ""]), SystemExit, "--out"),
+    ("readout-cli-out-foreign", lambda e: _readout_main(["--out", str(e.newer.foreign)]), SystemExit, "--out"),
+    # ------------------------------------------------------------------ training: the API (before any work)
+    ("train-ema-2", _train(ema_decay=2.0), ValueError, "ema_decay"),
+    ("train-ema-nan", _train(ema_decay=NAN), ValueError, "ema_decay"),
+    ("train-ema-1", _train(ema_decay=1.0), ValueError, "ema_decay"),
+    ("train-lr-neg", _train(lr=-1.0), ValueError, "lr"),
+    ("train-lr-inf", _train(lr=INF), ValueError, "lr"),
+    ("train-checkpoint-every-0", _train(checkpoint_every=0), ValueError, "checkpoint_every"),
+    ("train-batch-huge", _train(batch_size=100_000), ValueError, "batch_size"),
+    ("train-steps-float", _train(steps=2.5), TypeError, "steps"),
+    ("train-warmup-neg", _train(warmup=-1), ValueError, "warmup"),
+    ("train-seed-neg", _train(seed=-1), ValueError, "seed"),
+    ("train-limit-0", _train(limit=0), ValueError, "limit"),
+    ("train-device-bogus", _train(device="bogus"), ValueError, "device"),
+    pytest.param("train-device-cuda", _train(device="cuda"), RuntimeError, "device",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
+    ("train-data", _train(data="cifar"), ValueError, "data"),
+    ("train-prediction", _train(prediction="x0"), ValueError, "prediction"),
+    ("train-model-config", _train(model_config=[8, 16]), TypeError, "model_config"),
+    ("train-out-empty", _train(out=""), ValueError, "out"),
+    ("train-resume-lr", _resume(lr=1e-2), ValueError, "--lr"),
+    ("train-resume-fewer-steps", _resume(steps=1), ValueError, "--steps 2"),
+    ("train-resume-data", _resume(data="shapes"), ValueError, "--data"),
+    ("train-resume-seed", _resume(seed=3), ValueError, "--seed"),
+    ("train-resume-batch", _resume(batch_size=4), ValueError, "--batch-size"),
+    ("train-resume-prediction", _resume(prediction="epsilon"), ValueError, "--prediction"),
+    ("train-resume-damaged", lambda e: _resume(out=str(e.newer.broken_run))(e), ValueError, "ema.safetensors"),
+    ("train-foreign-unet", lambda e: _train(out=str(e.tiny_dir))(e), FileExistsError, "unet"),
+    ("classifier-lr-nan", lambda e: train_classifier(ClassifierConfig(out=str(e.files.root / "c"), lr=NAN)),
+     ValueError, "lr"),
+    ("classifier-heldout-1", lambda e: train_classifier(ClassifierConfig(out=str(e.files.root / "c"),
+                                                                          heldout_fraction=1.0)),
+     ValueError, "heldout_fraction"),
+    ("classifier-foreign-out", lambda e: train_classifier(ClassifierConfig(out=str(e.newer.foreign))),
+     FileExistsError, "other files"),
+    # ------------------------------------------------------------------ training: the command line (exit 2)
+    ("train-cli-ema-2", _train_cli("--ema-decay", "2"), SystemExit, "--ema-decay"),
+    ("train-cli-ema-nan", _train_cli("--ema-decay", "nan"), SystemExit, "--ema-decay"),
+    ("train-cli-lr-neg", _train_cli("--lr", "-1"), SystemExit, "--lr"),
+    ("train-cli-lr-inf", _train_cli("--lr", "inf"), SystemExit, "--lr"),
+    ("train-cli-checkpoint-every-0", _train_cli("--checkpoint-every", "0"), SystemExit, "--checkpoint-every"),
+    ("train-cli-batch-huge", _train_cli("--batch-size", "100000"), SystemExit, "--batch-size"),
+    ("train-cli-steps-0", _train_cli("--steps", "0"), SystemExit, "--steps"),
+    ("train-cli-steps-float", _train_cli("--steps", "1e3"), SystemExit, "--steps"),
+    ("train-cli-warmup-neg", _train_cli("--warmup", "-5"), SystemExit, "--warmup"),
+    ("train-cli-device-bogus", _train_cli("--device", "bogus"), SystemExit, "--device"),
+    ("train-cli-data", _train_cli("--data", "cifar"), SystemExit, "--data"),
+    ("train-cli-resume-lr", lambda e: _train_main(["ddpm", "--out", str(e.newer.run), "--lr", "0.01", "--steps", "3"]),
+     SystemExit, "--lr"),
+    ("train-cli-foreign-unet", lambda e: _train_main(["ddpm", "--out", str(e.tiny_dir)]), SystemExit, "--out"),
+    ("train-cli-classifier-epochs-0", lambda e: _train_main(["classifier", "--out", "x", "--epochs", "0"]),
+     SystemExit, "--epochs"),
+    ("train-cli-classifier-heldout-1", lambda e: _train_main(["classifier", "--out", "x", "--heldout-fraction", "1"]),
+     SystemExit, "--heldout-fraction"),
+    # ------------------------------------------------------------------ analyze (checked before the model loads)
+    ("analyze-out-empty", lambda e: cli(["analyze", "--out", ""]), SystemExit, "--out"),
+    ("analyze-out-foreign", lambda e: cli(["analyze", "--out", str(e.newer.foreign)]), SystemExit, "--out"),
+    ("analyze-out-under-file", lambda e: cli(["analyze", "--out", str(e.files.a_file / "sub")]), SystemExit, "--out"),
+    ("analyze-model-missing", lambda e: cli(["analyze", "--model", "/no/such/folder", "--out",
+                                             str(e.files.root / "an")]), SystemExit, "--model"),
+    ("analyze-k-0", lambda e: cli(["analyze", "--k", "0", "--out", str(e.files.root / "an")]), SystemExit, "--k"),
+    ("analyze-samples-huge", lambda e: cli(["analyze", "--samples", "1000000", "--out", str(e.files.root / "an")]),
+     SystemExit, "--samples"),
+    ("analyze-tol-0", lambda e: cli(["analyze", "--tol", "0", "--out", str(e.files.root / "an")]), SystemExit,
+     "--tol"),
+    ("analyze-steps-0", lambda e: cli(["analyze", "--steps", "0", "--out", str(e.files.root / "an")]), SystemExit,
+     "--steps"),
+    ("analyze-check-out-foreign", lambda e: analysis_check_out(e.newer.foreign), FileExistsError, "results.json"),
+    # ------------------------------------------------------------------ plot
+    ("grid-range-inverted", lambda e: image_grid(torch.zeros(2, 1, 4, 4), value_range=(1, -1)), ValueError,
+     "value_range"),
+    ("grid-range-nan", lambda e: image_grid(torch.zeros(2, 1, 4, 4), value_range=(NAN, 1)), ValueError,
+     "value_range[0]"),
+    ("grid-range-word", lambda e: image_grid(torch.zeros(2, 1, 4, 4), value_range="auto"), TypeError, "value_range"),
+    ("grid-nan", lambda e: image_grid(torch.full((2, 1, 4, 4), NAN)), ValueError, "images contains"),
+    ("grid-uint8", lambda e: image_grid(torch.zeros(2, 1, 4, 4, dtype=torch.uint8)), TypeError, "to_unit_range"),
+    ("grid-list-numpy", lambda e: image_grid([np.zeros((2, 1, 4, 4))]), TypeError, "images[0]"),
+    ("grid-3d", lambda e: image_grid(torch.zeros(1, 4, 4)), ValueError, "images must have shape"),
+    ("grid-too-many", lambda e: image_grid(torch.zeros(3000, 1, 2, 2)), ValueError, "at most 2500"),
+    ("grid-size-0", lambda e: image_grid(torch.zeros(2, 1, 4, 4), size=0), ValueError, "size"),
+    ("grid-labels", lambda e: image_grid(torch.zeros(2, 1, 4, 4), row_labels=["a", "b"]), ValueError, "row_labels"),
+    ("chart-grid-n-0", lambda e: chart_grid((0, 1), (0, 1), 0, 3), ValueError, "n_u"),
+    ("chart-grid-range-inf", lambda e: chart_grid((0, INF), (0, 1), 3, 3), ValueError, "u_range[1]"),
+    ("surface-n-huge", lambda e: plot_surface(geo.sphere, (0, 1), (0, 1), n=10**6), ValueError, "n must"),
+    ("surface-f", lambda e: plot_surface("sphere", (0, 1), (0, 1)), TypeError, "f must"),
+    ("ellipses-grid", lambda e: metric_ellipses(geo.sphere, torch.zeros(3, 3)), ValueError, "grid"),
+    ("arrows-vectors", lambda e: tangent_arrows(geo.sphere, torch.zeros(3, 2), torch.zeros(2, 2)), ValueError,
+     "vectors"),
+    # ------------------------------------------------------------------ widgets
+    ("png-pixel-size-huge", lambda e: to_png(np.zeros((8, 8)), pixel_size=10**5), ValueError, "pixel_size"),
+    ("png-pixel-size-0", lambda e: to_png(np.zeros((8, 8)), pixel_size=0), ValueError, "pixel_size"),
+    ("png-nan", lambda e: to_png(np.full((8, 8), NAN)), ValueError, "image contains"),
+    ("png-int64", lambda e: to_png(np.zeros((8, 8), dtype=np.int64)), TypeError, "uint8"),
+    ("png-range-inverted", lambda e: to_png(np.zeros((8, 8)), value_range=(1, 0)), ValueError, "value_range"),
+    ("png-list", lambda e: to_png([[0.0]]), TypeError, "image"),
+    ("png-shape", lambda e: to_png(np.zeros((2, 8, 8))), ValueError, "a frame must be"),
+    ("player-labels", lambda e: static_player([to_png(np.zeros((2, 2)))], [1]), TypeError, "labels"),
+    ("player-interval-0", lambda e: static_player([to_png(np.zeros((2, 2)))], ["a"], interval_ms=0), ValueError,
+     "interval_ms"),
+    ("player-frames", lambda e: static_player(["not png"], ["a"]), TypeError, "frames_png"),
+    ("interp-explorer-other-path", lambda e: InterpolationExplorer(e.model, n=3, num_steps=10, methods=("lerp",),
+                                                                   interpolations={"lerp": e.newer.other_path}),
+     ValueError, "does not join samples 0 and 1"),
+    ("interp-explorer-n-1", lambda e: InterpolationExplorer(e.model, n=1, num_steps=10), ValueError, "n must"),
+    ("interp-explorer-t-nan", lambda e: InterpolationExplorer(e.model, t_fraction=NAN, num_steps=10), ValueError,
+     "t_fraction"),
+    ("interp-explorer-seed", lambda e: InterpolationExplorer(e.model, seed_a=-1, num_steps=10), ValueError, "seed_a"),
+    ("edit-explorer-k-0", lambda e: EditExplorer(e.model, k=0, num_steps=10), ValueError, "k must"),
+    ("edit-explorer-seed-float", lambda e: EditExplorer(e.model, seeds=(1.5,), num_steps=10), TypeError, "seeds[0]"),
+    ("edit-explorer-strength-nan", lambda e: EditExplorer(e.model, strengths=[NAN], num_steps=10), ValueError,
+     "strengths"),
+    ("edit-explorer-options", lambda e: EditExplorer(e.model, edit_options={"deltaa": 1}, num_steps=10), ValueError,
+     "edit_options"),
+    ("edit-explorer-steps-0", lambda e: EditExplorer(e.model, num_steps=0), ValueError, "num_steps"),
+    # ------------------------------------------------------------------ strengths: one batch, bounded
+    ("edit-strengths-huge", lambda e: edit(e.model, e.sample, e.v, torch.zeros(10**6)), ValueError, "at most 1024"),
+    ("hspace-strengths-huge", lambda e: h_space_edit(e.model, e.sample, torch.ones(h_shape(e.model)),
+                                                     torch.zeros(10**6)), ValueError, "at most 1024"),
+    # ------------------------------------------------------------------ notebook setup
+    ("setup-device-gpu", lambda e: nb_setup(e.tiny_dir, device="gpu"), ValueError, "device"),
+    ("setup-model-int", lambda e: nb_setup(3), TypeError, "name_or_path"),
+    # ------------------------------------------------------------------ benchmark command lines (exit 2, before work)
+    ("mq-samples-0", _benchmark("model_quality", "--samples", "0"), SystemExit, "--samples"),
+    ("mq-samples-1e8", _benchmark("model_quality", "--samples", "1e8"), SystemExit, "--samples"),
+    ("mq-samples-huge", _benchmark("model_quality", "--samples", "100000000"), SystemExit, "--samples"),
+    ("mq-batch-0", _benchmark("model_quality", "--batch-size", "0"), SystemExit, "--batch-size"),
+    ("mq-steps-0", _benchmark("model_quality", "--steps", "0"), SystemExit, "--steps"),
+    ("mq-out-under-file", lambda e: _benchmark("model_quality", "--out", str(e.files.a_file / "q"))(e), SystemExit,
+     "--out"),
+    ("mq-model-missing", lambda e: _benchmark("model_quality", "--model", "/no/such", "--out",
+                                              str(e.files.root / "mq"))(e), SystemExit, "--model"),
+    ("mq-model-not-digits", lambda e: _benchmark("model_quality", "--model", str(e.tiny_dir), "--out",
+                                                 str(e.files.root / "mq"))(e), SystemExit, "1×28×28"),
+    ("mq-classifier-missing", lambda e: _benchmark("model_quality", "--classifier", str(e.files.empty_dir), "--out",
+                                                   str(e.files.root / "mq"))(e), SystemExit, "--classifier"),
+    ("wq-samples-1e8", _benchmark("world_quality", "--samples", "1e8"), SystemExit, "--samples"),
+    ("wq-samples-huge", _benchmark("world_quality", "--samples", "200000"), SystemExit, "--samples"),
+    ("wq-batch-0", _benchmark("world_quality", "--batch-size", "0"), SystemExit, "--batch-size"),
+    ("wq-steps-neg", _benchmark("world_quality", "--steps", "-1"), SystemExit, "--steps"),
+    ("wq-out-under-file", lambda e: _benchmark("world_quality", "--out", str(e.files.a_file / "q"))(e), SystemExit,
+     "--out"),
+    ("wq-model-missing", lambda e: _benchmark("world_quality", "--model", "/no/such", "--out",
+                                              str(e.files.root / "wq"))(e), SystemExit, "--model"),
+    ("wq-model-not-scenes", lambda e: _benchmark("world_quality", "--model", str(e.tiny_dir), "--out",
+                                                 str(e.files.root / "wq"))(e), SystemExit, "3×32×32"),
+    ("ts-short-1-long-2", _benchmark("train_step", "--short", "1", "--long", "2"), SystemExit, "--long"),
+    ("ts-long-below-short", _benchmark("train_step", "--short", "40", "--long", "30"), SystemExit, "--long"),
+    ("ts-repeats-0", _benchmark("train_step", "--repeats", "0"), SystemExit, "--repeats"),
+    ("ts-device-bogus", _benchmark("train_step", "--device", "bogus"), SystemExit, "--device"),
+    ("ts-out-under-file", lambda e: _benchmark("train_step", "--out", str(e.files.a_file / "x" / "t.json"))(e),
+     SystemExit, "--out"),
+    ("lb-cli-ks-0", _benchmark("local_basis", "--ks", "0"), SystemExit, "--ks"),
+    ("lb-cli-tol-0", _benchmark("local_basis", "--tol", "0"), SystemExit, "--tol"),
+    ("lb-cli-tols-2", _benchmark("local_basis", "--tols", "1e-3", "2"), SystemExit, "--tols"),
+    ("lb-cli-cap-0", _benchmark("local_basis", "--cap", "0"), SystemExit, "--cap"),
+    ("lb-cli-max-sweeps-0", _benchmark("local_basis", "--max-sweeps", "0"), SystemExit, "--max-sweeps"),
+    ("lb-cli-device-bogus", _benchmark("local_basis", "--device", "bogus"), SystemExit, "--device"),
+    ("lb-cli-out-under-file", lambda e: _benchmark("local_basis", "--out", str(e.files.a_file / "x" / "l.json"))(e),
+     SystemExit, "--out"),
 ]
 
 
@@ -773,3 +1134,35 @@ def test_hub_without_the_model_says_so(empty_hub_cache, monkeypatch):
         assert time.perf_counter() - start < HUB_DEADLINE_S + 6
     finally:
         server.shutdown()
+
+
+def test_model_quality_asks_the_hub_with_load_models_deadline(tmp_path, empty_hub_cache, monkeypatch, capsys):
+    probe = socket.create_server(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there: the connection is refused
+    monkeypatch.setattr(empty_hub_cache, "ENDPOINT", f"https://127.0.0.1:{port}")
+    start = time.perf_counter()
+    with pytest.raises(SystemExit) as exit_:
+        _bench("model_quality").main(["--model", "someone/some-ddpm", "--out", str(tmp_path)])
+    assert exit_.value.code == 2 and time.perf_counter() - start < HUB_DEADLINE_S + 6
+    message = capsys.readouterr().err
+    assert "argument --model" in message and "someone/some-ddpm" in message and "unreachable" in message
+
+
+# ---------------------------------------------------------------------------------- valid input of another type
+
+def test_numpy_integers_are_integers():
+    factors = sample_factors(np.int64(4), seed=np.int64(2))
+    assert len(factors["scale"]) == 4
+    assert torch.equal(factors["scale"], sample_factors(4, seed=2)["scale"])
+    assert render(factors, size=np.int64(16), supersample=np.int32(1)).shape == (4, 3, 16, 16)
+    assert len(to_png(np.zeros((4, 4)), pixel_size=np.int64(2))) > 0
+
+
+def test_the_render_bound_is_where_memory_says(tmp_path):
+    """16,384 scenes at the default size are allowed (the bound), one more is refused before allocating."""
+    from labkit.worlds import MAX_SUBPIXELS, check_render_size
+
+    check_render_size(MAX_SUBPIXELS // (32 * 2) ** 2, 32, 2)
+    with pytest.raises(ValueError, match="16384 scenes per call"):
+        check_render_size(MAX_SUBPIXELS // (32 * 2) ** 2 + 1, 32, 2)
