@@ -257,7 +257,7 @@ def train_sd(config: SDConfig) -> Path:
     tokenizer_dir = captions.tokenizer_files(out / "checkpoint-tokenizer", max_length=MAX_TOKENS)
     vae_dir = out / "checkpoint-vae" / "finished"
     finished = (vae_dir / "config.json").exists() and log.get("vae", {}).get("steps") == config.vae_steps
-    if config.stage == "vae" or (config.stage == "all" and not finished):
+    if config.stage in ("vae", "all") and not finished:  # a finished VAE keeps its record; more --vae-steps resume it
         vae, log["vae"] = train_vae(config, device, torch.Generator().manual_seed(config.seed))
         vae.save_pretrained(vae_dir, safe_serialization=True)
         log_file.write_text(json.dumps(log, indent=1) + "\n")
