@@ -37,6 +37,7 @@ from scipy.sparse.linalg import LinearOperator, svds
 from labkit.checks import check_out_dir, device_arg, float_arg, int_arg
 from labkit.diffusion import h_space, sample_at, sample_noise, timestep_at
 from labkit.editing import edit
+from labkit.files import atomic_write
 from labkit.models import ARCHITECTURES, DiffusionModel, from_unet, load_model, set_fp32_precision
 from labkit.spectral import jvps, local_basis, principal_angles, vjps
 
@@ -300,7 +301,8 @@ def main(argv: list[str] | None = None) -> None:
     report["load_average_after"] = round(os.getloadavg()[0], 2)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
+    with atomic_write(out) as tmp:  # a kill never leaves half a record
+        tmp.write_text(json.dumps(report, indent=1))
     print(f"wrote {out}")
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from labkit.checks import check_out_dir, device_arg, int_arg
+from labkit.files import atomic_write
 from labkit.train import PRECISIONS, TrainConfig, train_ddpm
 
 MIN_GAP = 10  # --long − --short: a slope over fewer steps is within the timing noise of one run
@@ -99,7 +100,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
+    with atomic_write(out) as tmp:  # a kill never leaves half a record
+        tmp.write_text(json.dumps(report, indent=1))
     print(f"wrote {out}")
 
 
