@@ -22,6 +22,7 @@ One module per idea, named as in the book:
 - ``labkit.widgets``    the edit and interpolation explorers (a package: one explorer per module)
 - ``labkit.data``       the MNIST digits the embedded model is trained on
 - ``labkit.train``      training the embedded model, its digit classifier, and the shapes model
+- ``labkit.checkpoint`` resumable training state, written as one unit and resumed only by the same run
 - ``labkit.train_sd``   training the shapes miniature of Stable Diffusion (VAE, text encoder, conditional U-Net)
 - ``labkit.worlds``     a world with known factors: RGB scenes rendered from seven numbers
 - ``labkit.readout``    the factor read-out, a small CNN that reads a scene's factors back
@@ -32,6 +33,7 @@ One module per idea, named as in the book:
 - ``labkit.stats``      per-sample statistics: bootstrap intervals, paired differences, Holm's correction
 - ``labkit.checks``     the input checks every public function runs first (one place, one style)
 - ``labkit.cache``      content keys (weights fingerprint, dtype, options) for the basis cache
+- ``labkit.files``      atomic writes: a file, or a folder of files with a manifest; a kill never leaves half
 - ``labkit.hub``        the Hugging Face Hub probe, with one deadline
 
 Part I needs only torch: ``import labkit`` and ``import labkit.geometry`` do not import diffusers.
@@ -47,9 +49,10 @@ from labkit import geometry, spectral
 from labkit.geometry import lerp, pullback_metric, slerp
 from labkit.spectral import LocalBasis, local_basis
 
-_SUBMODULES = ("analysis", "cache", "captions", "checks", "classifier", "data", "diffusion", "editing", "hspace", "hub",
-               "latent", "measures", "models", "notebook", "plot", "readout", "scoring", "train", "train_sd", "widgets",
-               "worlds", "dimension", "disentanglement", "linearity", "oracle", "stats")
+_SUBMODULES = ("analysis", "cache", "captions", "checkpoint", "checks", "classifier", "data", "diffusion", "editing",
+               "files", "hspace", "hub", "latent", "measures", "models", "notebook", "plot", "readout", "scoring",
+               "train", "train_sd", "widgets", "worlds", "dimension", "disentanglement", "linearity", "oracle",
+               "stats")
 _SHORTCUTS = {"load_model": "models", "h_space": "diffusion"}
 
 __all__ = ["geometry", "spectral", *_SUBMODULES, *_SHORTCUTS, "lerp", "slerp", "pullback_metric", "LocalBasis",
