@@ -44,8 +44,9 @@ def bare_url(tmp_path_factory):
     if not MANIFEST.is_file():
         pytest.fail(f"no {MANIFEST}: run `make live` first")
     folder = tmp_path_factory.mktemp("live")
-    harness(folder, [edit_config(), interpolation_config(seed_a=2, seed_b=5), SHAPES,
-                     {**interpolation_config(), "model": "not-shipped"}])
+    # the edit explorers compute only what is asked (no background fill): the comparison takes less time
+    harness(folder, [{**edit_config(), "prefetch": False}, interpolation_config(seed_a=2, seed_b=5),
+                     {**SHAPES, "prefetch": False}, {**interpolation_config(), "model": "not-shipped"}])
     with static_server(folder) as url:
         yield url
 

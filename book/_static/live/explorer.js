@@ -61,9 +61,11 @@ class Worker {
     this.explorer = explorer; this.wanted = null; this.pending = null; this.loop = null;
   }
 
-  request(key) {
+  /** at: when the reader moved the control (the input event's timeStamp), so that latencies count
+   *  any wait for the page's thread too. */
+  request(key, at = performance.now()) {
     this.wanted = key;
-    this.pending = { key, at: performance.now(), cached: this.explorer.cached(key) };
+    this.pending = { key, at, cached: this.explorer.cached(key) };
     if (this.pending.cached) this.explorer.show(key);
     else this.explorer.status(`computing ${this.explorer.describe(key)} …`);
     if (!this.loop) this.loop = this.run().finally(() => { this.loop = null; });
@@ -151,7 +153,7 @@ class Live {
     return this.latents.get(key);
   }
 
-  request() { this.worker.request(this.key()); }
+  request(event) { this.worker.request(this.key(), event?.timeStamp); }
 
   /** For tests and the benchmark: the image shown now, and its key. */
   api() {
@@ -188,8 +190,8 @@ class EditLive extends Live {
       element("div", { style: "display:flex;align-items:center;gap:0.5em" },
               [element("span", { textContent: "strength" }), this.slider, this.label]),
       this.factorLines, this.statusLine);
-    for (const control of [seed, t, direction, method]) control.addEventListener("change", () => this.request());
-    this.slider.addEventListener("input", () => this.request());
+    for (const control of [seed, t, direction, method]) control.addEventListener("change", (event) => this.request(event));
+    this.slider.addEventListener("input", (event) => this.request(event));
     this.request();
   }
 
@@ -286,8 +288,8 @@ class InterpolationLive extends Live {
       element("div", { style: "display:flex;align-items:center;gap:0.5em" },
               [element("span", { textContent: "point" }), this.slider, this.label]),
       this.lengths, this.statusLine);
-    for (const control of [a, b, method]) control.addEventListener("change", () => this.request());
-    this.slider.addEventListener("input", () => this.request());
+    for (const control of [a, b, method]) control.addEventListener("change", (event) => this.request(event));
+    this.slider.addEventListener("input", (event) => this.request(event));
     this.request();
   }
 

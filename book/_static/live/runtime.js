@@ -29,6 +29,19 @@ function runtime() {
   });
 }
 
+/** Let the page handle input and paint before the next network run: onnxruntime-web computes on the
+ *  page's own thread, and its promises resolve without giving the page a turn, so without this a
+ *  background fill would freeze the page until it ends. */
+function yieldToPage() {
+  // a message is an ordinary task, queued behind whatever the page has to do (scheduler.yield()
+  // would jump that queue)
+  return new Promise((resolve) => {
+    const channel = new MessageChannel();
+    channel.port1.onmessage = () => resolve();
+    channel.port2.postMessage(null);
+  });
+}
+
 /** A network: run(x, batch, t) → {out, h} (Float32Arrays). Runs one at a time: onnxruntime-web
  *  serves one run per session at once. */
 class Net {
@@ -38,6 +51,7 @@ class Net {
 
   run(x, batch, t) {
     const job = this.queue.then(async () => {
+      await yieldToPage();
       const feeds = { x: new this.ort.Tensor("float32", x, [batch, ...this.shape]),
                       t: new this.ort.Tensor("float32", new Float32Array([t]), [1]) };
       const result = await this.session.run(feeds);
