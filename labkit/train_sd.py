@@ -259,6 +259,7 @@ def train_sd(config: SDConfig) -> Path:
     finished = (vae_dir / "config.json").exists() and log.get("vae", {}).get("steps") == config.vae_steps
     if config.stage in ("vae", "all") and not finished:  # a finished VAE keeps its record; more --vae-steps resume it
         vae, log["vae"] = train_vae(config, device, torch.Generator().manual_seed(config.seed))
+        log.setdefault("history", []).append({"stage": "vae", **log["vae"]})  # every run, resumed ones too
         vae.save_pretrained(vae_dir, safe_serialization=True)
         log_file.write_text(json.dumps(log, indent=1) + "\n")
     if config.stage in ("diffusion", "all"):
@@ -267,6 +268,7 @@ def train_sd(config: SDConfig) -> Path:
         vae = AutoencoderKL.from_pretrained(vae_dir, use_safetensors=True, low_cpu_mem_usage=False).to(device)
         unet, text_encoder, log["diffusion"] = train_diffusion(config, vae, tokenizer_dir, device,
                                                                torch.Generator().manual_seed(config.seed + 1))
+        log.setdefault("history", []).append({"stage": "diffusion", **log["diffusion"]})
         save_pipeline(out, unet, vae, text_encoder, tokenizer_dir)
         log["parameters"] = {name: sum(p.numel() for p in net.parameters())
                              for name, net in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder))}

@@ -62,6 +62,7 @@ def test_two_stage_training_resumes_and_saves_a_loadable_pipeline(tmp_path):
     train_sd(SDConfig(**{**config, "steps": 3}))  # resumes the diffusion stage; the VAE is done
     log = json.loads((out / "training_log.json").read_text())
     assert log["diffusion"]["resumed_from"] == 2 and log["vae"]["steps"] == 2
+    assert [run["stage"] for run in log["history"]] == ["vae", "diffusion", "diffusion"]
     with pytest.raises(ValueError, match="other options"):
         train_sd(SDConfig(**{**config, "steps": 4, "lr": 5e-4}))
 
