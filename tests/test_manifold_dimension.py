@@ -70,7 +70,7 @@ def test_committed_result_is_from_the_shipped_model_and_consistent():
             assert tail[int(drops(in_tail).argmax())] == row["k"]
 
 
-@pytest.mark.slow  # about a minute on 2 CPU cores: two units of 3,073 U-Net calls and their SVDs
+@pytest.mark.slow  # 5 min on the busy 2-core machine: two units of 3,073 U-Net calls and their SVDs
 def test_the_benchmark_runs_end_to_end(tmp_path):
     out = tmp_path / "md.json"
     run = subprocess.run([sys.executable, str(SCRIPT), "--samples", "1", "--timesteps", "10", "--draws", "3073",
