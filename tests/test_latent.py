@@ -251,9 +251,9 @@ def test_directions_and_analyze_take_a_prompt_and_a_guidance_scale(sd_dir, tmp_p
     from labkit.__main__ import main
 
     main(["directions", "--model", str(sd_dir), "--prompt", "a red square", "--guidance-scale", "2", "--k", "1",
-          "--steps", "5", "--t", "0.4", "--columns", "2", "--out", str(tmp_path / "d")])
+          "--steps", "5", "--fraction", "0.4", "--columns", "2", "--out", str(tmp_path / "d")])
     assert (tmp_path / "d" / "strip.png").exists() and (tmp_path / "d" / "basis.safetensors").exists()
-    main(["analyze", "--model", str(sd_dir), "--prompt", "a blue ellipse", "--samples", "1", "--t", "0.5",
+    main(["analyze", "--model", str(sd_dir), "--prompt", "a blue ellipse", "--samples", "1", "--fraction", "0.5",
           "--k", "2", "--steps", "5", "--out", str(tmp_path / "a")])
     results = json.loads((tmp_path / "a" / "results.json").read_text())
     assert results["prompt"] == "a blue ellipse" and results["guidance_scale"] is None
