@@ -1,6 +1,7 @@
 """The MNIST loader, the DDPM and classifier training loops, checkpoints and the exported model."""
 
 import json
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -363,9 +364,18 @@ def _kill_at(monkeypatch, at: int) -> None:
     monkeypatch.setattr(files.shutil, "rmtree", killing_rmtree)
 
 
+@pytest.fixture(scope="module")
+def one_step(tmp_path_factory):
+    """A run with its first checkpoint, at step 1 (each test trains on from a copy)."""
+    out = tmp_path_factory.mktemp("one_step")
+    train_ddpm(TrainConfig(out=str(out), steps=1, **RUN))
+    return out
+
+
 @pytest.mark.parametrize("at", [1, 2, 3, 4])
-def test_a_kill_at_any_step_of_a_checkpoint_save_resumes_from_a_complete_checkpoint(tmp_path, monkeypatch, at, capsys):
-    train_ddpm(TrainConfig(out=str(tmp_path), steps=1, **RUN))  # a first checkpoint, at step 1
+def test_a_kill_at_any_step_of_a_checkpoint_save_resumes_from_a_complete_checkpoint(one_step, tmp_path, monkeypatch,
+                                                                                    at, capsys):
+    shutil.copytree(one_step, tmp_path, dirs_exist_ok=True)
     with monkeypatch.context() as patch:
         _kill_at(patch, at)  # the save of step 2: manifest, checkpoint → .old, .tmp → checkpoint, remove .old
         with pytest.raises(Killed):
@@ -380,8 +390,8 @@ def test_a_kill_at_any_step_of_a_checkpoint_save_resumes_from_a_complete_checkpo
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("checkpoint")) == ["checkpoint"]
 
 
-def test_a_damaged_checkpoint_is_refused_by_name_not_restarted(tmp_path):
-    train_ddpm(TrainConfig(out=str(tmp_path), steps=1, **RUN))
+def test_a_damaged_checkpoint_is_refused_by_name_not_restarted(one_step, tmp_path):
+    shutil.copytree(one_step, tmp_path, dirs_exist_ok=True)
     weights = tmp_path / "checkpoint" / "ema.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(ValueError, match="ema.safetensors"):
@@ -404,8 +414,6 @@ def test_resuming_with_other_options_is_refused_before_any_work(tmp_path, change
 
 
 def test_training_refuses_to_overwrite_another_models_weights(tmp_path, tiny_dir):
-    import shutil
-
     shutil.copytree(tiny_dir, tmp_path / "model")
     before = (tmp_path / "model" / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
     with pytest.raises(FileExistsError, match="unet"):

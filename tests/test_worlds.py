@@ -108,8 +108,10 @@ def test_errors_name_the_problem():
         render(dict(f, rotation=torch.full((4,), float("nan"))))
     with pytest.raises(ValueError, match="size"):
         render(f, size=2)
-    with pytest.raises(ValueError, match="n must be a positive integer"):
+    with pytest.raises(ValueError, match="n must be in 1..10000000"):
         sample_factors(0)
+    with pytest.raises(ValueError, match="render at most 16384 scenes per call"):  # before allocating 20 GB
+        render(sample_factors(200_000))
 
 
 def test_render_is_fast_enough_to_train_on_the_fly():
@@ -146,7 +148,7 @@ def test_ddpm_trains_on_scenes_rendered_on_the_fly_and_resumes(tmp_path):
     train_ddpm(TrainConfig(steps=3, **config))
     log = json.loads((tmp_path / "training_log.json").read_text())
     assert log["resumed_from"] == 2 and log["steps"] == 3 and log["images"] == "rendered on the fly"
-    with pytest.raises(ValueError, match="data must be 'mnist' or 'shapes'"):
+    with pytest.raises(ValueError, match="data must be one of 'mnist', 'shapes'"):
         train_ddpm(TrainConfig(steps=1, **{**config, "data": "cifar"}))
     # shapes trains with v-prediction, and the exported scheduler says so
     saved = json.loads((tmp_path / "scheduler" / "scheduler_config.json").read_text())
