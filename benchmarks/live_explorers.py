@@ -41,12 +41,12 @@ from labkit.checks import int_arg, out_dir_arg  # noqa: E402
 
 WAIT_MS = 300_000
 
-EXPLORERS = {  # name -> the chapter's explorer settings (num_steps: the chapter's DDIM step count)
-    "MNIST edit (ch. 05)": edit_config(),
-    "MNIST interpolation (ch. 06)": interpolation_config(),
-    "shapes edit (ch. 08)": edit_config("embedded:shapes", num_steps=20, seeds=(1, 2), t_fractions=(0.6, 0.8), k=3,
-                                        strengths=torch.linspace(-1.5, 1.5, 7)),
-}
+def explorers() -> dict[str, dict]:
+    """name -> the chapter's explorer settings (num_steps: the chapter's DDIM step count); reads the
+    generated manifest, so it is called when the benchmark runs, not on import."""
+    return {"MNIST edit (ch. 05)": edit_config(), "MNIST interpolation (ch. 06)": interpolation_config(),
+            "shapes edit (ch. 08)": edit_config("embedded:shapes", num_steps=20, seeds=(1, 2), t_fractions=(0.6, 0.8),
+                                                k=3, strengths=torch.linspace(-1.5, 1.5, 7))}
 
 
 def open_explorer(page, root) -> float:
@@ -73,7 +73,8 @@ def step_slider(page, root, key: str) -> None:
     page.keyboard.press(key)
 
 
-def measure(browser, url: str, index: int, name: str, repeats: int) -> dict:
+def measure(browser, url: str, index: int, count: int, name: str, repeats: int) -> dict:
+    """Timings of explorer ``index`` of ``count`` (the page holds them, then each again without background fill)."""
     edit = "edit" in name
     rows: dict[str, list[float]] = {}
 
@@ -83,10 +84,10 @@ def measure(browser, url: str, index: int, name: str, repeats: int) -> dict:
         page.goto(f"{url}/index.html")
         return context, page, page.locator("[data-labkit-live]").nth(root_index)
 
-    # first image, cold, and uncached slider moves (background fill off: explorer index + len(EXPLORERS))
+    # first image, cold, and uncached slider moves (background fill off: explorer index + count)
     methods = ("naive", "guidance") if edit else ("lerp",)
     for _ in range(repeats):
-        context, page, root = page_with(index + len(EXPLORERS))
+        context, page, root = page_with(index + count)
         rows.setdefault("first image after Run live", []).append(open_explorer(page, root))
         for method in methods:
             # switch at the last strength, go to the first, then step right twice: two strengths never computed
@@ -132,15 +133,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
     results = {}
+    settings = explorers()
     with tempfile.TemporaryDirectory() as folder, chromium() as browser:
-        configs = list(EXPLORERS.values())
+        configs = list(settings.values())
         harness(Path(folder), configs + [{**config, "prefetch": False} for config in configs])
         with static_server(Path(folder)) as url:
-            for index, name in enumerate(EXPLORERS):
-                results[name] = measure(browser, url, index, name, args.repeats)
+            for index, name in enumerate(settings):
+                results[name] = measure(browser, url, index, len(settings), name, args.repeats)
     load_after = os.getloadavg()
     version = subprocess.run([find_chromium(), "--version"], capture_output=True, text=True).stdout.strip()
-    steps = {name: config["num_steps"] for name, config in EXPLORERS.items()}
+    steps = {name: config["num_steps"] for name, config in settings.items()}
     print(f"{version}; load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min); "
           f"{os.cpu_count()} CPUs")
     print("| explorer (DDIM steps) | what | median | range | n |")
