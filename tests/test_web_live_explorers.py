@@ -218,13 +218,16 @@ def every_control_changes_the_image(page, root, name: str) -> None:
             page.keyboard.press("ArrowLeft")
     shown(page, root)
     assert picture() != before, f"{name}: moving the slider did not change the image"
-    for control in root.locator(".labkit-live select").all():
+    controls = root.locator(".labkit-live select").all()
+    for control in controls:
         before, current = picture(), control.input_value()
         values = [option.get_attribute("value") for option in control.locator("option").all()]
         others = [value for value in values if value != current]
         if not others:  # a control with one choice (chapter 07 offers one t)
             continue
-        control.select_option(others[0])
+        # not a value another control holds: sample A = sample B would make lerp and slerp the same
+        taken = {other.input_value() for other in controls}
+        control.select_option(next((value for value in others if value not in taken), others[0]))
         shown(page, root)
         assert picture() != before, f"{name}: changing {control.get_attribute('aria-label')} did not change the image"
     root.screenshot(path=screenshot_path("live", f"{name}.png"))
@@ -244,7 +247,7 @@ def test_every_explorer_of_the_book_runs_live(browser, edition):
             page.goto(f"{url}/{html.relative_to(folder).as_posix()}", wait_until="load")
             roots = page.locator("[data-labkit-live]")
             with waiting_for(f"{html.name}: the Run live buttons", WAIT_S):
-                page.wait_for_selector(".labkit-live-run")
+                page.wait_for_selector(".labkit-live-run", timeout=WAIT_S * 1000)
             for i in range(roots.count()):
                 name = f"{edition.replace(' ', '-')}-{html.stem}-{i}"
                 open_live(page, roots.nth(i))
