@@ -17,7 +17,7 @@ steps; ``breaking_step`` gives ε*. Along the top direction of a local basis,
 
 is the chapter's ε* for f_t : x_t ↦ h_t at that sample.
 
-Explained in: book/part2-diffusion/04_h_space.ipynb (section "Is H flat? Local linearity, measured")
+Explained in: book/part2-diffusion/04_h_space.ipynb (section "Is f_t locally linear? (Not the same as \"is H flat\")")
 """
 
 from __future__ import annotations
