@@ -165,11 +165,7 @@ def merge(units: list[dict], args) -> dict:
         for fraction, per_measure in per_t.items():
             out = summary.setdefault(key, {}).setdefault(fraction, {})
             for m, per_sample in per_measure.items():
-                values = [per_sample[s] for s in sorted(per_sample)]
-                finite = [v for v in values if v is not None and math.isfinite(v)]
-                mean, low, high = bootstrap_ci(finite) if len(finite) >= 2 and len(set(finite)) > 1 else (
-                    (finite[0],) * 3 if finite else (math.nan,) * 3)
-                out[m] = {"mean": mean, "low": low, "high": high, "n": len(finite)}
+                out[m] = _mean_ci([per_sample[s] for s in sorted(per_sample)])
     fractions = sorted({str(u["fraction"]) for u in units}, key=float)
     seeds = sorted({u["sample"] for u in units})
     for fraction in fractions:
@@ -219,6 +215,7 @@ def merge(units: list[dict], args) -> dict:
 
 
 def _mean_ci(values: list) -> dict:
+    """Mean and 95% bootstrap interval over the finite values (all three equal for a constant or single value)."""
     finite = [v for v in values if v is not None and math.isfinite(v)]
     if len(finite) >= 2 and len(set(finite)) > 1:
         mean, low, high = bootstrap_ci(finite)
