@@ -27,6 +27,7 @@ One module per idea, named as in the book:
 - ``labkit.worlds``     a world with known factors: RGB scenes rendered from seven numbers
 - ``labkit.readout``    the factor read-out, a small CNN that reads a scene's factors back
 - ``labkit.captions``   the shapes world in words: captions from factors, read back, and their tokenizer
+- ``labkit.budget``     edits of one size: each edit scaled to change the finished image by a budget
 - ``labkit.scoring``    scoring directions against measured factors (response, disentanglement, side effects)
 - ``labkit.oracle``     directions known to move one factor (M⁺e_j, the ceiling) and LOCO-Edit's masked directions
 - ``labkit.disentanglement`` metrics of a response matrix: top-factor share, top-two gap, coverage, DCI
@@ -49,10 +50,10 @@ from labkit import geometry, spectral
 from labkit.geometry import lerp, pullback_metric, slerp
 from labkit.spectral import LocalBasis, local_basis
 
-_SUBMODULES = ("analysis", "cache", "captions", "checkpoint", "checks", "classifier", "data", "diffusion", "editing",
-               "files", "hspace", "hub", "latent", "measures", "models", "notebook", "plot", "readout", "scoring",
-               "train", "train_sd", "widgets", "worlds", "dimension", "disentanglement", "linearity", "oracle",
-               "stats")
+_SUBMODULES = ("analysis", "budget", "cache", "captions", "checkpoint", "checks", "classifier", "data", "diffusion",
+               "editing", "files", "hspace", "hub", "latent", "measures", "models", "notebook", "plot", "readout",
+               "scoring", "train", "train_sd", "widgets", "worlds", "dimension", "disentanglement", "linearity",
+               "oracle", "stats")
 _SHORTCUTS = {"load_model": "models", "h_space": "diffusion"}
 
 __all__ = ["geometry", "spectral", *_SUBMODULES, *_SHORTCUTS, "lerp", "slerp", "pullback_metric", "LocalBasis",

@@ -14,11 +14,8 @@ with the circular distance; for a category, the probability that two scenes diff
 means "as different as two random scenes" for every kind of factor. (A circular standard deviation
 would not do as the hues' scale: for a uniform hue it is infinite.)
 
-**Edits of one size** (``match_budget``): every edit is scaled until the change it makes to the
-finished image, the RMS pixel difference c(γ) = √(mean (edit(γ) − edit(0))²), is within ±10% of a
-target budget b, for each sign. The search is a secant on log c against log |γ|, a few rounds,
-all the pending edits of a sample in one batch through the U-Net. An edit that cannot be matched
-is kept, marked unmatched, and left out of every mean.
+**Edits of one size** come from ``labkit.budget.match_budget``: every edit along every direction
+changes the finished image by the same RMS amount, within ±10%, or is marked unmatched.
 
 The **response** of factor j to direction i is R_ij = mean over its matched edits of |Δ_j|: a
 (k × F) matrix that ``labkit.disentanglement`` turns into disentanglement, DCI and coverage. Per
@@ -35,23 +32,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor
 
-from labkit.checks import check_choice, check_float, check_int, check_tensor, show
-from labkit.diffusion import QUALITY_BOOST, Sample, check_sample
+from labkit.budget import BudgetedEdits, EditKind, match_budget
+from labkit.checks import check_tensor
+from labkit.diffusion import Sample
 from labkit.disentanglement import coverage, dci, disentanglement, top_two_gap
-from labkit.editing import finish, naive_edit, x_space_guidance
-from labkit.hspace import h_shape, h_space_edit
 from labkit.models import DiffusionModel
-
-EditKind = Literal["guidance", "naive", "h"]
-TOLERANCE = 0.1  # an edit is matched when its image change is within ±10% of the budget
-# A first strength per edit kind, in that kind's own units, for unit directions: the budget
-# search starts here (x_t has norm ≈ √(C·H·W); h's entries are of order 1).
-PROBE_STRENGTHS = {"guidance": 0.5, "naive": 2.0, "h": 2.0}
 
 
 @dataclass(frozen=True)
@@ -179,145 +168,6 @@ def factor_changes(instrument: Instrument, read: dict[str, Tensor], reference: d
         columns.append(delta / scale)
     return torch.stack(columns, dim=1)
 
-
-def image_change(edited: Tensor, unedited: Tensor) -> Tensor:
-    """(S,) root-mean-square pixel change √(mean_pixels (x_s − x₀)²) of images (S, C, H, W) from x₀ (1, C, H, W)."""
-    if not (isinstance(edited, Tensor) and isinstance(unedited, Tensor)) or edited.ndim != 4 \
-            or edited.shape[1:] != unedited.shape[1:] or unedited.shape[0] != 1:
-        raise ValueError(f"image_change needs edited (S, C, H, W) and unedited (1, C, H, W) images of one size, got "
-                         f"{show(edited)} and {show(unedited)}")
-    return ((edited - unedited) ** 2).flatten(1).mean(1).sqrt()
-
-
-# --------------------------------------------------------------------------------------------
-# Edits of one size
-# --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class BudgetedEdits:
-    """Edits of k directions, each matched to every budget with both signs: E = k · 2 · B edits.
-
-    direction, sign, budget: (E,) which direction (0..k−1), ±1, and the target change b;
-    strength: (E,) the final signed γ;  change: (E,) the RMS image change it made;  matched: (E,)
-    |change/b − 1| ≤ tolerance;  rounds: (E,) edits tried;  moved: (E,) ‖x_t' − x_t‖, how far the
-    latent moved (NaN for an edit in H);  images: (E, C, H, W) the finished edits;  unedited: (1, C, H, W).
-    """
-
-    direction: Tensor
-    sign: Tensor
-    budget: Tensor
-    strength: Tensor
-    change: Tensor
-    matched: Tensor
-    rounds: Tensor
-    moved: Tensor
-    images: Tensor
-    unedited: Tensor
-
-
-def _edit_batch(model: DiffusionModel, sample: Sample, directions: Tensor, gamma: Tensor, how: str,
-                chunk: int, **options) -> tuple[Tensor, Tensor]:
-    """Finished images (n, C, H, W) and latent distances (n,) of edits along directions (n, ...) at γ (n,)."""
-    images, moved = [], []
-    for d, g in zip(directions.split(chunk), gamma.split(chunk)):
-        if how == "h":
-            images.append(h_space_edit(model, sample, d, g, boost_below=QUALITY_BOOST))
-            moved.append(torch.full((len(g),), math.nan, dtype=torch.float64))
-            continue
-        if how == "guidance":
-            x = x_space_guidance(model, sample.x_t, sample.t, d, g, **options)
-        else:
-            x = naive_edit(model, sample.x_t, sample.t, d, g, **options)
-        images.append(finish(model, sample, x))
-        moved.append((x - sample.x_t).flatten(1).norm(dim=1).double().cpu())
-    return torch.cat(images), torch.cat(moved)
-
-
-def match_budget(
-    model: DiffusionModel,
-    sample: Sample,
-    directions: Tensor,
-    budgets: list[float],
-    how: EditKind = "guidance",
-    tolerance: float = TOLERANCE,
-    max_rounds: int = 5,
-    chunk: int = 128,
-    **options,
-) -> BudgetedEdits:
-    """Scale every edit along ``directions`` (k, ...) until it changes the finished image by each budget.
-
-    Two probe edits per direction, at p/2 and 2p (p = PROBE_STRENGTHS[how]), give the power law
-    c = a·γ^β through them; the first guess for budget b and sign s is s·(b/a)^(1/β); then, per
-    edit, a secant on log c against log |γ| from the nearer probe (slope kept in [0.25, 4], a step
-    at most ×10) until |c/b − 1| ≤ tolerance or ``max_rounds`` edits were tried.
-    Directions are in X (k, C, H, W) for "guidance" and "naive", in H (k, c_h, H_h, W_h) for "h".
-    ``options`` go to the edit (delta, n_iter of x-space guidance).
-    """
-    check_sample(model, sample)
-    check_choice("how", how, ("guidance", "naive", "h"))
-    shape = h_shape(model) if how == "h" else model.sample_shape
-    directions = check_tensor("directions", directions, shape=(None, *shape),
-                              hint="k directions, (k, C, H, W) in X or (k, c_h, H_h, W_h) in H for how='h'")
-    norms = directions.flatten(1).norm(dim=1)
-    if not bool((norms > 1e-6).all()):
-        raise ValueError(f"every direction needs a length (norms {norms.tolist()}); normalise them to unit length")
-    directions = directions / norms.view(-1, *([1] * len(shape)))  # unit length: γ is the step's size
-    if not isinstance(budgets, list | tuple) or not budgets:
-        raise ValueError(f"budgets must be a non-empty list of RMS image changes, got {show(budgets)}")
-    for b in budgets:
-        check_float("budgets", b, 0.0, 1.0, low_open=True, hint="an RMS change of images in [-1, 1], e.g. 0.05")
-    check_float("tolerance", tolerance, 0.0, 1.0, low_open=True, hint="a relative tolerance, e.g. 0.1 for ±10%")
-    check_int("max_rounds", max_rounds, 1, 50)
-    check_int("chunk", chunk, 1, 100_000)
-    if how == "h" and sample.t <= QUALITY_BOOST * model.num_train_timesteps:
-        raise ValueError(f"sample.t={sample.t} is at or below {QUALITY_BOOST}·T: no step is left to edit h in; "
-                         "score edits in H at a larger t")
-    k, probe = len(directions), PROBE_STRENGTHS[how]
-    unedited = finish(model, sample, sample.x_t)
-    g_probe = torch.tensor([probe / 2, probe * 2], dtype=torch.float64)
-    probes, _ = _edit_batch(model, sample, directions.repeat_interleave(2, 0),
-                            g_probe.repeat(k).to(model.dtype), how, chunk, **options)
-    c_probe = image_change(probes, unedited).double().cpu().reshape(k, 2)
-    beta = ((c_probe[:, 1].clamp_min(1e-12) / c_probe[:, 0].clamp_min(1e-12)).log() / math.log(4)).clamp(0.25, 4.0)
-
-    index = torch.tensor([(i, s, b) for i in range(k) for s in (-1, 1) for b in range(len(budgets))])
-    direction, sign = index[:, 0], index[:, 1].double()
-    budget = torch.tensor(budgets, dtype=torch.float64)[index[:, 2]]
-    E = len(index)
-    nearer = ((c_probe[direction].log() - budget.log()[:, None]).abs().argmin(1))  # the probe nearer the budget
-    last_g, last_c = g_probe[nearer], c_probe[direction, nearer]
-    gamma = torch.where(last_c > 0, last_g * (budget / last_c.clamp_min(1e-12)) ** (1 / beta[direction]),
-                        torch.full_like(budget, math.nan))
-    change, moved = torch.full((E,), math.nan, dtype=torch.float64), torch.full((E,), math.nan, dtype=torch.float64)
-    rounds, matched = torch.zeros(E, dtype=torch.long), torch.zeros(E, dtype=torch.bool)
-    images = unedited.expand(E, *unedited.shape[1:]).clone()
-    pending = torch.isfinite(gamma)
-    for _ in range(max_rounds):
-        todo = pending.nonzero().squeeze(1)
-        if len(todo) == 0:
-            break
-        g = gamma[todo]
-        out, dist = _edit_batch(model, sample, directions[direction[todo]], (sign[todo] * g).to(model.dtype), how,
-                                chunk, **options)
-        c = image_change(out, unedited).double().cpu()
-        images[todo], change[todo], moved[todo] = out, c, dist
-        rounds[todo] += 1
-        hit = (c / budget[todo] - 1).abs() <= tolerance
-        matched[todo[hit]] = True
-        pending[todo[hit]] = False
-        # secant on log c = a + β log γ through the last two points, β kept in a sane range
-        slope = ((c.clamp_min(1e-12).log() - last_c[todo].clamp_min(1e-12).log())
-                 / (g.log() - last_g[todo].log())).nan_to_num(1.0).clamp(0.25, 4.0)
-        factor = ((budget[todo] / c.clamp_min(1e-12)) ** (1 / slope)).clamp(0.1, 10.0)
-        last_g[todo], last_c[todo] = g, c
-        gamma[todo] = g * factor
-    return BudgetedEdits(direction=direction, sign=sign, budget=budget, strength=sign * last_g, change=change,
-                         matched=matched, rounds=rounds, moved=moved, images=images, unedited=unedited)
-
-
-# --------------------------------------------------------------------------------------------
-# Scores of the edits
-# --------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class EditScores:

@@ -101,7 +101,7 @@ def test_known_factors_checks_its_flags_before_work(tmp_path, capsys):
     spec.loader.exec_module(known_factors)
     for bad, word in ((["--samples", "1"], "--samples"), (["--budgets", "1.5"], "--budgets"),
                       (["--methods", "park-local"], "random"), (["--out", str(tmp_path)], "--out"),
-                      (["--dose-samples", "99"], "--dose-samples")):
+                      (["--dose-samples", "99"], "--dose-samples"), (["--device", "bogus"], "--device")):
         with pytest.raises(SystemExit) as exit_:
             known_factors.parse(bad)
         assert exit_.value.code == 2 and word in capsys.readouterr().err, bad

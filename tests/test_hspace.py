@@ -89,7 +89,7 @@ def test_h_principal_components_match_an_explicit_pca(tiny64):
 
 
 def test_h_offset_and_image_change_refuse_bad_shapes(tiny):
-    from labkit.scoring import image_change
+    from labkit.budget import image_change
 
     unbatched = torch.ones(16, 2, 2)
     with pytest.raises(ValueError, match=r"offset must have shape \(B, 16, 2, 2\)"), h_offset(tiny, unbatched):

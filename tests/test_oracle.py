@@ -3,10 +3,11 @@
 import pytest
 import torch
 
+from labkit.budget import match_budget
 from labkit.diffusion import posterior_mean, sample_at, timestep_at
 from labkit.models import load_model
 from labkit.oracle import loco_directions, oracle_directions
-from labkit.scoring import match_budget, score_edits, world_instrument
+from labkit.scoring import score_edits, world_instrument
 from labkit.spectral import local_basis
 
 

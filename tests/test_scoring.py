@@ -6,14 +6,13 @@ import pytest
 import torch
 
 from labkit import worlds
+from labkit.budget import BudgetedEdits, match_budget
 from labkit.diffusion import Sample, sample_at
 from labkit.models import load_model
 from labkit.scoring import (
-    BudgetedEdits,
     Instrument,
     basis_summary,
     factor_changes,
-    match_budget,
     mean_difference,
     score_directions,
     score_edits,
