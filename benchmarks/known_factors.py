@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -72,8 +73,10 @@ from labkit.stats import bootstrap_ci, compare_all, floor_to_ceiling
 
 REPO = Path(__file__).resolve().parents[1]
 # The scorer's own code keys the units with the configuration and the weights: a changed scorer never
-# meets old units. (The samplers and solvers it calls are the library's, tested on their own.)
-CODE = (Path(__file__), *(Path(m.__file__) for m in (budget, disentanglement, linearity, oracle, scoring, stats)))
+# meets old units. It is the modules below and this script's unit functions (UNIT_CODE, after their
+# definitions); the merge and the tables are not part of it, so changing a report keeps the units.
+# (The samplers and solvers it calls are the library's, tested on their own.)
+CODE = tuple(Path(m.__file__) for m in (budget, disentanglement, linearity, oracle, scoring, stats))
 X_METHODS = ("park-local", "park-global", "loco", "loco-mask", "random", "oracle")
 H_METHODS = ("h-park-u", "h-pca", "h-random")
 MEASURES = ("disentanglement", "top_two_gap", "coverage", "dci_d", "dci_c", "side_effect", "on_manifold",
@@ -155,6 +158,16 @@ def _method_record(scores, rows: range, main_budgets: list[float], budgets: list
     if len(budgets) > len(main_budgets):
         out["dose"] = {str(b): basis_summary(select(scores, rows, [b])) for b in budgets}
     return out
+
+
+UNIT_CODE = (orthonormal, shared_directions, unit_directions, score_unit, _method_record)
+
+
+def code_key() -> str:
+    """sha256 of the scorer's code: the CODE modules' files, the unit functions' source, the method lists."""
+    parts = [path.read_bytes() for path in CODE]
+    parts += [inspect.getsource(f).encode() for f in UNIT_CODE] + [repr((X_METHODS, H_METHODS)).encode()]
+    return hashlib.sha256(b"".join(parts)).hexdigest()
 
 
 def merge(units: list[dict], args) -> dict:
@@ -253,6 +266,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="the edits and their finishing under bfloat16 autocast (default) or in float32; "
                              "everything else is float32")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "known_factors_cpu.json"))
+    parser.add_argument("--merge-available", action="store_true",
+                        help="score nothing: merge the samples that have a unit at every t (a stopped run's first n)")
     args = parser.parse_args(argv)
     # every flag is checked here, before any work
     if not 2 <= args.samples <= 10_000:
@@ -294,16 +309,15 @@ def main(argv: list[str] | None = None) -> dict:
     model = load_model(args.model, device=args.device)
     readout = load_readout()
     instrument = world_instrument(readout)
-    config = {k: v for k, v in vars(args).items() if k not in ("out", "device", "resamples")}
+    config = {k: v for k, v in vars(args).items() if k not in ("out", "device", "resamples", "merge_available")}
     weights = {"model": weights_fingerprint(model.unet), "readout": weights_fingerprint(readout)}
-    code = hashlib.sha256(b"".join(path.read_bytes() for path in CODE)).hexdigest()
-    key = hashlib.sha256(json.dumps({"config": config, "weights": weights, "code": code},
+    key = hashlib.sha256(json.dumps({"config": config, "weights": weights, "code": code_key()},
                                     sort_keys=True).encode()).hexdigest()[:16]
     units_dir = out.parent / (out.name + ".units")
     start = time.perf_counter()
     shared: dict[float, dict] = {}  # per t, computed when first needed
     # sample by sample, every t for each: a run stopped early holds n complete samples at every t
-    for i in range(args.samples):
+    for i in range(0 if args.merge_available else args.samples):
         for fraction in args.fractions:
             path = _unit_path(units_dir, key, fraction, args.seed + i)
             if path.exists():
@@ -315,12 +329,17 @@ def main(argv: list[str] | None = None) -> dict:
                 tmp.write_text(json.dumps(_rounded({"key": key, **record})))
             print(f"sample {args.seed + i}, t = {fraction} T ({record['t']}): {record['seconds']:.0f} s "
                   f"(load {record['load_average']})", flush=True)
-    units = [json.loads(_unit_path(units_dir, key, f, args.seed + i).read_text())
-             for f in args.fractions for i in range(args.samples)]
+    # the samples with a unit at every t (all of them after a full run; the first n after a stopped one)
+    seeds = [args.seed + i for i in range(args.samples)
+             if all(_unit_path(units_dir, key, f, args.seed + i).exists() for f in args.fractions)]
+    if len(seeds) < 2:
+        raise SystemExit(f"{len(seeds)} sample(s) have a unit at every t in {units_dir} for this configuration "
+                         f"(key {key}): at least 2 are needed to merge; run without --merge-available first")
+    units = [json.loads(_unit_path(units_dir, key, f, seed).read_text()) for f in args.fractions for seed in seeds]
     seconds = sum(u["seconds"] for u in units)
     report = {
         "model": args.model, "weights_sha256": weights, "factors": list(worlds.FACTORS), "config": config,
-        "key": key,
+        "key": key, "samples_merged": len(seeds),
         "timing": {"unit_seconds_total": round(seconds, 1), "units": len(units),
                    "seconds_per_unit_median": sorted(u["seconds"] for u in units)[len(units) // 2],
                    "load_average_per_unit_median": sorted(u["load_average"] for u in units)[len(units) // 2],
@@ -332,7 +351,7 @@ def main(argv: list[str] | None = None) -> dict:
     with atomic_write(out) as tmp:
         tmp.write_text(json.dumps(report, indent=None, separators=(",", ":")) + "\n")
     print_tables(report)
-    print(f"\n{len(units)} units, {seconds:.0f} s of unit time; wrote {out}")
+    print(f"\n{len(seeds)} of {args.samples} samples, {len(units)} units, {seconds:.0f} s of unit time; wrote {out}")
     return report
 
 

@@ -91,8 +91,8 @@ def _edit_batch(model: DiffusionModel, sample: Sample, directions: Tensor, gamma
 def _next_strength(points: list[tuple[float, float]], b: float) -> float:
     """The next |γ| to try for an image change b, from the (|γ|, c) tried so far along one direction and sign.
 
-    Between the nearest tries below and above b: interpolation of log c against log |γ| (the
-    geometric mean where c does not grow with |γ| there). Otherwise: extrapolation from the two
+    Between the strongest try below b and the weakest above it: interpolation of log c against
+    log |γ| (the geometric mean where c does not grow with |γ| there). Otherwise: extrapolation from the two
     tries nearest b (one try: c ∝ |γ|), the slope kept in [0.25, 4] and the step within ×10.
     """
     seen = [(g, c) for g, c in points if c > 0 and math.isfinite(c)]
@@ -101,10 +101,13 @@ def _next_strength(points: list[tuple[float, float]], b: float) -> float:
     below = [p for p in seen if p[1] < b]
     above = [p for p in seen if p[1] >= b]
     if below and above:
-        (g0, c0), (g1, c1) = max(below, key=lambda p: p[1]), min(above, key=lambda p: p[1])
-        slope = math.log(c1 / c0) / math.log(g1 / g0) if g1 != g0 else 0.0
-        guess = g0 * (b / c0) ** (1 / slope) if slope > 0 else math.sqrt(g0 * g1)
-        return guess if min(g0, g1) < guess < max(g0, g1) else math.sqrt(g0 * g1)
+        # the bracket: the strongest try that fell short and the weakest that reached b
+        (g0, c0), (g1, c1) = max(below), min(above)
+        if g0 >= g1:  # c is not increasing here: halve the bracket in log |γ|
+            return math.sqrt(g0 * g1)
+        slope = math.log(c1 / c0) / math.log(g1 / g0)
+        guess = g0 * (b / c0) ** (1 / slope)
+        return guess if g0 < guess < g1 else math.sqrt(g0 * g1)
     near = sorted(seen, key=lambda p: abs(math.log(p[1] / b)))[:2]
     (g0, c0) = near[0]
     slope = 1.0
