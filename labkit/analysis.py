@@ -26,7 +26,7 @@ rank takes every world_size-th unit of the sorted list, so the split is determin
 is assigned twice; after a barrier rank 0 merges everything into OUT/results.json: one record per
 unit, and per fraction the cross-sample tangent-space similarity ‖Q_aᵀ Q_b‖_F² / k (the mean squared
 cosine of the principal angles between the spans of two samples' v_1..v_k: 1 for the same space,
-k/n on average for random ones) over all sample pairs.
+k/n on average for random ones) for every sample pair, with their mean, min and max.
 
 Explained in: book/part2-diffusion/09_scaling.ipynb
 """
@@ -49,6 +49,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from labkit.cache import content_key
+from labkit.checks import check_nonzero, check_tensor, show
 from labkit.diffusion import h_space, posterior_mean, sample_at, timestep_at
 from labkit.files import atomic_write
 from labkit.latent import with_prompt
@@ -106,9 +107,21 @@ def check_out(out: Path) -> Path:
 
 
 def radial_spectrum(v: Tensor) -> Tensor:
-    """Share of each v_i's squared norm per integer frequency ring. v: (k, C, H, W) → (k, ⌊min(H, W)/2⌋ + 1)."""
+    """Share of each v_i's squared norm per integer frequency ring. v: (k, C, H, W) → (k, ⌊min(H, W)/2⌋ + 1).
+
+    Ring r holds the 2-D DFT frequencies (k_y, k_x), in cycles per image, with round(√(k_y² + k_x²)) = r;
+    the corners beyond min(H, W)/2 go to the last ring; channels are summed. The power |v̂_i(k)|² / (H W)
+    of all frequencies adds up to ‖v_i‖² (Parseval), and each row is divided by it: a row sums to 1.
+    A pure wave of r cycles per image has all its share in ring r; one bright pixel (|v̂| = 1 everywhere)
+    has the share of white noise. Returns float64 on the CPU, whatever v's device.
+
+    Explained in: book/part2-diffusion/07_semantic.ipynb (the frequencies of the directions)
+    """
+    check_tensor("v", v, shape=(None, None, None, None), hint="k directions (k, C, H, W), e.g. basis.v[:, 0]")
+    for i, row in enumerate(v):
+        check_nonzero(f"v[{i}]", row, hint="a direction needs a length to have a spectrum")
     H, W = v.shape[-2:]
-    power = torch.fft.fft2(v.double()).abs().pow(2).sum(dim=1) / (H * W)  # (k, H, W); Parseval: sums to ‖v_i‖²
+    power = torch.fft.fft2(v.detach().cpu().double()).abs().pow(2).sum(dim=1) / (H * W)  # (k, H, W): Σ = ‖v_i‖²
     ky, kx = torch.fft.fftfreq(H, 1 / H), torch.fft.fftfreq(W, 1 / W)
     ring = torch.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2).round().long().clamp_max(min(H, W) // 2)
     shares = torch.zeros(len(v), int(ring.max()) + 1, dtype=torch.float64)
@@ -183,13 +196,32 @@ def unit_done(path: Path, key: str) -> bool:
 
 
 def cross_sample_similarity(vs: list[Tensor]) -> dict:
-    """Mean squared cosine of the principal angles, over all pairs of the given bases."""
+    """How alike the tangent spaces of several samples are: for each pair (a, b) of the bases vs
+    (each (k, *x.shape), orthonormal rows v_1..v_k, all of one shape), the similarity
+
+        s(a, b) = (1/k) Σ_i cos² θ_i = ‖V_a V_bᵀ‖_F² / k  ∈ [0, 1],
+
+    θ_i the principal angles between the two spans (labkit.spectral.principal_angles): 1 for the
+    same span, k/n on average for random ones (n = x.numel()). Returns {"pairs": how many,
+    "values": s for each pair in the order of itertools.combinations(vs, 2), "mean", "min", "max",
+    "random_baseline": k/n}; one basis has no pairs: only "pairs" (0), "values" ([]) and the baseline.
+
+    Explained in: book/part2-diffusion/07_semantic.ipynb (how similar the tangent spaces are, across t)
+    """
+    if not isinstance(vs, list | tuple) or not vs:
+        raise TypeError(f"vs must be a non-empty list of bases (k, *x.shape), e.g. [b.v for b in bases], "
+                        f"got {show(vs)}")
+    for i, v in enumerate(vs):
+        check_tensor(f"vs[{i}]", v, hint="a basis (k, *x.shape), e.g. basis.v")
+        if v.shape != vs[0].shape:
+            raise ValueError(f"vs[{i}] has shape {tuple(v.shape)}, vs[0] {tuple(vs[0].shape)}: compare bases of "
+                             "one map with the same k")
     k, n = vs[0].shape[0], vs[0][0].numel()
     values = [float((torch.cos(principal_angles(a, b)) ** 2).mean()) for a, b in itertools.combinations(vs, 2)]
     if not values:
-        return {"pairs": 0, "random_baseline": k / n}
-    return {"pairs": len(values), "mean": sum(values) / len(values), "min": min(values), "max": max(values),
-            "random_baseline": k / n}
+        return {"pairs": 0, "values": [], "random_baseline": k / n}
+    return {"pairs": len(values), "values": values, "mean": sum(values) / len(values), "min": min(values),
+            "max": max(values), "random_baseline": k / n}
 
 
 def merge(job: Job, key: str) -> dict:

@@ -10,7 +10,16 @@ of threads (``threads``; None leaves it) and, on a GPU, the float32 precision
 (``labkit.models.set_fp32_precision``: true float32 unless ``tf32=True``). Nothing else in
 labkit changes them.
 
-Explained in: book/part2-diffusion/03_diffusion.ipynb
+A chapter's text states the embedded MNIST model's numbers; with another ``MODEL`` it still
+runs through. ``lab.expect(holds, claim)`` checks a claim about those numbers (an AssertionError
+on the embedded model, a printed note on another), and ``lab.require_embedded_mnist(reason)``
+stops a chapter where the rest reads digits (the digit measures, the classifier)::
+
+    lab.expect(low_share > 5 * white_noise_share, "the directions are smoother than white noise")
+    lab.require_embedded_mnist("the rest of this chapter measures digits")
+
+Explained in: book/part2-diffusion/03_diffusion.ipynb; expect and require_embedded_mnist in
+book/part2-diffusion/07_semantic.ipynb
 """
 
 from __future__ import annotations
@@ -20,8 +29,9 @@ import time
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
-from labkit.checks import check_bool, check_int
+from labkit.checks import check_bool, check_int, check_tensor, show
 from labkit.models import EMBEDDED_MODELS, DiffusionModel, load_model, set_fp32_precision
 
 
@@ -43,6 +53,43 @@ class Setup:
     def elapsed(self) -> tuple[float, float]:
         """(wall-clock seconds, CPU seconds of this process) since setup."""
         return time.perf_counter() - self.started[0], time.process_time() - self.started[1]
+
+    def expect(self, holds: bool | Tensor, claim: str) -> None:
+        """Check a claim that the chapter's text makes about the embedded MNIST model's numbers.
+
+        holds: whether it is so, a bool or a one-element bool tensor; claim: the claim, in words.
+        On the embedded MNIST model a false claim raises AssertionError (nbval then fails the
+        chapter). On another model the text does not describe the numbers: a false claim is
+        printed as a note, and the chapter goes on.
+        """
+        if isinstance(holds, Tensor):
+            check_tensor("holds", holds, floating=False, hint="a comparison, e.g. a.mean() > b")
+            if holds.dtype != torch.bool or holds.numel() != 1:
+                raise TypeError(f"holds must be one truth value, got {show(holds)}; reduce it, e.g. with .all()")
+            holds = bool(holds)
+        check_bool("holds", holds)
+        if not isinstance(claim, str):
+            raise TypeError(f"claim must be a str saying what is checked, got {type(claim).__name__} {show(claim)}")
+        if not claim.strip():
+            raise ValueError("claim is empty; say what is checked, e.g. 'the similarity falls with t'")
+        if holds:
+            return
+        if self.embedded_mnist:
+            raise AssertionError(f"the text says that {claim}, and on the embedded MNIST model it does not hold")
+        print(f"Note: the text says that {claim} (for the embedded MNIST model); not so on {self.model.name}.")
+
+    def require_embedded_mnist(self, reason: str) -> None:
+        """Stop the chapter here (RuntimeError) unless its model is the embedded MNIST model.
+
+        For the point from which a chapter reads digits (labkit.measures, labkit.classifier):
+        everything above has run on the chosen model; reason says what follows, in words.
+        """
+        if not isinstance(reason, str) or not reason.strip():
+            raise TypeError(f"reason must be a non-empty str saying what follows, got {show(reason)}")
+        if not self.embedded_mnist:
+            raise RuntimeError(f"{reason}: that reads the embedded MNIST model's digits only, and this chapter runs "
+                               f"{self.model.name}, so it stops here (everything above ran on it). "
+                               "Set MODEL = None to run the rest.")
 
 
 def setup(model: str | os.PathLike | None = None, device: str | torch.device | None = None, *,

@@ -15,7 +15,7 @@ from safetensors import safe_open
 
 import labkit
 from labkit.__main__ import main
-from labkit.analysis import KILL_ENV, radial_spectrum, ranks
+from labkit.analysis import KILL_ENV, cross_sample_similarity, radial_spectrum, ranks
 from labkit.diffusion import posterior_mean, sample_at
 from labkit.models import load_model
 
@@ -78,6 +78,32 @@ def test_radial_spectrum_of_a_pure_wave_and_parseval():
     torch.testing.assert_close(shares[0, 3], torch.tensor(1.0, dtype=torch.float64))
     noise = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(radial_spectrum(noise).sum(1), torch.ones(4, dtype=torch.float64))
+    # one bright pixel: |v̂| = 1 at every frequency, so each ring's share is its count of frequencies / (H W)
+    pixel = torch.zeros(1, 1, 16, 16)
+    pixel[0, 0, 5, 9] = 1.0
+    k = torch.fft.fftfreq(16, 1 / 16)
+    ring = (k[:, None] ** 2 + k[None, :] ** 2).sqrt().round().clamp_max(8).long().flatten()
+    torch.testing.assert_close(radial_spectrum(pixel)[0], torch.bincount(ring).double() / 256)
+    for bad, message in ((wave, "v must have shape"), (torch.zeros(2, 1, 4, 4), "v.0. is zero")):
+        with pytest.raises(ValueError, match=message):
+            radial_spectrum(bad)
+
+
+def test_cross_sample_similarity_on_explicit_subspaces():
+    e = torch.eye(4)
+    a, b = e[[0, 1]], e[[0, 2]]
+    c = torch.stack([(e[0] + e[1]) / 2**0.5, e[2]])
+    # cos² of the principal angles: a, b share e1 only: (1 + 0) / 2; a, c share (e1 + e2)/√2 only: 1/2;
+    # b, c share e3 and meet at 45° in the rest: (1 + 1/2) / 2
+    stats = cross_sample_similarity([a, b, c])
+    assert stats["pairs"] == 3 and stats["random_baseline"] == 2 / 4
+    torch.testing.assert_close(torch.tensor(stats["values"]), torch.tensor([0.5, 0.5, 0.75]))
+    assert math.isclose(stats["mean"], 1.75 / 3, rel_tol=1e-6) and stats["min"] == stats["values"][0]
+    assert cross_sample_similarity([a]) == {"pairs": 0, "values": [], "random_baseline": 0.5}
+    for bad, error, message in (([], TypeError, "vs must be a non-empty list"), ([a, "b"], TypeError, "vs.1."),
+                                ([a, e[:3]], ValueError, "vs.1. has shape")):
+        with pytest.raises(error, match=message):
+            cross_sample_similarity(bad)
 
 
 def test_rank_definitions_on_known_singular_values():

@@ -66,6 +66,33 @@ def test_setup_loads_the_chapter_model(tiny_dir):
     assert wall >= 0 and cpu >= 0
 
 
+def test_expect_fails_the_embedded_model_and_notes_on_another(tiny_dir, capsys):
+    lab, other = setup(), setup(tiny_dir, device="cpu")
+    for chapter in (lab, other):
+        chapter.expect(torch.tensor(2.0) > 1, "two is more than one")  # true: silent
+        chapter.expect(True, "true")
+    assert capsys.readouterr().out == ""
+    with pytest.raises(AssertionError, match="the similarity falls with t"):
+        lab.expect(torch.tensor(0.5) > 1, "the similarity falls with t")
+    other.expect(False, "the similarity falls with t")  # another model: a note, the chapter goes on
+    assert "the similarity falls with t" in capsys.readouterr().out
+    for holds, error in ((1, TypeError), (torch.tensor([True, False]), TypeError), (torch.tensor(1.0), TypeError)):
+        with pytest.raises(error, match="holds"):
+            lab.expect(holds, "a claim")
+    with pytest.raises(ValueError, match="claim is empty"):
+        lab.expect(True, " ")
+    with pytest.raises(TypeError, match="claim must be a str"):
+        lab.expect(True, None)
+
+
+def test_require_embedded_mnist_stops_another_model_only(tiny_dir):
+    setup().require_embedded_mnist("the digit measures")
+    with pytest.raises(RuntimeError, match="the digit measures: .*stops here.*MODEL = None"):
+        setup(tiny_dir, device="cpu").require_embedded_mnist("the digit measures")
+    with pytest.raises(TypeError, match="reason"):
+        setup().require_embedded_mnist("")
+
+
 def test_setup_sets_the_threads_it_is_given_and_checks_them_first(tiny_dir):
     before = torch.get_num_threads()
     try:
