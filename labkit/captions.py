@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from labkit.checks import check_float, check_int
+from labkit.checks import check_float, check_int, check_path, show
 from labkit.worlds import FACTORS, SHAPES, check_factors
 
 COLOURS = ("red", "yellow", "green", "cyan", "blue", "magenta")  # hue k/6 is COLOURS[k]
@@ -42,11 +42,29 @@ SIDES = ("left", "right")  # x < 0, x > 0
 # Every word a caption uses; the tokenizer knows these and nothing else.
 WORDS = ("a", "an", "object", "tilted", "on", "the", "wall", "above", "floor", ",", *COLOURS, *SIZES, *TILTS, *SHAPES)
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+# the words that can name each factor
+WORDS_OF = {"object_hue": COLOURS, "wall_hue": COLOURS, "floor_hue": COLOURS, "scale": SIZES, "x_position": SIDES,
+            "rotation": TILTS, "shape": SHAPES}
 
 
 def colour_name(hue: float) -> str:
     """The colour whose centre k/6 is nearest to the hue (circularly)."""
-    return COLOURS[int(round(float(hue) % 1.0 * 6)) % 6]
+    hue = check_float("hue", hue, hint="a hue on the wheel [0, 1) (any real number: it wraps)")
+    return COLOURS[int(round(hue % 1.0 * 6)) % 6]
+
+
+def _check_words(name: str, words: object) -> dict[str, str]:
+    """{factor: word}: factor names of FACTORS, each with one of its words (WORDS_OF)."""
+    if not isinstance(words, dict):
+        raise TypeError(f"{name} must be a dict {{factor: word}}, e.g. {{'shape': 'square'}}, got {show(words)}")
+    unknown = sorted(map(str, set(words) - set(FACTORS)))
+    if unknown:
+        raise ValueError(f"{name}: unknown factor name(s) {unknown}; the factors are {list(FACTORS)}")
+    for factor, word in words.items():
+        if word not in WORDS_OF[factor]:
+            raise ValueError(f"{name}[{factor!r}] = {show(word)} is not a word for {factor}; use one of "
+                             f"{', '.join(WORDS_OF[factor])}")
+    return words
 
 
 def _middle(name: str) -> float:
@@ -55,6 +73,11 @@ def _middle(name: str) -> float:
 
 def describe(factors: dict[str, Tensor], i: int) -> dict[str, str]:
     """Scene i's seven factors in words: {factor name: word}."""
+    n = check_factors(factors)
+    return _describe(factors, check_int("i", i, 0, n - 1, hint=f"the index of one of the factors' {n} scenes"))
+
+
+def _describe(factors: dict[str, Tensor], i: int) -> dict[str, str]:
     f = {name: value[i].item() for name, value in factors.items()}
     return {"object_hue": colour_name(f["object_hue"]), "wall_hue": colour_name(f["wall_hue"]),
             "floor_hue": colour_name(f["floor_hue"]), "scale": SIZES[f["scale"] > _middle("scale")],
@@ -64,9 +87,7 @@ def describe(factors: dict[str, Tensor], i: int) -> dict[str, str]:
 
 def caption(words: dict[str, str]) -> str:
     """The caption naming exactly the factors in ``words`` ({factor: word}, any subset of the seven)."""
-    unknown = sorted(set(words) - set(FACTORS))
-    if unknown:
-        raise ValueError(f"unknown factor name(s) {unknown}; the factors are {list(FACTORS)}")
+    _check_words("words", words)
     noun = [w for w in (words.get("scale"), words.get("object_hue"), words.get("shape", "object")) if w]
     text = ("an " if noun[0][0] in "aeiou" else "a ") + " ".join(noun)
     if "rotation" in words:
@@ -86,6 +107,9 @@ def random_captions(factors: dict[str, Tensor], generator: torch.Generator, empt
     0..7, then which ones uniformly; with probability ``empty`` the caption is "" instead (the
     classifier-free-guidance dropout)."""
     n = check_factors(factors)
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator (seeded: torch.Generator().manual_seed(0)), got "
+                        f"{type(generator).__name__}; without one the captions could not be drawn again")
     check_float("empty", empty, 0.0, 1.0, hint="the share of empty captions, e.g. 0.1")
     names = list(FACTORS)
     out = []
@@ -95,7 +119,7 @@ def random_captions(factors: dict[str, Tensor], generator: torch.Generator, empt
             continue
         count = int(torch.randint(0, len(names) + 1, (), generator=generator))
         chosen = torch.randperm(len(names), generator=generator)[:count].tolist()
-        words = describe(factors, i)
+        words = _describe(factors, i)  # checked once above
         out.append(caption({names[j]: words[names[j]] for j in sorted(chosen)}))
     return out
 
@@ -155,6 +179,7 @@ def faithful(named: dict[str, str], factors: dict[str, Tensor]) -> dict[str, Ten
     """For each named factor, whether each scene's factor (n,) agrees with its word: a hue within ±1/12
     of the colour's centre, the shape exact, scale, rotation and x_position on the named side.
     Returns {factor: (n,) bool}."""
+    _check_words("named", named)
     check_factors(factors)
     out = {}
     for name, word in named.items():
@@ -185,8 +210,8 @@ def tokenizer_files(folder: str | Path, max_length: int = 32) -> Path:
     """
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
+    folder = check_path("folder", folder)
     check_int("max_length", max_length, 4, 1024)
-    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
     bpe.pre_tokenizer = pre_tokenizers.WhitespaceSplit()

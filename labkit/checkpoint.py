@@ -14,19 +14,36 @@ Explained in: labkit/embedded/README.md (the model card: how to train on from th
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 import torch
 from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
 
+from labkit.checks import check_float, check_int, check_path
 from labkit.files import atomic_folder
 
 CHECKPOINT_FILES = ("model.safetensors", "ema.safetensors", "optimizer.safetensors", "state.json")
 # a resumed run continues the same run: these options must be the checkpoint's (steps, precision,
 # device and checkpoint_every may change; a longer --steps stretches the cosine, see the model card)
 SAME_ON_RESUME = ("data", "lr", "batch_size", "warmup", "ema_decay", "seed", "model_config", "limit")
+
+
+def _check_config(config: object) -> None:
+    if not is_dataclass(config) or isinstance(config, type) or not hasattr(config, "steps"):
+        raise TypeError(f"config must be the run's TrainConfig (a dataclass instance), got {type(config).__name__}")
+
+
+def _check_state(model: object, ema: object, optimizer: object, lr_sched: object, gen: object) -> None:
+    """The objects a checkpoint is saved from or restored into, by type (before any file is touched)."""
+    for name, value, kind in (("model", model, torch.nn.Module), ("ema", ema, EMAModel),
+                              ("optimizer", optimizer, torch.optim.Optimizer), ("gen", gen, torch.Generator)):
+        if not isinstance(value, kind):
+            raise TypeError(f"{name} must be a {kind.__module__}.{kind.__name__}, got {type(value).__name__}")
+    if not (callable(getattr(lr_sched, "state_dict", None)) and callable(getattr(lr_sched, "load_state_dict", None))):
+        raise TypeError(f"lr_sched must be a learning-rate scheduler (state_dict, load_state_dict), "
+                        f"got {type(lr_sched).__name__}")
 
 
 def saved_prediction(saved: dict) -> str:
@@ -40,6 +57,11 @@ def saved_prediction(saved: dict) -> str:
 def check_resume(ckpt: Path, config) -> None:
     """Refuse to resume the checkpoint in ``ckpt`` with a TrainConfig that would not continue the same
     run: another value of a SAME_ON_RESUME field or of the prediction, or fewer steps than it has."""
+    ckpt = check_path("ckpt", ckpt)
+    _check_config(config)
+    if not (ckpt / "state.json").is_file():
+        raise FileNotFoundError(f"ckpt: {str(ckpt)!r} holds no state.json, so it is not a checkpoint to resume; "
+                                "give OUT/checkpoint of a training run")
     try:
         state = json.loads((ckpt / "state.json").read_text())
         saved, step = state.get("config", {}), int(state["step"])
@@ -69,6 +91,11 @@ def save_checkpoint(folder: Path, step: int, seconds: float, model: torch.nn.Mod
 
     config: the run's TrainConfig (a dataclass), recorded in state.json.
     """
+    folder = check_path("folder", folder)
+    check_int("step", step, 0)
+    check_float("seconds", seconds, 0.0, hint="the training time so far")
+    _check_state(model, ema, optimizer, lr_sched, gen)
+    _check_config(config)
     opt_state = optimizer.state_dict()
     tensors = {f"{index}.{name}": torch.as_tensor(value).detach().cpu().contiguous()
                for index, state in opt_state["state"].items() for name, value in state.items()}
@@ -89,6 +116,8 @@ def load_checkpoint(folder: Path, model: torch.nn.Module, ema: EMAModel, optimiz
 
     A file that does not fit them (another architecture) or is damaged raises ValueError naming the folder.
     """
+    folder = check_path("folder", folder)
+    _check_state(model, ema, optimizer, lr_sched, gen)
     try:
         return _read_checkpoint(folder, model, ema, optimizer, lr_sched, gen)
     except Exception as err:  # safetensors, torch and json raise their own types for a damaged or foreign file

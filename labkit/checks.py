@@ -137,11 +137,18 @@ def check_nonzero(name: str, value: Tensor, hint: str = "") -> Tensor:
     return value
 
 
-def check_file(name: str, path: object) -> Path:
-    """An existing, readable file."""
+def check_path(name: str, path: object) -> Path:
+    """A path (str or os.PathLike, not empty) as a Path; nothing is read or created."""
     if not isinstance(path, str | os.PathLike):
         raise TypeError(f"{name} must be a path (str or pathlib.Path), got {type(path).__name__} {show(path)}")
-    path = Path(path)
+    if str(path) == "":
+        raise ValueError(f"{name} is the empty path (it would mean the current folder); give a path")
+    return Path(path)
+
+
+def check_file(name: str, path: object) -> Path:
+    """An existing, readable file."""
+    path = check_path(name, path)
     if not path.is_file():
         what = "a folder, not a file" if path.is_dir() else "not found"
         raise FileNotFoundError(f"{name}: {str(path)!r} is {what}; give the path of an existing file")

@@ -20,10 +20,12 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from labkit.checks import check_int, check_tensor
+from labkit.checks import check_int, check_path, check_tensor, check_weights
 from labkit.data import IMAGE_SIZE, NUM_CLASSES
+from labkit.files import MANIFEST, IncompleteFolderError, complete_folder
 
 EMBEDDED_CLASSIFIER = Path(__file__).parent / "embedded" / "classifier"
+CLASSIFIER_FILES = ("model.safetensors", "config.json")
 
 
 class DigitClassifier(nn.Module):
@@ -52,18 +54,35 @@ def load_classifier(path: str | Path | None = None) -> DigitClassifier:
     """The trained classifier in ``path`` (default: the shipped one), on CPU, in eval mode.
 
     ``path`` is a folder written by ``python -m labkit.train classifier --out DIR``:
-    config.json (architecture and training record) and model.safetensors.
+    config.json (architecture and training record) and model.safetensors, with the manifest
+    that ``labkit.files.atomic_folder`` writes (checked here: a truncated or changed file is
+    refused by name). A folder from before manifests is read when both files are there.
     """
-    folder = Path(path) if path is not None else EMBEDDED_CLASSIFIER
+    folder = check_path("path", path) if path is not None else EMBEDDED_CLASSIFIER
     config_file, weights_file = folder / "config.json", folder / "model.safetensors"
-    if not (config_file.exists() and weights_file.exists()):
+    try:  # finishes a write a kill interrupted; refuses files changed since they were written
+        found = complete_folder(folder, CLASSIFIER_FILES)
+    except IncompleteFolderError:
+        if (folder / MANIFEST).exists():
+            raise
+        found = None  # no manifest and not both files: no classifier at all
+    if found is None:
         raise FileNotFoundError(
             f"no classifier in {folder} (needs config.json and model.safetensors); "
             "train one with: python -m labkit.train classifier --out DIR"
         )
-    config = json.loads(config_file.read_text())
-    model = DigitClassifier(tuple(config["architecture"]["channels"]))
-    model.load_state_dict(load_file(weights_file))
+    try:
+        model = DigitClassifier(tuple(json.loads(config_file.read_text())["architecture"]["channels"]))
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{str(config_file)!r} is not a classifier's record ({type(err).__name__}: {err}); "
+                         "train the classifier again: python -m labkit.train classifier --out DIR") from err
+    try:
+        model.load_state_dict(load_file(weights_file))
+    except Exception as err:  # safetensors and torch raise their own types for a damaged or foreign file
+        raise ValueError(f"{str(weights_file)!r} does not hold this classifier's weights ({type(err).__name__}: "
+                         f"{str(err)[:200]}); it is damaged or belongs to another architecture: train the "
+                         "classifier again") from err
+    check_weights(str(weights_file), model, {})  # none NaN or infinite
     return model.eval()
 
 

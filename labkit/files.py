@@ -29,11 +29,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from labkit.checks import check_path, show
+
 MANIFEST = "manifest.json"
 
 
 class IncompleteFolderError(ValueError):
     """A folder written by ``atomic_folder`` that is damaged: a file missing, truncated or changed."""
+
+
+def _check_folder(folder: object, required: object) -> tuple[Path, tuple[str, ...]]:
+    """``folder`` as a Path that is not a file, ``required`` as a tuple of file names (before any work)."""
+    folder = check_path("folder", folder)
+    if folder.is_file():
+        raise NotADirectoryError(f"folder: {str(folder)!r} is a file; give a folder (a file would be replaced)")
+    if not isinstance(required, tuple | list) or not all(isinstance(n, str) and n for n in required):
+        raise TypeError(f"required must be a tuple of file names, got {show(required)}; one file: ('name',)")
+    return folder, tuple(required)
 
 
 @contextmanager
@@ -43,7 +55,9 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     ``with atomic_write(out / "results.json") as tmp: tmp.write_text(text)``. The folder is created
     if missing. On an error inside the block the temporary file is removed and the error re-raised.
     """
-    path = Path(path)
+    path = check_path("path", path)
+    if path.is_dir():
+        raise IsADirectoryError(f"path: {str(path)!r} is a folder; give the path of a file")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -70,6 +84,7 @@ def _sibling(folder: Path, suffix: str) -> Path:
 def manifest_problem(folder: Path, required: tuple[str, ...] = ()) -> str | None:
     """Why ``folder`` is not a complete copy, or None. Without a manifest (a folder written before
     manifests existed) it is complete when every ``required`` file is there."""
+    folder, required = _check_folder(folder, required)
     manifest = folder / MANIFEST
     if not manifest.exists():
         missing = [name for name in required if not (folder / name).is_file()]
@@ -108,7 +123,7 @@ def complete_folder(folder: str | os.PathLike, required: tuple[str, ...] = ()) -
     the file, when FOLDER itself is damaged (a file missing, truncated or changed since it was
     written). Warns when only an incomplete copy exists (a kill while the first one was written).
     """
-    folder = Path(folder)
+    folder, required = _check_folder(folder, required)
     _finish_swap(folder, required)
     if not folder.exists():
         leftovers = [str(p) for p in (_sibling(folder, ".tmp"), _sibling(folder, ".old")) if p.exists()]
@@ -131,7 +146,7 @@ def atomic_folder(folder: str | os.PathLike, required: tuple[str, ...] = ()) -> 
     is removed: a kill at any moment leaves a complete copy that ``complete_folder`` finds.
     ``required``: files the block must have written (checked before the swap).
     """
-    folder = Path(folder)
+    folder, required = _check_folder(folder, required)
     tmp, old = _sibling(folder, ".tmp"), _sibling(folder, ".old")
     _finish_swap(folder, required)  # never remove the only complete copy below
     for leftover in (tmp, old):  # from a kill while writing, or while removing the previous copy

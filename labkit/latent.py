@@ -28,6 +28,7 @@ come, issue 28)
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
 
 import torch
@@ -223,7 +224,13 @@ def pipeline_parts(source: str, local_only: bool) -> dict:
     """model_index.json of a pipeline (folder or hub id), checked to be a Stable Diffusion 1.x/2.x layout."""
     from diffusers import DiffusionPipeline
 
-    index = DiffusionPipeline.load_config(source, local_files_only=local_only)
+    source = _check_source(source, local_only)
+    try:
+        index = DiffusionPipeline.load_config(source, local_files_only=local_only)
+    except (OSError, ValueError) as err:  # no model_index.json there, or not JSON (load_model catches both kinds)
+        kind = FileNotFoundError if isinstance(err, OSError) else ValueError
+        raise kind(f"source={source!r} is not a pipeline folder or hub id with a readable model_index.json "
+                   f"({type(err).__name__}: {str(err)[:200]})") from err
     found = {name: (value[1] if isinstance(value, list | tuple) else None) for name, value in index.items()
              if not name.startswith("_")}
     if "text_encoder_2" in found or "unet" not in found:
@@ -237,6 +244,14 @@ def pipeline_parts(source: str, local_only: bool) -> dict:
     return index
 
 
+def _check_source(source: object, local_only: object) -> str:
+    if not isinstance(source, str | os.PathLike) or str(source) == "":
+        raise TypeError(f"source must be a pipeline folder or a hub id (str), got {show(source)}")
+    if not isinstance(local_only, bool):
+        raise TypeError(f"local_only must be True or False, got {show(local_only)}")
+    return str(source)
+
+
 def read_pipeline(source: str, local_only: bool, dtype: torch.dtype, device: torch.device,
                   name: str) -> LatentDiffusionModel:
     """Load a StableDiffusionPipeline's parts one by one (safetensors only) as the unconditional model."""
@@ -244,6 +259,13 @@ def read_pipeline(source: str, local_only: bool, dtype: torch.dtype, device: tor
 
     from labkit.checks import check_weights
 
+    source = _check_source(source, local_only)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch.dtype (torch.float32), got {show(dtype)}")
+    if not isinstance(device, torch.device):
+        raise TypeError(f"device must be a torch.device (labkit.models.resolve_device), got {show(device)}")
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {show(name)}")
     pipeline_parts(source, local_only)
     common = dict(local_files_only=local_only, use_safetensors=True)
     with warnings.catch_warnings():
@@ -273,14 +295,21 @@ def from_parts(unet: UNet2DConditionModel, vae: AutoencoderKL, text_encoder: tor
         raise TypeError(f"unet must be a diffusers UNet2DConditionModel, got {type(unet).__name__}")
     if not isinstance(vae, AutoencoderKL):
         raise TypeError(f"vae must be a diffusers AutoencoderKL, got {type(vae).__name__}")
+    if not isinstance(text_encoder, torch.nn.Module):
+        raise TypeError(f"text_encoder must be a torch module (transformers' CLIPTextModel), got "
+                        f"{type(text_encoder).__name__}")
+    if not (callable(getattr(tokenizer, "tokenize", None)) and hasattr(tokenizer, "model_max_length")):
+        raise TypeError(f"tokenizer must be a tokenizer (transformers' CLIPTokenizer), got {type(tokenizer).__name__}")
+    if not isinstance(schedule, dict) or "num_train_timesteps" not in schedule:
+        raise ValueError(f"schedule must be a scheduler config (a dict) with num_train_timesteps, got {show(schedule)}")
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {show(name)}")
     config = unet.config
     extra = {k: config.get(k) for k in ("class_embed_type", "addition_embed_type", "encoder_hid_dim_type",
                                         "time_cond_proj_dim") if config.get(k) is not None}
     if extra:
         raise ModelUnavailableError(f"{name!r}: this U-Net takes more than a prompt ({extra}); labkit supports the "
                                     "text-only conditioning of Stable Diffusion 1.x/2.x")
-    if "num_train_timesteps" not in schedule:
-        raise ValueError(f"schedule must be a scheduler config with num_train_timesteps, got keys {sorted(schedule)}")
     for module in (unet, vae, text_encoder):
         prepare_for_forward_ad(module)
         if unet.dtype == torch.float64:  # see models.from_unet: no float32 "upcast" in a float64 model

@@ -67,6 +67,9 @@ def _output_slices() -> dict[str, slice]:
     return slices
 
 
+OUTPUTS = max(s.stop for s in _output_slices().values())  # D: the network's outputs per image
+
+
 class FactorReadout(nn.Module):
     """CNN from (N, 3, 32, 32) images in [-1, 1] to (N, D) raw outputs (D = 12: see ``_output_slices``).
 
@@ -86,17 +89,23 @@ class FactorReadout(nn.Module):
             layers += [nn.Conv2d(previous, c, 3, stride=1 if i == 0 else 2, padding=1), nn.BatchNorm2d(c), nn.ReLU()]
             previous = c
         self.features = nn.Sequential(*layers)
-        outputs = max(s.stop for s in _output_slices().values())
         side = IMAGE_SIZE // 8
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(previous * side * side, hidden), nn.ReLU(),
-                                  nn.Linear(hidden, outputs))
+                                  nn.Linear(hidden, OUTPUTS))
 
     def forward(self, images: Tensor) -> Tensor:
         return self.head(self.features(images))
 
 
+def _check_outputs(outputs: object) -> Tensor:
+    """The network's raw outputs, (N, D) with D = OUTPUTS, finite."""
+    return check_tensor("outputs", outputs, shape=(None, OUTPUTS),
+                        hint=f"the read-out's raw outputs (N, {OUTPUTS}), network(images)")
+
+
 def encode(factors: dict[str, Tensor]) -> dict[str, Tensor]:
     """Training targets: (N, 2) (cos, sin) of 2πh for hues, (N,) z ∈ [−1, 1] for continuous, (N,) classes."""
+    check_factors(factors)
     out = {}
     for name, f in FACTORS.items():
         v = factors[name]
@@ -111,6 +120,7 @@ def encode(factors: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def decode(outputs: Tensor) -> dict[str, Tensor]:
     """Raw outputs (N, D) → factors {name: (N,)} valid for ``labkit.worlds.render``."""
+    _check_outputs(outputs)
     out = {}
     for name, s in _output_slices().items():
         f, o = FACTORS[name], outputs[:, s]
@@ -128,6 +138,7 @@ def smooth_factors(outputs: Tensor) -> Tensor:
     each hue's angle in turns (not wrapped; differences are what count), each continuous factor
     unclamped, and for the shape the margin of the next shape's logit over the read one's
     (positive: the read-out would call it the next shape). Columns in FACTORS order."""
+    _check_outputs(outputs)
     columns = []
     for name, s in _output_slices().items():
         f, o = FACTORS[name], outputs[:, s]
@@ -142,7 +153,14 @@ def smooth_factors(outputs: Tensor) -> Tensor:
 
 
 def readout_loss(outputs: Tensor, targets: dict[str, Tensor]) -> Tensor:
-    """Sum over factors: squared error of (cos, sin) and of z, cross-entropy of the shape."""
+    """Sum over factors: squared error of (cos, sin) and of z, cross-entropy of the shape.
+
+    outputs: (N, D) raw outputs; targets: ``encode(factors)`` of the same N scenes."""
+    _check_outputs(outputs)
+    if not isinstance(targets, dict) or set(targets) != set(FACTORS) \
+            or any(not isinstance(v, Tensor) or len(v) != len(outputs) for v in targets.values()):
+        raise ValueError(f"targets must be encode(factors) of the {len(outputs)} scenes, {{name: tensor}} for every "
+                         f"factor of {list(FACTORS)}, got {show(targets)}")
     loss = outputs.new_zeros(())
     for name, s in _output_slices().items():
         o, y = outputs[:, s], targets[name]
@@ -222,12 +240,24 @@ def read_factors(images: Tensor, network: FactorReadout | None = None, batch_siz
 
 
 def circular_difference(a: Tensor, b: Tensor) -> Tensor:
-    """d(a, b) = ((a − b + ½) mod 1) − ½ ∈ [−½, ½): the signed shortest way round the unit-length circle."""
+    """d(a, b) = ((a − b + ½) mod 1) − ½ ∈ [−½, ½): the signed shortest way round the unit-length circle.
+
+    a, b: hues (tensors of shapes that broadcast together)."""
+    check_tensor("a", a, hint="hues in [0, 1)")
+    check_tensor("b", b, hint="hues in [0, 1)")
+    try:
+        torch.broadcast_shapes(a.shape, b.shape)
+    except RuntimeError:
+        raise ValueError(f"a and b must have shapes that broadcast together, got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}") from None
     return torch.remainder(a - b + 0.5, 1.0) - 0.5
 
 
 def circular_mean(h: Tensor) -> Tensor:
     """The circular mean of hues in [0, 1): the angle of the mean of the points (cos 2πh, sin 2πh)."""
+    check_tensor("h", h, hint="hues in [0, 1)")
+    if h.numel() == 0:
+        raise ValueError("h is empty: the circular mean of no hues is undefined; give at least one hue")
     angle = torch.atan2(torch.sin(2 * math.pi * h).mean(), torch.cos(2 * math.pi * h).mean())
     return torch.remainder(angle / (2 * math.pi), 1.0)
 

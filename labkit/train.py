@@ -11,7 +11,8 @@ writes resumable checkpoints under ``OUT/checkpoint`` (safetensors + JSON, one u
 rerunning the same command resumes, refusing options that would not continue the same run) and,
 at the end, the EMA weights in diffusers' pipeline layout (``OUT/unet``,
 ``OUT/scheduler``, ``OUT/model_index.json``), the layout ``labkit.load_model`` and
-``DDPMPipeline.from_pretrained`` read.
+``DDPMPipeline.from_pretrained`` read; ``OUT/unet`` is written as one unit with its manifest
+(``atomic_folder``), so a kill during the export leaves the previous weights or the new ones.
 
     python -m labkit.train ddpm --data shapes --out runs/shapes --steps 21000 --device cpu
 
@@ -52,7 +53,7 @@ from tqdm.auto import tqdm
 
 from labkit.checkpoint import CHECKPOINT_FILES, check_resume, load_checkpoint, save_checkpoint
 from labkit.checks import check_choice, check_float, check_int, check_own_folder, device_arg, float_arg, int_arg, show
-from labkit.classifier import DigitClassifier
+from labkit.classifier import CLASSIFIER_FILES, DigitClassifier
 from labkit.data import IMAGE_SIZE, batches, load_digits
 from labkit.files import atomic_folder, atomic_write, complete_folder
 from labkit.models import resolve_device
@@ -89,8 +90,8 @@ def shapes_unet_config() -> dict:
 
 PREDICTIONS = ("epsilon", "v_prediction")
 PRECISIONS = ("fp32", "bf16")
-CLASSIFIER_FILES = ("model.safetensors", "config.json")
 MAX_BATCH, MAX_STEPS = 4096, 10**7
+UNET_FILES = ("config.json", "diffusion_pytorch_model.safetensors")  # OUT/unet, as save_pretrained writes it
 
 
 def ddpm_scheduler(prediction_type: str = "v_prediction") -> DDPMScheduler:
@@ -256,7 +257,15 @@ def train_ddpm(config: TrainConfig) -> Path:
     # Training time over all sessions of a resumed run (checkpoints carry the time so far).
     elapsed = seconds_before + time.perf_counter() - t0
     ema.copy_to(model.parameters())
-    DDPMPipeline(unet=model.cpu(), scheduler=scheduler).save_pretrained(out, safe_serialization=True)
+    # the pipeline layout DDPMPipeline.save_pretrained writes, but unet/ as one unit (a kill during
+    # the export leaves the old unet/ or the new one, never half its weights) and each file atomically
+    pipeline = DDPMPipeline(unet=model.cpu(), scheduler=scheduler)
+    with atomic_folder(out / "unet", UNET_FILES) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+    with atomic_write(out / "scheduler" / "scheduler_config.json") as tmp:
+        tmp.write_text(scheduler.to_json_string())
+    with atomic_write(out / "model_index.json") as tmp:
+        tmp.write_text(pipeline.to_json_string())
     log = {"steps": config.steps, "resumed_from": start, "seconds": round(elapsed, 1), "device": str(device),
            "parameters": sum(p.numel() for p in model.parameters()), "images": n_images,
            "torch": torch.__version__, "config": asdict(config)}

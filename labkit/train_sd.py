@@ -42,9 +42,20 @@ from tqdm.auto import tqdm
 
 from labkit import captions, worlds
 from labkit.checkpoint import CHECKPOINT_FILES, load_checkpoint, save_checkpoint
-from labkit.checks import check_choice, check_float, check_int, float_arg, int_arg
+from labkit.checks import (
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_path,
+    device_arg,
+    float_arg,
+    int_arg,
+    out_dir_arg,
+)
 from labkit.files import complete_folder
 from labkit.models import resolve_device
+from labkit.train import MAX_BATCH, MAX_STEPS
 
 STAGES = ("vae", "diffusion", "all")
 MAX_TOKENS = 24  # a caption has at most 18 words; with the start and end tokens, 20
@@ -108,9 +119,12 @@ class SDConfig:
     tiny: bool = False  # tiny networks (tests and smoke runs)
 
     def check(self) -> None:
+        """Every field checked before any work, naming the field, the value and the fix."""
+        check_path("out", self.out)
         check_choice("stage", self.stage, STAGES)
-        for name in ("vae_steps", "steps", "batch_size", "warmup", "checkpoint_every"):
-            check_int(name, getattr(self, name), 1 if name != "warmup" else 0)
+        for name in ("vae_steps", "steps", "warmup", "checkpoint_every"):
+            check_int(name, getattr(self, name), 1 if name != "warmup" else 0, MAX_STEPS)
+        check_int("batch_size", self.batch_size, 1, MAX_BATCH, hint="64 trains the miniature")
         for name in ("vae_lr", "lr"):
             check_float(name, getattr(self, name), 0.0, 1.0, low_open=True)
         check_float("ema_decay", self.ema_decay, 0.0, 1.0, high_open=True)
@@ -118,6 +132,34 @@ class SDConfig:
         check_float("empty", self.empty, 0.0, 1.0)
         check_int("seed", self.seed, 0, 2**63 - 1)
         check_choice("precision", self.precision, ("fp32", "bf16"))
+        check_bool("tiny", self.tiny)
+        resolve_device(self.device)
+
+
+def _check_config(config: object) -> SDConfig:
+    if not isinstance(config, SDConfig):
+        raise TypeError(f"config must be an SDConfig, got {type(config).__name__}")
+    config.check()
+    return config
+
+
+def _check_run(config: object, device: object, gen: object) -> SDConfig:
+    """A stage's arguments: a valid SDConfig, a torch.device and a torch.Generator (train_sd makes them)."""
+    _check_config(config)
+    if not isinstance(device, torch.device):
+        raise TypeError(f"device must be a torch.device (labkit.models.resolve_device(config.device)), got "
+                        f"{type(device).__name__} {device!r}")
+    if not isinstance(gen, torch.Generator):
+        raise TypeError(f"gen must be a torch.Generator, got {type(gen).__name__}")
+    return config
+
+
+def _check_tokenizer_dir(tokenizer_dir: object) -> Path:
+    folder = check_path("tokenizer_dir", tokenizer_dir)
+    if not (folder / "vocab.json").is_file():
+        raise FileNotFoundError(f"tokenizer_dir: {str(folder)!r} holds no tokenizer (vocab.json); write one with "
+                                "labkit.captions.tokenizer_files(folder)")
+    return folder
 
 
 def _train(stage: str, config: SDConfig, nets: dict, steps: int, lr: float, loss_fn, gen: torch.Generator,
@@ -171,6 +213,7 @@ def _renders(batch_size: int, gen: torch.Generator) -> tuple[dict, torch.Tensor]
 
 def train_vae(config: SDConfig, device: torch.device, gen: torch.Generator) -> tuple[AutoencoderKL, dict]:
     """Stage 1 (module docstring); returns the EMA VAE with its scaling factor and the stage record."""
+    _check_run(config, device, gen)
     torch.manual_seed(config.seed)  # the initial weights: the same whether the stages run together or apart
     vae = AutoencoderKL(**vae_config(config.tiny)).to(device)
 
@@ -201,6 +244,10 @@ def train_diffusion(config: SDConfig, vae: AutoencoderKL, tokenizer_dir: Path, d
     """Stage 2 (module docstring); returns the EMA U-Net and text encoder and the stage record."""
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+    _check_run(config, device, gen)
+    if not isinstance(vae, AutoencoderKL):
+        raise TypeError(f"vae must be the diffusers AutoencoderKL of the vae stage, got {type(vae).__name__}")
+    tokenizer_dir = _check_tokenizer_dir(tokenizer_dir)
     tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(config.seed + 1)
     text_encoder = CLIPTextModel(CLIPTextConfig(**text_config(len(tokenizer), config.tiny))).to(device)
@@ -234,8 +281,14 @@ def train_diffusion(config: SDConfig, vae: AutoencoderKL, tokenizer_dir: Path, d
 def save_pipeline(out: Path, unet, vae, text_encoder, tokenizer_dir: Path) -> Path:
     """One StableDiffusionPipeline folder in safetensors (no safety checker), tokenizer files as SD ships them."""
     from diffusers import StableDiffusionPipeline
-    from transformers import CLIPTokenizer
+    from transformers import CLIPTextModel, CLIPTokenizer
 
+    out = check_path("out", out)
+    for name, part, kind in (("unet", unet, UNet2DConditionModel), ("vae", vae, AutoencoderKL),
+                             ("text_encoder", text_encoder, CLIPTextModel)):
+        if not isinstance(part, kind):
+            raise TypeError(f"{name} must be a {kind.__name__}, got {type(part).__name__}")
+    tokenizer_dir = _check_tokenizer_dir(tokenizer_dir)
     pipe = StableDiffusionPipeline(vae=vae.cpu(), text_encoder=text_encoder.cpu(),
                                    tokenizer=CLIPTokenizer.from_pretrained(tokenizer_dir), unet=unet.cpu(),
                                    scheduler=noise_schedule(), safety_checker=None, feature_extractor=None,
@@ -248,7 +301,7 @@ def save_pipeline(out: Path, unet, vae, text_encoder, tokenizer_dir: Path) -> Pa
 
 def train_sd(config: SDConfig) -> Path:
     """Run the stages asked for (``config.stage``); returns OUT. Deterministic given ``config.seed``."""
-    config.check()
+    _check_config(config)
     device = resolve_device(config.device)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -277,16 +330,28 @@ def train_sd(config: SDConfig) -> Path:
     return out
 
 
+def _out_arg(text: str) -> str:
+    return str(out_dir_arg(text))  # a folder we can write into, kept as text (the log records it as JSON)
+
+
+def _device_arg(text: str) -> str:
+    device_arg(text)  # refused as a usage error; kept as text (the log records it as JSON)
+    return text
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m labkit.train sd", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, help="output folder (rerun the same command to resume)")
+    parser.add_argument("--out", type=_out_arg, required=True, help="output folder (rerun the same command to resume)")
     parser.add_argument("--stage", default="all", choices=STAGES, help="vae, diffusion, or all (default)")
-    for field in ("vae_steps", "steps", "batch_size", "warmup", "seed", "checkpoint_every"):
-        parser.add_argument("--" + field.replace("_", "-"), type=int_arg(0 if field == "warmup" else 1),
-                            default=getattr(SDConfig, field))
-    for field in ("vae_lr", "lr", "ema_decay", "kl_weight", "empty"):
-        parser.add_argument("--" + field.replace("_", "-"), type=float_arg(0.0, 1.0), default=getattr(SDConfig, field))
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    for field, kind in (("vae_steps", int_arg(1, MAX_STEPS)), ("steps", int_arg(1, MAX_STEPS)),
+                        ("batch_size", int_arg(1, MAX_BATCH)), ("warmup", int_arg(0, MAX_STEPS)),
+                        ("seed", int_arg(0, 2**63 - 1)), ("checkpoint_every", int_arg(1, MAX_STEPS))):
+        parser.add_argument("--" + field.replace("_", "-"), type=kind, default=getattr(SDConfig, field))
+    for field, kind in (("vae_lr", float_arg(0.0, 1.0, low_open=True)), ("lr", float_arg(0.0, 1.0, low_open=True)),
+                        ("ema_decay", float_arg(0.0, 1.0, high_open=True)), ("kl_weight", float_arg(0.0, 1.0)),
+                        ("empty", float_arg(0.0, 1.0))):
+        parser.add_argument("--" + field.replace("_", "-"), type=kind, default=getattr(SDConfig, field))
+    parser.add_argument("--device", type=_device_arg, default="cpu", help="cpu or cuda")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     parser.add_argument("--tiny", action="store_true", help="tiny networks, for a smoke run")
     args = parser.parse_args(argv)

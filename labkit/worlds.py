@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from labkit.checks import check_int
+from labkit.checks import check_float, check_int, check_tensor
 
 IMAGE_SIZE = 32
 SHAPES = ("square", "triangle", "ellipse")
@@ -140,7 +140,17 @@ def check_factors(factors: dict[str, Tensor]) -> int:
 
 
 def hue_colour(hue: Tensor, grey: float, amplitude: float) -> Tensor:
-    """The smooth colour wheel: (n,) hues → (n, 3) RGB in [0, 1], c_k = grey + amplitude·cos(2π(h − k/3))."""
+    """The smooth colour wheel: (n,) hues → (n, 3) RGB in [0, 1], c_k = grey + amplitude·cos(2π(h − k/3)).
+
+    grey and amplitude: with 0 ≤ grey − amplitude and grey + amplitude ≤ 1 every colour is in [0, 1]."""
+    check_tensor("hue", hue, ndim=1, hint="(n,) hues in [0, 1], e.g. factors['object_hue']")
+    grey = check_float("grey", grey, 0.0, 1.0, hint="the surface's grey level b, e.g. 0.55")
+    check_float("amplitude", amplitude, 0.0, min(grey, 1.0 - grey), hint="a ≤ min(b, 1 − b) keeps colours in [0, 1]")
+    return _wheel(hue, grey, amplitude)
+
+
+def _wheel(hue: Tensor, grey: float, amplitude: float) -> Tensor:
+    """hue_colour without the checks: render's factors are checked once, by check_factors."""
     k = torch.arange(3, dtype=hue.dtype, device=hue.device)
     return grey + amplitude * torch.cos(2 * math.pi * (hue[:, None] - k / 3))
 
@@ -193,9 +203,9 @@ def render(factors: dict[str, Tensor], size: int = IMAGE_SIZE, supersample: int 
     check_render_size(n, size, supersample)
     f = _on_one_device(factors)
     object_share, wall_share, floor_share = _shares(f, n, size, supersample)
-    image = (hue_colour(f["object_hue"], *_OBJECT_COLOUR)[:, :, None, None] * object_share
-             + hue_colour(f["wall_hue"], *_WALL_COLOUR)[:, :, None, None] * wall_share
-             + hue_colour(f["floor_hue"], *_FLOOR_COLOUR)[:, :, None, None] * floor_share)
+    image = (_wheel(f["object_hue"], *_OBJECT_COLOUR)[:, :, None, None] * object_share
+             + _wheel(f["wall_hue"], *_WALL_COLOUR)[:, :, None, None] * wall_share
+             + _wheel(f["floor_hue"], *_FLOOR_COLOUR)[:, :, None, None] * floor_share)
     return image * 2 - 1
 
 
@@ -239,10 +249,7 @@ def object_mask(factors: dict[str, Tensor], size: int = IMAGE_SIZE, supersample:
     """The object's share of each pixel, (n, 1, size, size) in [0, 1]: where an edit of the object
     should act (LOCO-Edit's mask, book/part2-diffusion/08_known_factors.ipynb)."""
     n = check_factors(factors)
-    if isinstance(size, bool) or not isinstance(size, int) or not 4 <= size <= 1024:
-        raise ValueError(f"size must be an integer in [4, 1024], got {size!r}")
-    if isinstance(supersample, bool) or not isinstance(supersample, int) or not 1 <= supersample <= 16:
-        raise ValueError(f"supersample must be an integer in [1, 16], got {supersample!r}")
+    check_render_size(n, size, supersample)  # the same working memory as a render
     return _shares(_on_one_device(factors), n, size, supersample)[0]
 
 
@@ -256,7 +263,8 @@ def tangent_basis(factors: dict[str, Tensor]) -> Tensor:
     """
     n = check_factors(factors)
     if n > 10_000:
-        raise ValueError(f"tangent_basis builds an (n, 3072, 6) Jacobian; n = {n} is too many, pass at most 10,000")
+        raise ValueError(f"factors hold {n} scenes: tangent_basis builds an (n, 3072, 6) Jacobian, one scene at a "
+                         "time; pass at most 10,000 scenes per call")
     f = {name: v.double() if name != "shape" else v for name, v in _on_one_device(factors).items()}
     bases = []
     for i in range(n):

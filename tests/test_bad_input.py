@@ -25,13 +25,17 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from labkit import captions, measures
 from labkit import geometry as geo
-from labkit import measures
 from labkit.__main__ import main as cli
 from labkit.analysis import check_out as analysis_check_out
+from labkit.budget import image_change, match_budget
+from labkit.checkpoint import check_resume, load_checkpoint, save_checkpoint
 from labkit.classifier import DigitClassifier, classify, load_classifier
 from labkit.data import batches, load_digits, read_image, to_unit_range
 from labkit.diffusion import ddim_invert, ddim_sample, h_space, posterior_mean, sample_noise
+from labkit.dimension import drops, estimate_dimension, normal_space_spectrum, score_matrix, singular_values
+from labkit.disentanglement import coverage, dci, disentanglement, top_two_gap
 from labkit.editing import (
     Sample,
     edit,
@@ -47,18 +51,46 @@ from labkit.editing import (
     transport_direction,
     x_space_guidance,
 )
-from labkit.hspace import h_shape, h_space_edit
+from labkit.files import atomic_folder, atomic_write, complete_folder, manifest_problem
+from labkit.hspace import h_offset, h_principal_components, h_shape, h_space_edit
 from labkit.hub import HUB_DEADLINE_S
+from labkit.latent import PromptError, from_parts, pipeline_parts, read_pipeline, with_prompt
+from labkit.linearity import breaking_step, default_steps, linearisation_error
 from labkit.models import ModelUnavailableError, load_model
 from labkit.notebook import setup as nb_setup
+from labkit.oracle import loco_directions, oracle_directions
 from labkit.plot import chart_grid, image_grid, metric_ellipses, tangent_arrows
 from labkit.plot import surface as plot_surface
-from labkit.readout import FactorReadout, load_readout, read_factors, readout_scores, train_readout
+from labkit.readout import (
+    FactorReadout,
+    circular_difference,
+    circular_mean,
+    decode,
+    encode,
+    load_readout,
+    read_factors,
+    readout_loss,
+    readout_scores,
+    smooth_factors,
+    train_readout,
+)
+from labkit.scoring import (
+    Instrument,
+    basis_summary,
+    factor_changes,
+    mean_difference,
+    rerender_error,
+    score_directions,
+    score_edits,
+    select,
+)
 from labkit.spectral import jvps, local_basis, principal_angles, subspace_distance, vjps
-from labkit.train import ClassifierConfig, train_classifier
+from labkit.stats import bootstrap_ci, compare_all, floor_to_ceiling, holm, paired_difference, ratio_ci
+from labkit.train import ClassifierConfig, TrainConfig, train_classifier
+from labkit.train_sd import SDConfig, save_pipeline, train_diffusion, train_sd, train_vae
 from labkit.widgets import EditExplorer, InterpolationExplorer
 from labkit.widgets.player import static_player, to_png
-from labkit.worlds import render, sample_factors
+from labkit.worlds import check_factors, hue_colour, object_mask, render, sample_factors, tangent_basis
 
 LIMIT_S = 5.0  # "within a few seconds", on a busy 2-core machine
 NAN, INF = float("nan"), float("inf")
@@ -77,8 +109,10 @@ def e(tiny_dir, tmp_path_factory):
     files = SimpleNamespace(root=root, **_files(root, tiny_dir))
     for name in ("model_quality", "world_quality", "train_step", "local_basis"):
         _bench(name)  # import once, outside the cases' clock
+    latest = _latest(root)
     return SimpleNamespace(model=model, sample=sample, basis=basis, other=other, x=sample.x_t, v=basis.v[0],
-                           f64=f64, mlp=mlp, files=files, tiny_dir=tiny_dir, newer=_newer(root, tiny_dir))
+                           f64=f64, mlp=mlp, files=files, tiny_dir=tiny_dir, newer=_newer(root, tiny_dir),
+                           latest=latest, sd=load_model(latest.sd_dir))
 
 
 def _files(root: Path, tiny_dir: Path) -> dict:
@@ -192,6 +226,63 @@ def _newer(root: Path, tiny_dir: Path) -> SimpleNamespace:
     return SimpleNamespace(other_path=other_path, readout=good, readout_damaged=damaged, foreign=foreign, run=run,
                            broken_run=broken_run,
                            factors=sample_factors(3), images=images, tiny_dir=tiny_dir)
+
+
+def _latest(root: Path) -> SimpleNamespace:
+    """What the cases of the newest modules read: an instrument, a tiny Stable Diffusion pipeline and
+    its tokenizer, the objects a checkpoint is saved from, classifier folders (with manifests) damaged."""
+    import json
+    import shutil
+
+    from diffusers.training_utils import EMAModel
+    from test_latent import save_tiny_pipeline
+
+    from labkit.classifier import CLASSIFIER_FILES
+
+    sd_dir = save_tiny_pipeline(root / "sd")
+    net = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(net.parameters())
+    state = (net, EMAModel(net.parameters()), optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0),
+             torch.Generator())
+    classifier = {}
+    for how in ("truncated", "json", "other", "nan"):
+        folder = classifier[how] = root / f"classifier_{how}"
+        model = DigitClassifier((8, 8, 8) if how == "other" else (16, 32, 64))
+        weights = {k: v.contiguous() for k, v in model.state_dict().items()}
+        if how == "nan":
+            weights["head.weight"] = torch.full_like(weights["head.weight"], NAN)
+        with atomic_folder(folder, CLASSIFIER_FILES) as tmp:  # a manifest, as train_classifier writes it
+            save_file(weights, tmp / "model.safetensors")
+            config = {"architecture": {"channels": [16, 32, 64]}}
+            (tmp / "config.json").write_text("{ not json" if how == "json" else json.dumps(config))
+        if how == "truncated":
+            weights_file = folder / "model.safetensors"
+            weights_file.write_bytes(weights_file.read_bytes()[:1000])
+    tokenizer = shutil.copytree(sd_dir / "tokenizer", root / "sd_tokenizer")
+    return SimpleNamespace(instrument=Instrument(read=_read_a, scales={"a": 1.0}, rerender=lambda f: torch.zeros(1)),
+                           sd_dir=sd_dir, tokenizer=tokenizer, state=state, classifier=classifier)
+
+
+def _read_a(images):
+    return {"a": images.flatten(1).mean(1)}
+
+
+def _sd_config(e, **changes) -> SDConfig:
+    return SDConfig(**{"out": str(e.files.root / "never_sd"), "tiny": True, **changes})
+
+
+def _sd(**changes):
+    return lambda e: train_sd(_sd_config(e, **changes))
+
+
+def _sd_cli(*flags: str):
+    return lambda e: _train_main(["sd", "--out", str(e.files.root / "never_sd_cli"), "--tiny", *flags])
+
+
+def _enter(context) -> None:
+    """Enter a context manager (atomic_write, atomic_folder, h_offset): they check their input on entry."""
+    with context:
+        pass
 
 
 def _bench(name: str):
@@ -818,6 +909,230 @@ CASES = [
     ("lb-cli-device-bogus", _benchmark("local_basis", "--device", "bogus"), SystemExit, "--device"),
     ("lb-cli-out-under-file", lambda e: _benchmark("local_basis", "--out", str(e.files.a_file / "x" / "l.json"))(e),
      SystemExit, "--out"),
+    # ------------------------------------------------------------------ budget (edits of one size)
+    ("budget-image-change-sizes", lambda e: image_change(torch.zeros(2, 1, 8, 8), torch.zeros(1, 1, 4, 4)),
+     ValueError, "unedited"),
+    ("budget-nan", lambda e: match_budget(e.model, e.sample, e.v, [NAN]), ValueError, "budgets"),
+    ("budget-empty", lambda e: match_budget(e.model, e.sample, e.v, []), ValueError, "budgets"),
+    ("budget-how", lambda e: match_budget(e.model, e.sample, e.v, [0.05], how="pixels"), ValueError, "how"),
+    ("budget-direction-zero", lambda e: match_budget(e.model, e.sample, torch.zeros_like(e.v), [0.05]), ValueError,
+     "every direction"),
+    ("budget-tolerance-0", lambda e: match_budget(e.model, e.sample, e.v, [0.05], tolerance=0.0), ValueError,
+     "tolerance"),
+    # ------------------------------------------------------------------ scoring
+    ("instrument-scale-nan", lambda e: Instrument(read=_read_a, scales={"a": NAN}), ValueError, "scales"),
+    ("instrument-scales-empty", lambda e: Instrument(read=_read_a, scales={}), ValueError, "scales"),
+    ("instrument-circular-unknown", lambda e: Instrument(read=_read_a, scales={"a": 1.0}, circular=frozenset("b")),
+     ValueError, "circular"),
+    ("mean-difference-one", lambda e: mean_difference(torch.ones(1)), ValueError, "values"),
+    ("mean-difference-list", lambda e: mean_difference([1.0, 2.0]), TypeError, "values"),
+    ("mean-difference-nan", lambda e: mean_difference(torch.tensor([1.0, NAN])), ValueError, "values contains"),
+    ("rerender-instrument-str", lambda e: rerender_error(e.newer.images, "readout"), TypeError, "instrument"),
+    ("rerender-images-nan", lambda e: rerender_error(e.newer.images * NAN, e.latest.instrument), ValueError,
+     "images contains"),
+    ("rerender-images-255", lambda e: rerender_error(torch.full((1, 3, 32, 32), 200.0), e.latest.instrument),
+     ValueError, "images must be"),
+    ("factor-changes-nan", lambda e: factor_changes(e.latest.instrument, {"a": torch.tensor([NAN])},
+                                                    {"a": torch.zeros(1)}), ValueError, "read NaN"),
+    ("score-edits-type", lambda e: score_edits(e.latest.instrument, "edits"), TypeError, "edits"),
+    ("score-edits-instrument", lambda e: score_edits("world", None), TypeError, "instrument"),
+    ("score-directions-instrument", lambda e: score_directions(e.model, e.sample, e.v, [0.05], "world"), TypeError,
+     "instrument"),
+    ("basis-summary-type", lambda e: basis_summary({"response": torch.ones(1, 1)}), TypeError, "scores"),
+    ("select-type", lambda e: select("scores", range(1)), TypeError, "scores"),
+    # ------------------------------------------------------------------ oracle and LOCO-Edit directions
+    ("oracle-sample-type", lambda e: oracle_directions(e.model, e.x), TypeError, "sample"),
+    ("oracle-not-the-world", lambda e: oracle_directions(e.model, e.sample), ValueError, "model of the world"),
+    ("loco-mask-empty", lambda e: loco_directions(e.model, e.sample, torch.zeros(1, 1, 8, 8), 1), ValueError, "mask"),
+    ("loco-mask-shape", lambda e: loco_directions(e.model, e.sample, torch.ones(8, 8), 1), ValueError, "mask"),
+    ("loco-k-0", lambda e: loco_directions(e.model, e.sample, torch.ones(1, 1, 8, 8), 0), ValueError, "k must"),
+    ("loco-rank-neg", lambda e: loco_directions(e.model, e.sample, torch.ones(1, 1, 8, 8), 1, rank_outside=-1),
+     ValueError, "rank_outside"),
+    # ------------------------------------------------------------------ disentanglement metrics
+    ("disentanglement-empty", lambda e: disentanglement(torch.zeros(0, 3)), ValueError, "response"),
+    ("disentanglement-1d", lambda e: disentanglement(torch.ones(3)), ValueError, "response must have 2"),
+    ("top-two-negative", lambda e: top_two_gap(-torch.ones(2, 3)), ValueError, "response has negative"),
+    ("coverage-list", lambda e: coverage([[1.0, 0.0]]), TypeError, "response"),
+    ("dci-nan", lambda e: dci(torch.full((2, 2), NAN)), ValueError, "response contains"),
+    # ------------------------------------------------------------------ stats
+    ("bootstrap-one-sample", lambda e: bootstrap_ci([1.0]), ValueError, "values"),
+    ("bootstrap-inf", lambda e: bootstrap_ci([1.0, INF]), ValueError, "values"),
+    ("bootstrap-resamples-10", lambda e: bootstrap_ci([1.0, 2.0, 3.0], n_resamples=10), ValueError, "n_resamples"),
+    ("bootstrap-level-1", lambda e: bootstrap_ci([1.0, 2.0, 3.0], level=1.0), ValueError, "level"),
+    ("ratio-lengths", lambda e: ratio_ci([1.0, 2.0], [1.0, 2.0, 3.0]), ValueError, "numerator, denominator"),
+    ("ratio-zero-mean", lambda e: ratio_ci([1.0, 2.0], [1.0, -1.0]), ValueError, "denominator"),
+    ("floor-ceiling-word", lambda e: floor_to_ceiling([1.0, 2.0], [0.0, 0.0], "high"), TypeError, "ceiling"),
+    ("paired-level-nan", lambda e: paired_difference([1.0, 2.0, 3.0], [0.0, 1.0, 1.0], level=NAN), ValueError,
+     "level"),
+    ("holm-above-1", lambda e: holm([0.5, 1.5]), ValueError, "pvalues"),
+    ("compare-one-method", lambda e: compare_all({"park": [1.0, 2.0]}), ValueError, "per_sample"),
+    ("compare-list", lambda e: compare_all([[1.0, 2.0], [2.0, 3.0]]), TypeError, "per_sample"),
+    ("compare-alpha-0", lambda e: compare_all({"a": [1.0, 2.0], "b": [2.0, 3.0]}, alpha=0.0), ValueError, "alpha"),
+    # ------------------------------------------------------------------ dimension (Stanczuk et al.)
+    ("score-matrix-eps", lambda e: score_matrix(3, torch.zeros(1, 4), 0.5, 8), TypeError, "eps"),
+    ("score-matrix-alpha-1", lambda e: score_matrix(torch.neg, torch.zeros(1, 4), 1.0, 8), ValueError, "alpha_bar"),
+    ("score-matrix-x0-batch", lambda e: score_matrix(torch.neg, torch.zeros(2, 4), 0.5, 8), ValueError, "x0"),
+    ("score-matrix-n-huge", lambda e: score_matrix(torch.neg, torch.zeros(1, 4), 0.5, 10**9), ValueError, "n must"),
+    ("svals-1d", lambda e: singular_values(torch.zeros(3)), ValueError, "scores"),
+    ("svals-centred-str", lambda e: singular_values(torch.zeros(3, 3), centred="yes"), TypeError, "centred"),
+    ("spectrum-n-1", lambda e: normal_space_spectrum(e.model, e.x, 10, n=1), ValueError, "n must"),
+    ("spectrum-t-big", lambda e: normal_space_spectrum(e.model, e.x, 5000, n=8), ValueError, "t must"),
+    ("spectrum-x0-nan", lambda e: normal_space_spectrum(e.model, e.x * NAN, 10, n=8), ValueError, "x0 contains"),
+    ("drops-ascending", lambda e: drops(torch.tensor([1.0, 2.0, 3.0])), ValueError, "spectrum"),
+    ("drops-gap", lambda e: drops(torch.tensor([3.0, 2.0, 1.0]), gap="ratio"), ValueError, "gap"),
+    ("dimension-dim-small", lambda e: estimate_dimension(torch.tensor([3.0, 2.0, 1.0]), dim=2), ValueError, "dim"),
+    ("dimension-one-value", lambda e: estimate_dimension(torch.ones(1)), ValueError, "spectrum"),
+    # ------------------------------------------------------------------ linearity
+    ("linearisation-f", lambda e: linearisation_error("mlp", e.f64, e.f64 + 1, default_steps()), TypeError, "f must"),
+    ("linearisation-v-zero", lambda e: linearisation_error(e.mlp, e.f64, e.f64, default_steps()), ValueError,
+     "v is zero"),
+    ("linearisation-v-float32", lambda e: linearisation_error(e.mlp, e.f64, torch.ones(5), default_steps()),
+     TypeError, "v must"),
+    ("linearisation-steps-neg", lambda e: linearisation_error(e.mlp, e.f64, e.f64 + 1, -default_steps()), ValueError,
+     "steps"),
+    ("breaking-level-nan", lambda e: breaking_step(e.mlp, e.f64, e.f64 + 1, level=NAN), ValueError, "level"),
+    ("breaking-steps-decreasing", lambda e: breaking_step(e.mlp, e.f64, e.f64 + 1, steps=default_steps().flip(0)),
+     ValueError, "steps must increase"),
+    # ------------------------------------------------------------------ worlds: the rest of the public functions
+    ("check-factors-list", lambda e: check_factors([0.5]), TypeError, "factors"),
+    ("check-factors-range", lambda e: check_factors(_with(e.newer.factors, x_position=torch.full((3,), 2.0))),
+     ValueError, "x_position"),
+    ("hue-colour-list", lambda e: hue_colour([0.5], 0.5, 0.4), TypeError, "hue"),
+    ("hue-colour-2d", lambda e: hue_colour(torch.zeros(2, 2), 0.5, 0.4), ValueError, "hue"),
+    ("hue-colour-grey-nan", lambda e: hue_colour(torch.zeros(3), NAN, 0.1), ValueError, "grey"),
+    ("hue-colour-amplitude", lambda e: hue_colour(torch.zeros(3), 0.5, 0.9), ValueError, "amplitude"),
+    ("mask-size-float", lambda e: object_mask(e.newer.factors, size=32.0), TypeError, "size"),
+    ("mask-supersample-0", lambda e: object_mask(e.newer.factors, supersample=0), ValueError, "supersample"),
+    ("mask-200k-scenes", lambda e: object_mask(sample_factors(200_000)), ValueError, "200000 scenes"),
+    ("mask-big-at-size", lambda e: object_mask(e.newer.factors, size=1024, supersample=16), ValueError,
+     "one scene alone"),
+    ("tangent-factors-list", lambda e: tangent_basis([1.0]), TypeError, "factors"),
+    ("tangent-too-many", lambda e: tangent_basis(sample_factors(10_001)), ValueError, "10001 scenes"),
+    # ------------------------------------------------------------------ readout: targets, outputs, hues
+    ("encode-missing", lambda e: encode(_without(e.newer.factors, "shape")), ValueError, "missing factor"),
+    ("encode-list", lambda e: encode([0.5]), TypeError, "factors"),
+    ("decode-width", lambda e: decode(torch.zeros(2, 5)), ValueError, "outputs"),
+    ("decode-nan", lambda e: decode(torch.full((2, 12), NAN)), ValueError, "outputs contains"),
+    ("smooth-factors-1d", lambda e: smooth_factors(torch.zeros(12)), ValueError, "outputs"),
+    ("readout-loss-targets", lambda e: readout_loss(torch.zeros(3, 12), {"scale": torch.zeros(3)}), ValueError,
+     "targets"),
+    ("readout-loss-outputs", lambda e: readout_loss(torch.zeros(3, 5), encode(e.newer.factors)), ValueError,
+     "outputs"),
+    ("circular-difference-list", lambda e: circular_difference([0.1], torch.zeros(1)), TypeError, "a must"),
+    ("circular-difference-shapes", lambda e: circular_difference(torch.zeros(3), torch.zeros(2)), ValueError,
+     "a and b"),
+    ("circular-mean-empty", lambda e: circular_mean(torch.zeros(0)), ValueError, "h is empty"),
+    ("circular-mean-nan", lambda e: circular_mean(torch.full((2,), NAN)), ValueError, "h contains"),
+    # ------------------------------------------------------------------ latent: Stable Diffusion pipelines
+    ("latent-parts-unet", lambda e: from_parts("unet", e.sd.vae, e.sd.text_encoder, e.sd.tokenizer, e.sd.schedule),
+     TypeError, "unet"),
+    ("latent-parts-text-encoder", lambda e: from_parts(e.sd.unet, e.sd.vae, "clip", e.sd.tokenizer, e.sd.schedule),
+     TypeError, "text_encoder"),
+    ("latent-parts-tokenizer", lambda e: from_parts(e.sd.unet, e.sd.vae, e.sd.text_encoder, None, e.sd.schedule),
+     TypeError, "tokenizer"),
+    ("latent-parts-schedule", lambda e: from_parts(e.sd.unet, e.sd.vae, e.sd.text_encoder, e.sd.tokenizer, None),
+     ValueError, "schedule"),
+    ("latent-pipeline-missing", lambda e: pipeline_parts(str(e.files.empty_dir), True), FileNotFoundError,
+     "model_index.json"),
+    ("latent-pipeline-int", lambda e: pipeline_parts(3, True), TypeError, "source"),
+    ("latent-pipeline-ddpm", lambda e: pipeline_parts(str(e.tiny_dir), True), ModelUnavailableError,
+     "pipeline's parts"),
+    ("latent-read-dtype", lambda e: read_pipeline(str(e.latest.sd_dir), True, "float32", torch.device("cpu"), "x"),
+     TypeError, "dtype"),
+    ("latent-read-device", lambda e: read_pipeline(str(e.latest.sd_dir), True, torch.float32, "cpu", "x"),
+     TypeError, "device"),
+    ("latent-with-prompt-ddpm", lambda e: with_prompt(e.model, "a red square"), PromptError, "prompt"),
+    ("latent-with-prompt-scale-nan", lambda e: with_prompt(e.sd, guidance_scale=NAN), PromptError, "guidance_scale"),
+    ("latent-conditioned-int", lambda e: e.sd.conditioned(prompt=3), TypeError, "prompt"),
+    ("latent-encode-prompt-word", lambda e: e.sd.encode_prompt("a purple square"), ValueError, "prompt"),
+    ("latent-embeds-width", lambda e: e.sd.check_embeds(torch.zeros(1, 5, 7)), ValueError, "prompt_embeds"),
+    ("latent-decode-shape", lambda e: e.sd.decode(torch.zeros(1, 3, 8, 8)), ValueError, "z must"),
+    ("latent-encode-shape", lambda e: e.sd.encode(torch.zeros(1, 3, 8, 8)), ValueError, "images must"),
+    # ------------------------------------------------------------------ captions
+    ("colour-name-word", lambda e: captions.colour_name("red"), TypeError, "hue"),
+    ("colour-name-nan", lambda e: captions.colour_name(NAN), ValueError, "hue"),
+    ("describe-i-big", lambda e: captions.describe(e.newer.factors, 3), ValueError, "i must"),
+    ("describe-factors-list", lambda e: captions.describe([0.5], 0), TypeError, "factors"),
+    ("caption-word", lambda e: captions.caption({"scale": "huge"}), ValueError, "words['scale']"),
+    ("caption-factor", lambda e: captions.caption({"colour": "red"}), ValueError, "colour"),
+    ("caption-list", lambda e: captions.caption(["red"]), TypeError, "words"),
+    ("random-captions-generator", lambda e: captions.random_captions(e.newer.factors, None), TypeError, "generator"),
+    ("random-captions-empty-2", lambda e: captions.random_captions(e.newer.factors, torch.Generator(), empty=2.0),
+     ValueError, "empty"),
+    ("parse-caption-int", lambda e: captions.parse_caption(3), TypeError, "text"),
+    ("parse-caption-words", lambda e: captions.parse_caption("the red square"), ValueError, "is not a caption"),
+    ("faithful-word", lambda e: captions.faithful({"shape": "circle"}, e.newer.factors), ValueError,
+     "named['shape']"),
+    ("faithful-factors", lambda e: captions.faithful({"shape": "square"}, [0.5]), TypeError, "factors"),
+    ("tokenizer-max-length-2", lambda e: captions.tokenizer_files(e.files.root / "tok", max_length=2), ValueError,
+     "max_length"),
+    ("tokenizer-folder-int", lambda e: captions.tokenizer_files(3), TypeError, "folder"),
+    # ------------------------------------------------------------------ train_sd: the config, the stages, the CLI
+    ("sd-stage", _sd(stage="unet"), ValueError, "stage"),
+    ("sd-lr-0", _sd(lr=0.0), ValueError, "lr"),
+    ("sd-batch-huge", _sd(batch_size=100_000), ValueError, "batch_size"),
+    ("sd-steps-float", _sd(steps=2.5), TypeError, "steps"),
+    ("sd-empty-nan", _sd(empty=NAN), ValueError, "empty"),
+    ("sd-device-bogus", _sd(device="bogus"), ValueError, "device"),
+    ("sd-out-empty", _sd(out=""), ValueError, "out"),
+    ("sd-tiny-str", _sd(tiny="yes"), TypeError, "tiny"),
+    ("sd-config-dict", lambda e: train_sd({"out": "x"}), TypeError, "config"),
+    ("sd-vae-device-str", lambda e: train_vae(_sd_config(e), "cpu", torch.Generator()), TypeError, "device"),
+    ("sd-vae-lr-neg", lambda e: train_vae(_sd_config(e, vae_lr=-1.0), torch.device("cpu"), torch.Generator()),
+     ValueError, "vae_lr"),
+    ("sd-diffusion-vae", lambda e: train_diffusion(_sd_config(e), "vae", e.latest.tokenizer, torch.device("cpu"),
+                                                   torch.Generator()), TypeError, "vae"),
+    ("sd-diffusion-gen", lambda e: train_diffusion(_sd_config(e), e.sd.vae, e.latest.tokenizer, torch.device("cpu"),
+                                                   0), TypeError, "gen"),
+    ("sd-save-unet", lambda e: save_pipeline(e.files.root / "p", "unet", e.sd.vae, e.sd.text_encoder,
+                                             e.latest.tokenizer), TypeError, "unet"),
+    ("sd-save-tokenizer", lambda e: save_pipeline(e.files.root / "p", e.sd.unet, e.sd.vae, e.sd.text_encoder,
+                                                  e.files.empty_dir), FileNotFoundError, "tokenizer_dir"),
+    ("sd-cli-lr-0", _sd_cli("--lr", "0"), SystemExit, "--lr"),
+    ("sd-cli-device-bogus", _sd_cli("--device", "bogus"), SystemExit, "--device"),
+    ("sd-cli-batch-huge", _sd_cli("--batch-size", "100000"), SystemExit, "--batch-size"),
+    ("sd-cli-seed-neg", _sd_cli("--seed", "-1"), SystemExit, "--seed"),
+    ("sd-cli-stage", _sd_cli("--stage", "unet"), SystemExit, "--stage"),
+    ("sd-cli-ema-1", _sd_cli("--ema-decay", "1"), SystemExit, "--ema-decay"),
+    ("sd-cli-out-under-file", lambda e: _train_main(["sd", "--out", str(e.files.a_file / "sub")]), SystemExit,
+     "--out"),
+    # ------------------------------------------------------------------ checkpoint
+    ("resume-ckpt-int", lambda e: check_resume(3, TrainConfig(out="x")), TypeError, "ckpt"),
+    ("resume-no-state", lambda e: check_resume(e.files.empty_dir, TrainConfig(out="x")), FileNotFoundError,
+     "state.json"),
+    ("resume-config-dict", lambda e: check_resume(e.newer.run / "checkpoint", {"lr": 1e-3}), TypeError, "config"),
+    ("save-ckpt-step-neg", lambda e: save_checkpoint(e.files.root / "ck", -1, 0.0, *e.latest.state,
+                                                     TrainConfig(out="x")), ValueError, "step"),
+    ("save-ckpt-seconds-nan", lambda e: save_checkpoint(e.files.root / "ck", 1, NAN, *e.latest.state,
+                                                        TrainConfig(out="x")), ValueError, "seconds"),
+    ("save-ckpt-model", lambda e: save_checkpoint(e.files.root / "ck", 1, 0.0, "unet", *e.latest.state[1:],
+                                                  TrainConfig(out="x")), TypeError, "model"),
+    ("load-ckpt-empty", lambda e: load_checkpoint(e.files.empty_dir, *e.latest.state), ValueError, "empty_dir"),
+    ("load-ckpt-gen", lambda e: load_checkpoint(e.newer.run / "checkpoint", *e.latest.state[:4], None), TypeError,
+     "gen"),
+    # ------------------------------------------------------------------ files
+    ("atomic-write-int", lambda e: _enter(atomic_write(3)), TypeError, "path"),
+    ("atomic-write-dir", lambda e: _enter(atomic_write(e.files.empty_dir)), IsADirectoryError, "path"),
+    ("atomic-folder-file", lambda e: _enter(atomic_folder(e.files.a_file)), NotADirectoryError, "folder"),
+    ("atomic-folder-required-str", lambda e: _enter(atomic_folder(e.files.root / "af", "model.safetensors")),
+     TypeError, "required"),
+    ("complete-folder-file", lambda e: complete_folder(e.files.a_file), NotADirectoryError, "folder"),
+    ("complete-folder-none", lambda e: complete_folder(None), TypeError, "folder"),
+    ("manifest-required-str", lambda e: manifest_problem(e.files.empty_dir, "abc"), TypeError, "required"),
+    ("manifest-folder-int", lambda e: manifest_problem(3), TypeError, "folder"),
+    # ------------------------------------------------------------------ hspace
+    ("h-offset-shape", lambda e: _enter(h_offset(e.model, torch.zeros(3))), ValueError, "offset"),
+    ("h-offset-list", lambda e: _enter(h_offset(e.model, [0.0])), TypeError, "offset"),
+    ("h-pcs-k-0", lambda e: h_principal_components(e.model, 600, 0, n=4, num_steps=10), ValueError, "k must"),
+    ("h-pcs-n-1", lambda e: h_principal_components(e.model, 600, 1, n=1, num_steps=10), ValueError, "n must"),
+    ("h-pcs-off-schedule", lambda e: h_principal_components(e.model, 650, 1, num_steps=10), ValueError, "t=650"),
+    # ------------------------------------------------------------------ classifier: the folder and its manifest
+    ("classifier-path-int", lambda e: load_classifier(3), TypeError, "path"),
+    ("classifier-truncated", lambda e: load_classifier(e.latest.classifier["truncated"]), ValueError,
+     "model.safetensors"),
+    ("classifier-json", lambda e: load_classifier(e.latest.classifier["json"]), ValueError, "config.json"),
+    ("classifier-other", lambda e: load_classifier(e.latest.classifier["other"]), ValueError, "another architecture"),
+    ("classifier-nan", lambda e: load_classifier(e.latest.classifier["nan"]), ValueError, "NaN"),
 ]
 
 

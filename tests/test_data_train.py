@@ -17,6 +17,7 @@ from labkit.checkpoint import load_checkpoint, save_checkpoint
 from labkit.classifier import EMBEDDED_CLASSIFIER, DigitClassifier, classify, load_classifier
 from labkit.data import batches, load_digits, to_pixel_range, to_unit_range
 from labkit.train import (
+    UNET_FILES,
     ClassifierConfig,
     TrainConfig,
     ddpm_scheduler,
@@ -388,6 +389,21 @@ def test_a_kill_at_any_step_of_a_checkpoint_save_resumes_from_a_complete_checkpo
     assert log["resumed_from"] == resumed
     assert json.loads((tmp_path / "checkpoint" / "state.json").read_text())["step"] == 3
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("checkpoint")) == ["checkpoint"]
+
+
+@pytest.mark.parametrize("at", [5, 6, 7, 8])
+def test_a_kill_during_the_export_leaves_a_complete_unet(one_step, tmp_path, monkeypatch, at):
+    shutil.copytree(one_step, tmp_path, dirs_exist_ok=True)
+    with monkeypatch.context() as patch:
+        _kill_at(patch, at)  # 1-4: the checkpoint of step 2; 5-8: unet/'s manifest, unet → .old, .tmp → unet, removal
+        with pytest.raises(Killed):
+            train_ddpm(TrainConfig(out=str(tmp_path), steps=2, **RUN))
+    # the old unet/ or the new one, whole (checked against its manifest), never half of one
+    assert files.complete_folder(tmp_path / "unet", UNET_FILES) == tmp_path / "unet"
+    train_ddpm(TrainConfig(out=str(tmp_path), steps=2, **RUN))  # the same command again finishes the export
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("unet")) == ["unet"]
+    exported = load_file(tmp_path / "unet" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(exported[k], v) for k, v in _ema_model(tmp_path).state_dict().items())
 
 
 def test_a_damaged_checkpoint_is_refused_by_name_not_restarted(one_step, tmp_path):
