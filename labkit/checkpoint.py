@@ -48,7 +48,12 @@ def _check_state(model: object, ema: object, optimizer: object, lr_sched: object
 
 def saved_prediction(saved: dict) -> str:
     """The prediction a checkpoint was trained with. Checkpoints from before the MNIST model moved to
-    v-prediction (2026-12-04) have ``None`` there, which then meant ε for MNIST and v for shapes."""
+    v-prediction (2026-12-04) have ``None`` there, which then meant ε for MNIST and v for shapes.
+
+    saved: the run's config as state.json records it (a dict)."""
+    if not isinstance(saved, dict):
+        raise TypeError(f"saved must be the config a checkpoint's state.json records (a dict), got "
+                        f"{type(saved).__name__}")
     if saved.get("prediction"):
         return saved["prediction"]
     return "epsilon" if saved.get("data", "mnist") == "mnist" else "v_prediction"
@@ -65,6 +70,8 @@ def check_resume(ckpt: Path, config) -> None:
     try:
         state = json.loads((ckpt / "state.json").read_text())
         saved, step = state.get("config", {}), int(state["step"])
+        if not isinstance(saved, dict):
+            raise TypeError(f"its config is a {type(saved).__name__}, not a dict")
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise ValueError(f"{str(ckpt / 'state.json')!r} is unreadable ({type(err).__name__}: {err}); "
                          "the checkpoint is damaged: train into a new --out") from err

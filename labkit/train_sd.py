@@ -65,6 +65,7 @@ SAME_ON_RESUME = ("batch_size", "vae_lr", "lr", "warmup", "ema_decay", "kl_weigh
 
 def vae_config(tiny: bool = False) -> dict:
     """AutoencoderKL: 32×32×3 → 8×8×4 (three levels, two 2× downsamplings; attention in the mid-block)."""
+    check_bool("tiny", tiny)
     channels = (8, 16, 16) if tiny else (32, 64, 64)
     return dict(in_channels=3, out_channels=3, latent_channels=4, sample_size=worlds.IMAGE_SIZE,
                 down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
@@ -73,6 +74,8 @@ def vae_config(tiny: bool = False) -> dict:
 
 def text_config(vocab_size: int, tiny: bool = False) -> dict:
     """CLIPTextConfig arguments: a 2-layer transformer of width 64 (tiny: 1 layer, width 16)."""
+    check_int("vocab_size", vocab_size, 3, 10**6, hint="the tokenizer's size, len(tokenizer)")
+    check_bool("tiny", tiny)
     width = 16 if tiny else 64
     return dict(vocab_size=vocab_size, hidden_size=width, intermediate_size=4 * width, projection_dim=width,
                 num_hidden_layers=1 if tiny else 2, num_attention_heads=2 if tiny else 4,
@@ -84,6 +87,8 @@ def unet_config(cross_attention_dim: int, tiny: bool = False) -> dict:
     in the first level and the mid-block, which runs at 4×4: h has 96·4·4 = 1,536 numbers, z has 256.
     1.78 M parameters (7 MB in float32): widths 64, 128 (3.15 M) took 0.48 s per step against 0.40 s
     on 2 CPU cores and would make the folder 17 MB."""
+    check_int("cross_attention_dim", cross_attention_dim, 1, 4096, hint="the text encoder's hidden_size")
+    check_bool("tiny", tiny)
     channels = (8, 16) if tiny else (48, 96)
     return dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=channels,
                 down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),

@@ -30,7 +30,7 @@ from labkit import geometry as geo
 from labkit.__main__ import main as cli
 from labkit.analysis import check_out as analysis_check_out
 from labkit.budget import image_change, match_budget
-from labkit.checkpoint import check_resume, load_checkpoint, save_checkpoint
+from labkit.checkpoint import check_resume, load_checkpoint, save_checkpoint, saved_prediction
 from labkit.classifier import DigitClassifier, classify, load_classifier
 from labkit.data import batches, load_digits, read_image, to_unit_range
 from labkit.diffusion import ddim_invert, ddim_sample, h_space, posterior_mean, sample_noise
@@ -87,7 +87,16 @@ from labkit.scoring import (
 from labkit.spectral import jvps, local_basis, principal_angles, subspace_distance, vjps
 from labkit.stats import bootstrap_ci, compare_all, floor_to_ceiling, holm, paired_difference, ratio_ci
 from labkit.train import ClassifierConfig, TrainConfig, train_classifier
-from labkit.train_sd import SDConfig, save_pipeline, train_diffusion, train_sd, train_vae
+from labkit.train_sd import (
+    SDConfig,
+    save_pipeline,
+    text_config,
+    train_diffusion,
+    train_sd,
+    train_vae,
+    unet_config,
+    vae_config,
+)
 from labkit.widgets import EditExplorer, InterpolationExplorer
 from labkit.widgets.player import static_player, to_png
 from labkit.worlds import check_factors, hue_colour, object_mask, render, sample_factors, tangent_basis
@@ -1046,6 +1055,7 @@ CASES = [
     ("latent-conditioned-int", lambda e: e.sd.conditioned(prompt=3), TypeError, "prompt"),
     ("latent-encode-prompt-word", lambda e: e.sd.encode_prompt("a purple square"), ValueError, "prompt"),
     ("latent-embeds-width", lambda e: e.sd.check_embeds(torch.zeros(1, 5, 7)), ValueError, "prompt_embeds"),
+    ("latent-check-prompt-long", lambda e: e.sd.check_prompt("a red square " * 10), ValueError, "prompt is"),
     ("latent-decode-shape", lambda e: e.sd.decode(torch.zeros(1, 3, 8, 8)), ValueError, "z must"),
     ("latent-encode-shape", lambda e: e.sd.encode(torch.zeros(1, 3, 8, 8)), ValueError, "images must"),
     # ------------------------------------------------------------------ captions
@@ -1088,6 +1098,9 @@ CASES = [
                                              e.latest.tokenizer), TypeError, "unet"),
     ("sd-save-tokenizer", lambda e: save_pipeline(e.files.root / "p", e.sd.unet, e.sd.vae, e.sd.text_encoder,
                                                   e.files.empty_dir), FileNotFoundError, "tokenizer_dir"),
+    ("sd-vae-config-tiny-str", lambda e: vae_config("yes"), TypeError, "tiny"),
+    ("sd-text-config-vocab-0", lambda e: text_config(0), ValueError, "vocab_size"),
+    ("sd-unet-config-width-float", lambda e: unet_config(16.5), TypeError, "cross_attention_dim"),
     ("sd-cli-lr-0", _sd_cli("--lr", "0"), SystemExit, "--lr"),
     ("sd-cli-device-bogus", _sd_cli("--device", "bogus"), SystemExit, "--device"),
     ("sd-cli-batch-huge", _sd_cli("--batch-size", "100000"), SystemExit, "--batch-size"),
@@ -1107,6 +1120,7 @@ CASES = [
                                                         TrainConfig(out="x")), ValueError, "seconds"),
     ("save-ckpt-model", lambda e: save_checkpoint(e.files.root / "ck", 1, 0.0, "unet", *e.latest.state[1:],
                                                   TrainConfig(out="x")), TypeError, "model"),
+    ("saved-prediction-str", lambda e: saved_prediction("v_prediction"), TypeError, "saved"),
     ("load-ckpt-empty", lambda e: load_checkpoint(e.files.empty_dir, *e.latest.state), ValueError, "empty_dir"),
     ("load-ckpt-gen", lambda e: load_checkpoint(e.newer.run / "checkpoint", *e.latest.state[:4], None), TypeError,
      "gen"),
