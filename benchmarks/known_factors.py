@@ -185,8 +185,8 @@ def merge(units: list[dict], args) -> dict:
             for m, per_sample in per_measure.items():
                 out[m] = _mean_ci([per_sample[s] for s in sorted(per_sample)])
     fractions = sorted({str(u["fraction"]) for u in units}, key=float)
-    seeds = sorted({u["sample"] for u in units})
     for fraction in fractions:
+        seeds = sorted({u["sample"] for u in units if str(u["fraction"]) == fraction})
         for m in ("disentanglement", "top_two_gap", "dci_d", "dci_c", "side_effect", "on_manifold"):
             per = {key: [cells[key][fraction][m].get(s, math.nan) for s in seeds]
                    for key in cells if fraction in cells[key]}
@@ -267,7 +267,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                              "everything else is float32")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "known_factors_cpu.json"))
     parser.add_argument("--merge-available", action="store_true",
-                        help="score nothing: merge the samples that have a unit at every t (a stopped run's first n)")
+                        help="score nothing: merge, per t, the samples whose unit exists (a stopped run's first n)")
     args = parser.parse_args(argv)
     # every flag is checked here, before any work
     if not 2 <= args.samples <= 10_000:
@@ -311,12 +311,15 @@ def main(argv: list[str] | None = None) -> dict:
     instrument = world_instrument(readout)
     config = {k: v for k, v in vars(args).items() if k not in ("out", "device", "resamples", "merge_available")}
     weights = {"model": weights_fingerprint(model.unet), "readout": weights_fingerprint(readout)}
-    key = hashlib.sha256(json.dumps({"config": config, "weights": weights, "code": code_key()},
+    # a unit depends on its own t, not on which other t are run: --fractions is not in the key, so a run
+    # of some t and a later run of all of them share their units
+    unit_config = {k: v for k, v in config.items() if k != "fractions"}
+    key = hashlib.sha256(json.dumps({"config": unit_config, "weights": weights, "code": code_key()},
                                     sort_keys=True).encode()).hexdigest()[:16]
     units_dir = out.parent / (out.name + ".units")
     start = time.perf_counter()
     shared: dict[float, dict] = {}  # per t, computed when first needed
-    # sample by sample, every t for each: a run stopped early holds n complete samples at every t
+    # sample by sample, every t for each: a run stopped early holds the first n samples at every t
     for i in range(0 if args.merge_available else args.samples):
         for fraction in args.fractions:
             path = _unit_path(units_dir, key, fraction, args.seed + i)
@@ -329,17 +332,20 @@ def main(argv: list[str] | None = None) -> dict:
                 tmp.write_text(json.dumps(_rounded({"key": key, **record})))
             print(f"sample {args.seed + i}, t = {fraction} T ({record['t']}): {record['seconds']:.0f} s "
                   f"(load {record['load_average']})", flush=True)
-    # the samples with a unit at every t (all of them after a full run; the first n after a stopped one)
-    seeds = [args.seed + i for i in range(args.samples)
-             if all(_unit_path(units_dir, key, f, args.seed + i).exists() for f in args.fractions)]
-    if len(seeds) < 2:
-        raise SystemExit(f"{len(seeds)} sample(s) have a unit at every t in {units_dir} for this configuration "
-                         f"(key {key}): at least 2 are needed to merge; run without --merge-available first")
-    units = [json.loads(_unit_path(units_dir, key, f, seed).read_text()) for f in args.fractions for seed in seeds]
+    # per t, the samples that have its unit (all of them after a full run; the first n after a stopped one);
+    # a t with fewer than two is left out of the report
+    present = {f: [args.seed + i for i in range(args.samples) if _unit_path(units_dir, key, f, args.seed + i).exists()]
+               for f in args.fractions}
+    merged = {str(f): len(seeds) for f, seeds in present.items() if len(seeds) >= 2}
+    if not merged:
+        raise SystemExit(f"no t has units of 2 samples in {units_dir} for this configuration (key {key}; per t: "
+                         f"{ {f: len(v) for f, v in present.items()} }): run without --merge-available first")
+    units = [json.loads(_unit_path(units_dir, key, f, seed).read_text())
+             for f in args.fractions if str(f) in merged for seed in present[f]]
     seconds = sum(u["seconds"] for u in units)
     report = {
         "model": args.model, "weights_sha256": weights, "factors": list(worlds.FACTORS), "config": config,
-        "key": key, "samples_merged": len(seeds),
+        "key": key, "samples_merged": merged,
         "timing": {"unit_seconds_total": round(seconds, 1), "units": len(units),
                    "seconds_per_unit_median": sorted(u["seconds"] for u in units)[len(units) // 2],
                    "load_average_per_unit_median": sorted(u["load_average"] for u in units)[len(units) // 2],
@@ -351,7 +357,8 @@ def main(argv: list[str] | None = None) -> dict:
     with atomic_write(out) as tmp:
         tmp.write_text(json.dumps(report, indent=None, separators=(",", ":")) + "\n")
     print_tables(report)
-    print(f"\n{len(seeds)} of {args.samples} samples, {len(units)} units, {seconds:.0f} s of unit time; wrote {out}")
+    print(f"\nsamples per t (of {args.samples}): {merged}; {len(units)} units, {seconds:.0f} s of unit time; "
+          f"wrote {out}")
     return report
 
 

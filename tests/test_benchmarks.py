@@ -93,13 +93,16 @@ def test_known_factors_scores_every_method_on_the_same_samples_and_resumes(tmp_p
     assert "sample 0, t = 0.6 T" not in again and json.loads(out.read_text())["key"] == report["key"]
     units = list((tmp_path / "kf.json.units").iterdir())
     assert len(units) == 2 and all(p.name.startswith(report["key"]) for p in units)
-    # a stopped run merges the samples that have every t; fewer than two is refused with the reason
+    # a stopped run merges, per t, the samples that have its unit; fewer than two is refused with the reason
     merged = _run("known_factors.py", *args, "--merge-available")
-    assert "2 of 2 samples" in merged and json.loads(out.read_text())["samples_merged"] == 2
+    assert "{'0.6': 2}" in merged and json.loads(out.read_text())["samples_merged"] == {"0.6": 2}
+    # --fractions is not in the key: a run of another set of t finds these units
+    other_t = [a if a != "0.6" else "0.6 0.8" for a in args]
+    assert _run("known_factors.py", *" ".join(other_t).split(), "--merge-available").count("{'0.6': 2}") == 1
     units[0].unlink()
     run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "known_factors.py"), *args, "--merge-available"],
                          capture_output=True, text=True, timeout=600, check=False, cwd=REPO)
-    assert run.returncode != 0 and "1 sample(s) have a unit at every t" in run.stderr
+    assert run.returncode != 0 and "no t has units of 2 samples" in run.stderr
 
 
 def test_known_factors_checks_its_flags_before_work(tmp_path, capsys):

@@ -40,7 +40,7 @@ def test_between_a_try_below_and_one_above_the_guess_stays_inside_the_bracket():
     g = _next_strength(history, 0.05)
     assert 1.0 < g < 4.0
     g = _next_strength([(1.0, 0.02), (4.0, 0.01), (8.0, 0.3)], 0.015)  # c falls from 1 to 4: no slope to trust
-    assert g == pytest.approx(math.sqrt(4.0 * 1.0))  # the geometric mean of the bracket (strongest below: 4, weakest above: 1)
+    assert g == pytest.approx(math.sqrt(4.0 * 1.0))  # bracket: strongest below 4, weakest above 1
 
 
 def test_a_jump_is_never_matched_but_the_bracket_closes_around_it():
