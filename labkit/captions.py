@@ -178,21 +178,23 @@ def parse_caption(text: str) -> dict[str, str]:
 def faithful(named: dict[str, str], factors: dict[str, Tensor]) -> dict[str, Tensor]:
     """For each named factor, whether each scene's factor (n,) agrees with its word: a hue within ±1/12
     of the colour's centre, the shape exact, scale, rotation and x_position on the named side.
-    Returns {factor: (n,) bool}."""
+    On a boundary the word ``describe`` gives is accepted (a hue on a float32 boundary, θ = 0: left),
+    so a scene is always faithful to its own description. Returns {factor: (n,) bool}."""
     _check_words("named", named)
     check_factors(factors)
     out = {}
     for name, word in named.items():
         value = factors[name]
         if name.endswith("_hue"):
-            centre = COLOURS.index(word) / 6
-            out[name] = (torch.remainder(value - centre + 0.5, 1.0) - 0.5).abs() <= 1 / 12
+            k, hue = COLOURS.index(word), value.double()  # float64, as colour_name rounds it
+            nearest = torch.remainder(torch.round(torch.remainder(hue, 1.0) * 6), 6) == k
+            out[name] = nearest | ((torch.remainder(hue - k / 6 + 0.5, 1.0) - 0.5).abs() <= 1 / 12)
         elif name == "shape":
             out[name] = value == SHAPES.index(word)
         elif name == "scale":
             out[name] = (value > _middle("scale")) == (word == "large")
         elif name == "rotation":
-            out[name] = (value > 0) == (word == "left")
+            out[name] = (value >= 0) == (word == "left")
         else:
             out[name] = (value > 0) == (word == "right")
     return out

@@ -33,6 +33,21 @@ def test_faithful_checks_each_named_factor_by_its_range():
     assert agree["rotation"].tolist() == [True, False, True, False]
 
 
+def test_a_scene_on_a_boundary_is_faithful_to_its_own_description():
+    # every hue boundary k/12 in float32 (1/12 rounds up, so describe says yellow), θ = 0, x = 0, the middle scale
+    n = 13
+    factors = worlds.sample_factors(n, seed=0)
+    for name in ("object_hue", "wall_hue", "floor_hue"):
+        factors[name] = torch.tensor([k / 12 for k in range(12)] + [0.9999999])
+    middle = (worlds.FACTORS["scale"].low + worlds.FACTORS["scale"].high) / 2
+    factors.update(scale=torch.full((n,), middle), rotation=torch.zeros(n), x_position=torch.zeros(n))
+    for i in range(n):
+        words = captions.describe(factors, i)
+        agree = captions.faithful(words, {k: v[i:i + 1] for k, v in factors.items()})
+        assert all(bool(ok) for ok in agree.values()), (words, {k: v[i].item() for k, v in factors.items()})
+    assert captions.describe(factors, 1)["object_hue"] == "yellow"  # float32 1/12 lies a hair past red's edge
+
+
 def test_the_tokenizer_makes_every_word_one_token(tmp_path):
     from transformers import CLIPTokenizer
 
