@@ -265,7 +265,11 @@ def tangent_basis(factors: dict[str, Tensor]) -> Tensor:
     if n > 10_000:
         raise ValueError(f"factors hold {n} scenes: tangent_basis builds an (n, 3072, 6) Jacobian, one scene at a "
                          "time; pass at most 10,000 scenes per call")
-    f = {name: v.double() if name != "shape" else v for name, v in _on_one_device(factors).items()}
+    # in float64, with each continuous factor clamped to its range again: a float32 value on the edge
+    # (a read-out clamps to it) is a hair outside the range once widened (float32 0.6 > 0.6)
+    f = {name: v if FACTORS[name].kind == "categorical" else
+         v.double().clamp(FACTORS[name].low, FACTORS[name].high) if FACTORS[name].kind == "continuous" else v.double()
+         for name, v in _on_one_device(factors).items()}
     bases = []
     for i in range(n):
         point = {name: v[i:i + 1] for name, v in f.items()}

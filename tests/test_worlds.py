@@ -182,3 +182,12 @@ def test_v_prediction_training_target_is_v(monkeypatch, tmp_path):
     t = torch.randint(0, 1000, (4,), generator=gen)
     abar = train.ddpm_scheduler().alphas_cumprod[t].view(-1, 1, 1, 1)
     assert torch.allclose(seen["target"], abar.sqrt() * noise - (1 - abar).sqrt() * x0, atol=1e-6)
+
+
+def test_tangent_basis_at_the_edge_of_a_range_in_float32():
+    # a read-out clamps rotation to 0.6 in float32, a hair above 0.6 in float64: still a scene of the world
+    scene = worlds.sample_factors(1, seed=0)
+    scene["rotation"] = torch.tensor([0.6], dtype=torch.float32)
+    scene["scale"] = torch.tensor([worlds.FACTORS["scale"].low], dtype=torch.float32)
+    q = worlds.tangent_basis(scene)
+    assert q.shape == (1, 3 * 32 * 32, 6) and torch.allclose(q[0].T @ q[0], torch.eye(6, dtype=q.dtype), atol=1e-10)
