@@ -27,7 +27,7 @@ from torch import Tensor
 
 from labkit.checks import check_choice, check_float, check_int, check_tensor, show
 from labkit.diffusion import QUALITY_BOOST, Sample, check_sample
-from labkit.editing import finish, naive_edit, x_space_guidance
+from labkit.editing import check_guidance_options, finish, naive_edit, x_space_guidance
 from labkit.hspace import h_shape, h_space_edit
 from labkit.models import DiffusionModel
 
@@ -41,10 +41,14 @@ PROBE_STRENGTHS = {"guidance": 0.5, "naive": 2.0, "h": 2.0}
 
 def image_change(edited: Tensor, unedited: Tensor) -> Tensor:
     """(S,) root-mean-square pixel change √(mean_pixels (x_s − x₀)²) of images (S, C, H, W) from x₀ (1, C, H, W)."""
-    if not (isinstance(edited, Tensor) and isinstance(unedited, Tensor)) or edited.ndim != 4 \
-            or edited.shape[1:] != unedited.shape[1:] or unedited.shape[0] != 1:
-        raise ValueError(f"image_change needs edited (S, C, H, W) and unedited (1, C, H, W) images of one size, got "
-                         f"{show(edited)} and {show(unedited)}")
+    hint = "image_change needs edited (S, C, H, W) and unedited (1, C, H, W) images of one size"
+    unedited = check_tensor("unedited", unedited, shape=(1, None, None, None), hint=hint)
+    edited = check_tensor("edited", edited, shape=(None, *unedited.shape[1:]), hint=hint)
+    return _rms_change(edited, unedited)
+
+
+def _rms_change(edited: Tensor, unedited: Tensor) -> Tensor:
+    """image_change unchecked: inside the search, an edit that blew up must come back as NaN (unmatched)."""
     return ((edited - unedited) ** 2).flatten(1).mean(1).sqrt()
 
 
@@ -136,10 +140,15 @@ def match_budget(
     extrapolation) until |c/b − 1| ≤ tolerance or ``max_rounds`` edits were tried. All the
     round's edits go through the U-Net as one batch (in chunks of ``chunk``).
     Directions are in X (k, C, H, W) for "guidance" and "naive", in H (k, c_h, H_h, W_h) for "h".
-    ``options`` go to the edit (delta, n_iter of x-space guidance).
+    ``options`` go to the edit (delta, n_iter of x-space guidance; the other kinds take none).
     """
     check_sample(model, sample)
     check_choice("how", how, ("guidance", "naive", "h"))
+    if how == "guidance":
+        check_guidance_options(**options)
+    elif options:
+        raise ValueError(f"how={how!r} edits take no options, got {sorted(options)}; delta and n_iter are x-space "
+                         "guidance's (how='guidance')")
     shape = h_shape(model) if how == "h" else model.sample_shape
     directions = check_tensor("directions", directions, shape=(None, *shape),
                               hint="k directions, (k, C, H, W) in X or (k, c_h, H_h, W_h) in H for how='h'")
@@ -164,7 +173,7 @@ def match_budget(
     probe_g = torch.tensor([probe, -probe], dtype=torch.float64).repeat(k)
     probes, _ = _edit_batch(model, sample, directions.repeat_interleave(2, 0), probe_g.to(model.dtype), how,
                             chunk, **options)
-    c_probe = image_change(probes, unedited).double().cpu().reshape(k, 2)
+    c_probe = _rms_change(probes, unedited).double().cpu().reshape(k, 2)
     history = {(i, s): [(probe, float(c_probe[i, j]))] for i in range(k) for j, s in enumerate((1, -1))}
 
     index = torch.tensor([(i, s, b) for i in range(k) for s in (-1, 1) for b in range(len(budgets))])
@@ -183,7 +192,7 @@ def match_budget(
                           for e in todo], dtype=torch.float64)
         out, dist = _edit_batch(model, sample, directions[direction[todo]], (sign[todo] * g).to(model.dtype), how,
                                 chunk, **options)
-        c = image_change(out, unedited).double().cpu()
+        c = _rms_change(out, unedited).double().cpu()
         images[todo], change[todo], moved[todo], strength[todo] = out.to(images.dtype), c, dist, sign[todo] * g
         rounds[todo] += 1
         matched[todo] = (c / budget[todo] - 1).abs() <= tolerance

@@ -57,9 +57,9 @@ EditMethod = Literal["guidance", "naive"]
 
 # Sample, sample_at, invert_image and timestep_at live in labkit.diffusion; editing builds on them
 # and re-exports them for code written against earlier versions.
-__all__ = ["EditMethod", "Interpolation", "Sample", "check_strengths", "edit", "finish", "global_directions",
-           "interpolate", "invert_image", "load_basis", "naive_edit", "sample_at", "sample_basis", "save_basis",
-           "timestep_at", "transport_direction", "x_space_guidance"]
+__all__ = ["EditMethod", "Interpolation", "Sample", "check_guidance_options", "check_strengths", "edit", "finish",
+           "global_directions", "interpolate", "invert_image", "load_basis", "naive_edit", "sample_at",
+           "sample_basis", "save_basis", "timestep_at", "transport_direction", "x_space_guidance"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,6 +205,20 @@ def naive_edit(model: DiffusionModel, x_t: Tensor, t: int, v: Tensor, strength: 
     return x_t + gamma * v
 
 
+def check_guidance_options(**options) -> None:
+    """x_space_guidance's options, any of them (delta: δ in (0, 1000]; n_iter: 0..10,000), checked by name
+    and value, so that a caller that passes them on (labkit.budget.match_budget) refuses them before any work."""
+    unknown = sorted(set(options) - {"delta", "n_iter"})
+    if unknown:
+        raise ValueError(f"x-space guidance has no option(s) {unknown}; its options are delta (the probe step δ) "
+                         "and n_iter (the number of iterations)")
+    if "delta" in options:
+        check_float("delta", options["delta"], 0.0, 1e3, low_open=True,
+                    hint="the probe step δ > 0; a negative strength edits the other way")
+    if "n_iter" in options:
+        check_int("n_iter", options["n_iter"], 0, 10_000)
+
+
 def x_space_guidance(
     model: DiffusionModel,
     x_t: Tensor,
@@ -227,9 +241,7 @@ def x_space_guidance(
     t = check_timestep(model, t)
     gamma = check_strengths(strength, x_t)
     v = _check_direction(x_t, v, len(gamma))
-    check_float("delta", delta, 0.0, 1e3, low_open=True,
-                hint="the probe step δ > 0; a negative strength edits the other way")
-    check_int("n_iter", n_iter, 0, 10_000)
+    check_guidance_options(delta=delta, n_iter=n_iter)
     x = x_t.expand(len(gamma), *x_t.shape[1:]).clone()
     with torch.no_grad():
         for _ in range(n_iter):

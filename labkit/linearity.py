@@ -75,8 +75,16 @@ def linearisation_error(f: Map, x: Tensor, v: Tensor, steps: Tensor) -> Tensor:
     check_nonzero("v", v, hint="give a non-zero direction")
     steps = _check_steps(steps, increasing=False)
     eps = steps.to(x.device, x.dtype)
+
+    def checked(z: Tensor) -> Tensor:  # f's output checked at its first call, inside the JVP: no extra call of f
+        y = f(z)
+        if not isinstance(y, Tensor):
+            raise TypeError(f"f(x) must return a torch.Tensor, got {type(y).__name__}; wrap f so that it returns "
+                            "the one tensor to linearise (e.g. lambda x: model(x).sample)")
+        return y
+
     with torch.no_grad():
-        fx, Jv = torch.func.jvp(f, (x,), (v,))
+        fx, Jv = torch.func.jvp(checked, (x,), (v,))
         moved = torch.func.vmap(f)(x + eps.view(-1, *([1] * x.ndim)) * v)  # (S, *f(x).shape)
         change = (moved - fx).flatten(1)
         error = (change - eps[:, None] * Jv.flatten()).norm(dim=1)

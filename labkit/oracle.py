@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from labkit.checks import check_int, check_tensor
+from labkit.checks import check_int, check_tensor, show
 from labkit.diffusion import Sample, check_sample, posterior_mean
 from labkit.editing import finish
 from labkit.models import DiffusionModel
@@ -35,9 +35,12 @@ def oracle_directions(model: DiffusionModel, sample: Sample, network=None) -> Te
     differentiable finish of the sample and seven backward passes through it.
     """
     from labkit import worlds
-    from labkit.readout import load_readout, smooth_factors
+    from labkit.readout import FactorReadout, load_readout, smooth_factors
 
     check_sample(model, sample)
+    if network is not None and not isinstance(network, FactorReadout):
+        raise TypeError(f"network must be a labkit.readout.FactorReadout (load_readout()) or None for the shipped "
+                        f"one, got {type(network).__name__} {show(network)}")
     if tuple(model.sample_shape) != (3, worlds.IMAGE_SIZE, worlds.IMAGE_SIZE):
         raise ValueError(f"oracle directions need a model of the world's scenes (3, 32, 32), got a model of "
                          f"{tuple(model.sample_shape)}; use load_model('shapes')")

@@ -30,14 +30,14 @@ Explained in: book/part2-diffusion/08_known_factors.ipynb (and 07_semantic.ipynb
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from labkit.budget import BudgetedEdits, EditKind, match_budget
-from labkit.checks import check_tensor
+from labkit.checks import check_callable, check_float, check_tensor, show
 from labkit.diffusion import Sample
 from labkit.disentanglement import coverage, dci, disentanglement, top_two_gap
 from labkit.models import DiffusionModel
@@ -62,13 +62,29 @@ class Instrument:
     tangent: Callable[[dict[str, Tensor]], Tensor] | None = None
 
     def __post_init__(self):
-        bad = {k: v for k, v in self.scales.items() if not (isinstance(v, float | int) and math.isfinite(v) and v > 0)}
+        check_callable("read", self.read, hint="images (N, C, H, W) → {name: (N,) tensor}")
+        for name in ("rerender", "tangent"):
+            if getattr(self, name) is not None:
+                check_callable(name, getattr(self, name), hint="factors {name: (N,)} → tensor, or None")
+        if not isinstance(self.scales, dict):
+            raise TypeError(f"scales must be a dict {{factor name: scale}}, got {type(self.scales).__name__} "
+                            f"{show(self.scales)}")
+        bad = {k: v for k, v in self.scales.items()
+               if not (isinstance(v, float | int) and not isinstance(v, bool) and math.isfinite(v) and v > 0)}
         if not self.scales or bad:
             raise ValueError(f"scales must map at least one factor name to a positive finite number, got {bad or {}}")
         for kind in ("circular", "categorical"):
-            unknown = set(getattr(self, kind)) - set(self.scales)
+            names = getattr(self, kind)
+            if isinstance(names, str) or not isinstance(names, Collection):
+                raise TypeError(f"{kind} must be a set of factor names, e.g. frozenset({{'hue'}}), got "
+                                f"{type(names).__name__} {show(names)} (a string would be read letter by letter)")
+            unknown = set(names) - set(self.scales)
             if unknown:
                 raise ValueError(f"{kind} names {sorted(unknown)} are not among the scales' names {list(self.scales)}")
+        both = set(self.circular) & set(self.categorical)
+        if both:
+            raise ValueError(f"{sorted(both)} are both circular and categorical; a factor is one kind: remove it from "
+                             "one of the two")
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -95,6 +111,9 @@ def world_instrument(network=None) -> Instrument:
     from labkit import readout as readout_module
     from labkit import worlds
 
+    if network is not None and not isinstance(network, readout_module.FactorReadout):
+        raise TypeError(f"network must be a labkit.readout.FactorReadout (load_readout()) or None for the shipped "
+                        f"one, got {type(network).__name__} {show(network)}")
     model = network if network is not None else readout_module.load_readout()
     scales = {}
     for name, f in worlds.FACTORS.items():
@@ -124,7 +143,7 @@ def digit_instrument() -> Instrument:
 def _check_instrument(instrument: object) -> Instrument:
     if not isinstance(instrument, Instrument):
         raise TypeError(f"instrument must be a labkit.scoring.Instrument (world_instrument(), digit_instrument()), "
-                        f"got {type(instrument).__name__}")
+                        f"got {type(instrument).__name__} {show(instrument)}")
     return instrument
 
 
@@ -150,11 +169,26 @@ def rerender_error(images: Tensor, instrument: Instrument) -> Tensor:
 
 def factor_changes(instrument: Instrument, read: dict[str, Tensor], reference: dict[str, Tensor]) -> Tensor:
     """(N, F) changes read − reference in units of each factor's scale: the short way round for a hue,
-    a flip (0 or 1) for a category. NaN reads are refused (a read-out that failed must not score)."""
+    a flip (0 or 1) for a category. NaN reads are refused (a read-out that failed must not score).
+    read, reference: {name: (N,)}, every factor of the instrument, all of one length N."""
+    _check_instrument(instrument)
+    lengths = {}
+    for which, values in (("read", read), ("reference", reference)):
+        if not isinstance(values, dict):
+            raise TypeError(f"{which} must be a dict {{factor name: (N,) tensor}}, as instrument.read returns, got "
+                            f"{type(values).__name__} {show(values)}")
+        for name in instrument.names:
+            if name not in values:
+                raise ValueError(f"{which} has no {name!r}: it holds {sorted(values)}, the instrument measures "
+                                 f"{list(instrument.names)}; pass what the same instrument read")
+            value = check_tensor(f"{which}[{name!r}]", values[name], ndim=1, floating=False, finite=False,
+                                 hint="one value per image, (N,)")
+            lengths[f"{which}[{name!r}]"] = len(value)
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"read and reference must hold one value per image for the same N images, got lengths "
+                         f"{show(lengths)}; expand a reference of one image with .expand(N)")
     columns = []
     for name, scale in instrument.scales.items():
-        if name not in read or name not in reference:
-            raise ValueError(f"the instrument returned no {name!r}; it returned {sorted(read)}")
         a, b = read[name].double(), reference[name].double()
         if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
             raise ValueError(f"the instrument read NaN or infinite values of {name!r}: the images are outside "
@@ -281,6 +315,12 @@ def select(scores: EditScores, directions: range, budgets: list[float] | None = 
                          f"got {directions!r}")
     keep = (e.direction >= directions.start) & (e.direction < directions.stop)
     if budgets is not None:
+        if not isinstance(budgets, list | tuple) or not budgets:
+            error = ValueError if isinstance(budgets, list | tuple) else TypeError
+            raise error(f"budgets must be a non-empty list of the scored budgets (RMS image changes), or None for "
+                        f"all, got {type(budgets).__name__} {show(budgets)}")
+        for budget in budgets:
+            check_float("budgets", budget, 0.0, 1.0, low_open=True, hint="one of the budgets matched, e.g. 0.05")
         wanted = torch.tensor(budgets, dtype=torch.float64)
         if not torch.isin(wanted, e.budget).all():
             raise ValueError(f"budgets {budgets} are not all among the scored budgets {sorted(set(e.budget.tolist()))}")

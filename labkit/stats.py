@@ -30,6 +30,9 @@ from torch import Tensor
 from labkit.checks import check_float, check_int, check_tensor, show
 
 Values = np.ndarray | Tensor | Sequence[float]
+# At most 10⁶ resamples per interval (as the benchmarks' --resamples): scipy holds them all at once,
+# 8 bytes × samples × resamples per array (400 MB for 50 samples); more would exhaust memory.
+MAX_RESAMPLES = 10**6
 
 
 def _values(name: str, values: Values) -> np.ndarray:
@@ -66,7 +69,8 @@ def _interval(data: list[np.ndarray], statistic: Callable, level: float, n_resam
               seed: int) -> tuple[float, float, float]:
     """(statistic, low, high): scipy's BCa bootstrap interval, resampling the samples jointly."""
     check_float("level", level, 0, 1, low_open=True, high_open=True, hint="e.g. 0.95")
-    check_int("n_resamples", n_resamples, 100, hint="use at least 100; 2000 or more for a 95% interval")
+    check_int("n_resamples", n_resamples, 100, MAX_RESAMPLES,
+              hint="use at least 100, 2000 or more for a 95% interval, at most 10^6 (scipy holds them all in memory)")
     check_int("seed", seed, 0)
     estimate = float(statistic(*data, axis=-1))
     # A degenerate bootstrap distribution (a constant input, or a ratio of proportional inputs) makes

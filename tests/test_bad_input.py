@@ -29,7 +29,7 @@ from labkit import captions, measures
 from labkit import geometry as geo
 from labkit.__main__ import main as cli
 from labkit.analysis import check_out as analysis_check_out
-from labkit.budget import image_change, match_budget
+from labkit.budget import BudgetedEdits, image_change, match_budget
 from labkit.checkpoint import check_resume, load_checkpoint, save_checkpoint, saved_prediction
 from labkit.classifier import DigitClassifier, classify, load_classifier
 from labkit.data import batches, load_digits, read_image, to_unit_range
@@ -75,6 +75,7 @@ from labkit.readout import (
     train_readout,
 )
 from labkit.scoring import (
+    EditScores,
     Instrument,
     basis_summary,
     factor_changes,
@@ -83,6 +84,7 @@ from labkit.scoring import (
     score_directions,
     score_edits,
     select,
+    world_instrument,
 )
 from labkit.spectral import jvps, local_basis, principal_angles, subspace_distance, vjps
 from labkit.stats import bootstrap_ci, compare_all, floor_to_ceiling, holm, paired_difference, ratio_ci
@@ -274,6 +276,16 @@ def _latest(root: Path) -> SimpleNamespace:
 
 def _read_a(images):
     return {"a": images.flatten(1).mean(1)}
+
+
+def _edit_scores() -> EditScores:
+    """The scores of one direction's two edits (±) at budget 0.05, built by hand: what select splits."""
+    edits = BudgetedEdits(direction=torch.zeros(2, dtype=torch.long), sign=torch.tensor([-1.0, 1.0]),
+                          budget=torch.full((2,), 0.05), strength=torch.ones(2), change=torch.full((2,), 0.05),
+                          matched=torch.ones(2, dtype=torch.bool), rounds=torch.ones(2, dtype=torch.long),
+                          moved=torch.ones(2), images=torch.zeros(2, 1, 8, 8), unedited=torch.zeros(1, 1, 8, 8))
+    return EditScores(factors=("a",), edits=edits, changes=torch.zeros(2, 1), response=torch.zeros(1, 1),
+                      side_effect=None, on_manifold=None, consistency=None)
 
 
 def _sd_config(e, **changes) -> SDConfig:
@@ -928,11 +940,40 @@ CASES = [
      "every direction"),
     ("budget-tolerance-0", lambda e: match_budget(e.model, e.sample, e.v, [0.05], tolerance=0.0), ValueError,
      "tolerance"),
+    ("budget-image-change-nan", lambda e: image_change(torch.full((2, 1, 8, 8), NAN), torch.zeros(1, 1, 8, 8)),
+     ValueError, "edited contains"),
+    ("budget-image-change-list", lambda e: image_change([[0.0]], torch.zeros(1, 1, 8, 8)), TypeError,
+     "edited must be"),
+    ("budget-image-change-unedited-batch", lambda e: image_change(torch.zeros(2, 1, 8, 8), torch.zeros(2, 1, 8, 8)),
+     ValueError, "unedited must have shape"),
+    ("budget-h-delta", lambda e: match_budget(e.model, e.sample, e.v, [0.05], how="h", delta=5.0), ValueError,
+     "take no options"),
+    ("budget-naive-delta", lambda e: match_budget(e.model, e.sample, e.v, [0.05], how="naive", delta=0.5),
+     ValueError, "take no options"),
+    ("budget-guidance-typo", lambda e: match_budget(e.model, e.sample, e.v, [0.05], detla=1.0), ValueError, "detla"),
+    ("budget-guidance-delta-0", lambda e: match_budget(e.model, e.sample, e.v, [0.05], delta=0.0), ValueError,
+     "delta must be"),
+    ("budget-guidance-n-iter-float", lambda e: match_budget(e.model, e.sample, e.v, [0.05], n_iter=2.5), TypeError,
+     "n_iter must be"),
     # ------------------------------------------------------------------ scoring
     ("instrument-scale-nan", lambda e: Instrument(read=_read_a, scales={"a": NAN}), ValueError, "scales"),
     ("instrument-scales-empty", lambda e: Instrument(read=_read_a, scales={}), ValueError, "scales"),
     ("instrument-circular-unknown", lambda e: Instrument(read=_read_a, scales={"a": 1.0}, circular=frozenset("b")),
      ValueError, "circular"),
+    ("instrument-read-str", lambda e: Instrument(read="x", scales={"a": 1.0}), TypeError, "read must be"),
+    ("instrument-rerender-str", lambda e: Instrument(read=_read_a, scales={"a": 1.0}, rerender="x"), TypeError,
+     "rerender must be"),
+    ("instrument-tangent-int", lambda e: Instrument(read=_read_a, scales={"a": 1.0}, tangent=3), TypeError,
+     "tangent must be"),
+    ("instrument-scales-list", lambda e: Instrument(read=_read_a, scales=[1.0]), TypeError, "scales must be"),
+    ("instrument-scale-bool", lambda e: Instrument(read=_read_a, scales={"a": True}), ValueError, "scales"),
+    ("instrument-circular-str", lambda e: Instrument(read=_read_a, scales={"hue": 0.25}, circular="hue"), TypeError,
+     "circular must be"),
+    ("instrument-categorical-str", lambda e: Instrument(read=_read_a, scales={"shape": 0.5}, categorical="shape"),
+     TypeError, "categorical must be"),
+    ("instrument-both-kinds", lambda e: Instrument(read=_read_a, scales={"a": 1.0}, circular=frozenset({"a"}),
+                                                   categorical=frozenset({"a"})), ValueError, "both circular"),
+    ("world-instrument-network-str", lambda e: world_instrument(network="x"), TypeError, "network must be"),
     ("mean-difference-one", lambda e: mean_difference(torch.ones(1)), ValueError, "values"),
     ("mean-difference-list", lambda e: mean_difference([1.0, 2.0]), TypeError, "values"),
     ("mean-difference-nan", lambda e: mean_difference(torch.tensor([1.0, NAN])), ValueError, "values contains"),
@@ -943,15 +984,36 @@ CASES = [
      ValueError, "images must be"),
     ("factor-changes-nan", lambda e: factor_changes(e.latest.instrument, {"a": torch.tensor([NAN])},
                                                     {"a": torch.zeros(1)}), ValueError, "read NaN"),
+    ("factor-changes-instrument", lambda e: factor_changes("world", {"a": torch.zeros(1)}, {"a": torch.zeros(1)}),
+     TypeError, "instrument"),
+    ("factor-changes-read-list", lambda e: factor_changes(e.latest.instrument, [0.0], {"a": torch.zeros(1)}),
+     TypeError, "read must be a dict"),
+    ("factor-changes-read-missing", lambda e: factor_changes(e.latest.instrument, {"b": torch.zeros(1)},
+                                                             {"a": torch.zeros(1)}), ValueError, "read has no 'a'"),
+    ("factor-changes-reference-missing", lambda e: factor_changes(e.latest.instrument, {"a": torch.zeros(1)},
+                                                                  {"b": torch.zeros(1)}),
+     ValueError, "reference has no 'a'"),
+    ("factor-changes-value-list", lambda e: factor_changes(e.latest.instrument, {"a": [0.0]}, {"a": torch.zeros(1)}),
+     TypeError, "read['a'] must be"),
+    ("factor-changes-value-2d", lambda e: factor_changes(e.latest.instrument, {"a": torch.zeros(2, 1)},
+                                                         {"a": torch.zeros(2)}), ValueError, "read['a'] must have"),
+    ("factor-changes-lengths", lambda e: factor_changes(e.latest.instrument, {"a": torch.zeros(2)},
+                                                        {"a": torch.zeros(3)}), ValueError, "lengths"),
     ("score-edits-type", lambda e: score_edits(e.latest.instrument, "edits"), TypeError, "edits"),
     ("score-edits-instrument", lambda e: score_edits("world", None), TypeError, "instrument"),
     ("score-directions-instrument", lambda e: score_directions(e.model, e.sample, e.v, [0.05], "world"), TypeError,
      "instrument"),
     ("basis-summary-type", lambda e: basis_summary({"response": torch.ones(1, 1)}), TypeError, "scores"),
     ("select-type", lambda e: select("scores", range(1)), TypeError, "scores"),
+    ("select-budgets-str", lambda e: select(_edit_scores(), range(1), "0.05"), TypeError, "budgets must be"),
+    ("select-budgets-empty", lambda e: select(_edit_scores(), range(1), []), ValueError, "budgets must be"),
+    ("select-budgets-nan", lambda e: select(_edit_scores(), range(1), [NAN]), ValueError, "budgets must be"),
+    ("select-budgets-2", lambda e: select(_edit_scores(), range(1), [2.0]), ValueError, "budgets must be in"),
+    ("select-budgets-word", lambda e: select(_edit_scores(), range(1), ["small"]), TypeError, "budgets must be"),
     # ------------------------------------------------------------------ oracle and LOCO-Edit directions
     ("oracle-sample-type", lambda e: oracle_directions(e.model, e.x), TypeError, "sample"),
     ("oracle-not-the-world", lambda e: oracle_directions(e.model, e.sample), ValueError, "model of the world"),
+    ("oracle-network-str", lambda e: oracle_directions(e.model, e.sample, network="x"), TypeError, "network must be"),
     ("loco-mask-empty", lambda e: loco_directions(e.model, e.sample, torch.zeros(1, 1, 8, 8), 1), ValueError, "mask"),
     ("loco-mask-shape", lambda e: loco_directions(e.model, e.sample, torch.ones(8, 8), 1), ValueError, "mask"),
     ("loco-k-0", lambda e: loco_directions(e.model, e.sample, torch.ones(1, 1, 8, 8), 0), ValueError, "k must"),
@@ -968,6 +1030,10 @@ CASES = [
     ("bootstrap-inf", lambda e: bootstrap_ci([1.0, INF]), ValueError, "values"),
     ("bootstrap-resamples-10", lambda e: bootstrap_ci([1.0, 2.0, 3.0], n_resamples=10), ValueError, "n_resamples"),
     ("bootstrap-level-1", lambda e: bootstrap_ci([1.0, 2.0, 3.0], level=1.0), ValueError, "level"),
+    ("bootstrap-resamples-huge", lambda e: bootstrap_ci([1.0, 2.0, 3.0], n_resamples=10**12), ValueError,
+     "n_resamples"),
+    ("compare-resamples-huge", lambda e: compare_all({"a": [1.0, 2.0], "b": [2.0, 3.0]}, n_resamples=10**7),
+     ValueError, "n_resamples"),
     ("ratio-lengths", lambda e: ratio_ci([1.0, 2.0], [1.0, 2.0, 3.0]), ValueError, "numerator, denominator"),
     ("ratio-zero-mean", lambda e: ratio_ci([1.0, 2.0], [1.0, -1.0]), ValueError, "denominator"),
     ("floor-ceiling-word", lambda e: floor_to_ceiling([1.0, 2.0], [0.0, 0.0], "high"), TypeError, "ceiling"),
@@ -993,6 +1059,9 @@ CASES = [
     ("dimension-one-value", lambda e: estimate_dimension(torch.ones(1)), ValueError, "spectrum"),
     # ------------------------------------------------------------------ linearity
     ("linearisation-f", lambda e: linearisation_error("mlp", e.f64, e.f64 + 1, default_steps()), TypeError, "f must"),
+    ("linearisation-f-tuple", lambda e: linearisation_error(lambda z: (z, z), e.f64, e.f64 + 1, default_steps()),
+     TypeError, "f(x) must return"),
+    ("breaking-f-dict", lambda e: breaking_step(lambda z: {"h": z}, e.f64, e.f64 + 1), TypeError, "f(x) must return"),
     ("linearisation-v-zero", lambda e: linearisation_error(e.mlp, e.f64, e.f64, default_steps()), ValueError,
      "v is zero"),
     ("linearisation-v-float32", lambda e: linearisation_error(e.mlp, e.f64, torch.ones(5), default_steps()),
