@@ -38,11 +38,13 @@ one family per measure and t). The chapter book/part2-diffusion/08_known_factors
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import inspect
 import json
 import math
 import os
+import textwrap
 import time
 from pathlib import Path
 
@@ -164,10 +166,23 @@ UNIT_CODE = (orthonormal, shared_directions, unit_directions, score_unit, _metho
 
 
 def code_key() -> str:
-    """sha256 of the scorer's code: the CODE modules' files, the unit functions' source, the method lists."""
-    parts = [path.read_bytes() for path in CODE]
-    parts += [inspect.getsource(f).encode() for f in UNIT_CODE] + [repr((X_METHODS, H_METHODS)).encode()]
-    return hashlib.sha256(b"".join(parts)).hexdigest()
+    """sha256 of the scorer's code: the CODE modules, the unit functions, the method lists.
+
+    Each as its syntax tree without docstrings (ast.dump drops comments and layout too): a changed
+    docstring, comment or line break keeps the units; a changed expression does not.
+    """
+    sources = [path.read_text() for path in CODE] + [textwrap.dedent(inspect.getsource(f)) for f in UNIT_CODE]
+    parts = [_without_docstrings(ast.parse(source)) for source in sources] + [repr((X_METHODS, H_METHODS))]
+    return hashlib.sha256("".join(parts).encode()).hexdigest()
+
+
+def _without_docstrings(tree: ast.Module) -> str:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body \
+                and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant) \
+                and isinstance(node.body[0].value.value, str):
+            node.body = node.body[1:] or [ast.Pass()]
+    return ast.dump(tree)
 
 
 def merge(units: list[dict], args) -> dict:

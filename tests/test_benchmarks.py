@@ -1,5 +1,6 @@
 """The world benchmarks run end to end on the shipped shapes model (small settings) and write what they print."""
 
+import ast
 import importlib.util
 import json
 import subprocess
@@ -128,3 +129,17 @@ def test_model_quality_quality_boost_adds_eta_noise_only_when_asked(tmp_path):
     assert reports["boost"]["sampler"]["eta_1_below"] == 0.2
     plain, boost = (reports[k]["memorisation"]["sample_to_nearest_training"] for k in ("plain", "boost"))
     assert plain != boost, "the same seed gave the same samples with and without the η = 1 steps"
+
+
+def test_known_factors_code_key_ignores_docstrings_and_comments_not_code():
+    spec = importlib.util.spec_from_file_location("known_factors", REPO / "benchmarks" / "known_factors.py")
+    known_factors = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(known_factors)
+
+    def tree(source: str) -> str:
+        return known_factors._without_docstrings(ast.parse(source))
+
+    base = 'def f(x):\n    """Doc."""\n    return x + 1\n'
+    assert tree(base) == tree('def f(x):\n    """Another doc."""\n    return x + 1  # a comment\n')
+    assert tree(base) == tree("def f(x):\n    return x + 1\n")
+    assert tree(base) != tree('def f(x):\n    """Doc."""\n    return x + 2\n')
