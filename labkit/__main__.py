@@ -33,7 +33,7 @@ from labkit.data import read_image  # noqa: E402
 from labkit.diffusion import QUALITY_BOOST, invert_image, sample_at, timestep_at  # noqa: E402
 from labkit.editing import edit, sample_basis, save_basis  # noqa: E402
 from labkit.hspace import h_shape  # noqa: E402
-from labkit.latent import LatentDiffusionModel, PromptError, with_prompt  # noqa: E402
+from labkit.latent import LatentDiffusionModel, PromptError, to_pixels, with_prompt  # noqa: E402
 from labkit.models import (  # noqa: E402
     DiffusionModel,
     ModelUnavailableError,
@@ -71,14 +71,6 @@ def directions(args: argparse.Namespace, model: DiffusionModel, image: torch.Ten
     print(f"residuals ≤ {basis.residual.max().item():.2e}; {basis.n_jvp} JVPs, {basis.n_vjp} VJPs")
     print(f"wrote {out / 'basis.safetensors'} and {out / 'strip.png'}")
     return out
-
-
-def to_pixels(model: DiffusionModel, x: torch.Tensor) -> torch.Tensor:
-    """Images to show: x itself, or a latent model's latents decoded by its VAE."""
-    if not isinstance(model, LatentDiffusionModel):
-        return x
-    with torch.no_grad():
-        return model.decode(x).clamp(-1, 1)
 
 
 def device_arg(text: str) -> torch.device:

@@ -91,6 +91,13 @@ def check_callable(name: str, value: object, hint: str = "") -> Callable:
     return value
 
 
+def check_instance(name: str, value: object, kind: type, hint: str = "") -> object:
+    """value, if it is an instance of the class ``kind`` (a labkit model, a result type)."""
+    if not isinstance(value, kind):
+        raise TypeError(f"{name} must be a {kind.__name__}, got {type(value).__name__} {show(value)}{_fix(hint)}")
+    return value
+
+
 def _shape_matches(shape: tuple, spec: tuple) -> bool:
     """spec: ints and None (any size); a leading ... matches any number of leading dimensions."""
     if spec and spec[0] is Ellipsis:

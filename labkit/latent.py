@@ -50,6 +50,7 @@ PARTS = {"unet": "UNet2DConditionModel", "vae": "AutoencoderKL", "text_encoder":
 CLOSED_VOCABULARY = 1000
 MAX_GUIDANCE = 100.0
 DEFAULT_GUIDANCE = 7.5  # Stable Diffusion's own default
+DECODE_BATCH = 4  # latents decoded at once by to_pixels
 
 
 class PromptError(ValueError):
@@ -341,3 +342,15 @@ def with_prompt(model: DiffusionModel, prompt: str | None = None,
                                  guidance_scale=DEFAULT_GUIDANCE if guidance_scale is None else guidance_scale)
     except (TypeError, ValueError) as err:
         raise PromptError(str(err)) from err
+
+
+def to_pixels(model: DiffusionModel, x: Tensor) -> Tensor:
+    """Images to show for x (B, *sample_shape): x itself for a pixel-space model, and for a latent model
+    its decoded images D(z / s) clamped to [-1, 1], (B, *image_shape). For display and scoring only:
+    no gradient, and everything before it (sampling, bases, edits) stays in the latent."""
+    check_tensor("x", x, shape=(None, *model.sample_shape), hint="a batch of this model's samples or latents")
+    if not isinstance(model, LatentDiffusionModel):
+        return x
+    with torch.no_grad():
+        # in chunks: the VAE decoder's activations grow with the batch, and at SD's 512² they are large
+        return torch.cat([model.decode(z.to(model.device, model.dtype)) for z in x.split(DECODE_BATCH)]).clamp(-1, 1)

@@ -9,6 +9,10 @@ One explorer per module, on a small shared base:
 - ``labkit.widgets.edit``          `EditExplorer`: a sample, its local directions, every strength
 - ``labkit.widgets.interpolation`` `InterpolationExplorer`: lerp, slerp and geodesic paths
 
+A text-conditioned latent model (``labkit.latent``) comes bound to its prompt,
+``EditExplorer(model.conditioned(prompt, guidance_scale=w))``: everything runs in the VAE latent
+under that prompt, and the images are decoded to pixels for display only.
+
 Explained in: book/part2-diffusion/05_editing.ipynb and 06_interpolation.ipynb
 """
 

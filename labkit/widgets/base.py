@@ -11,6 +11,14 @@ Both go out in one display bundle; the front end picks what it can show. Jupyter
 widget view; the book's ``_config.yml`` tells myst-nb to prefer ``text/html``
 (``nb_mime_priority_overrides``).
 
+A text-conditioned latent diffusion model (``labkit.latent``, Stable Diffusion and the shapes
+miniature) reaches an explorer one way: bound to its prompt c and guidance scale w,
+``EditExplorer(model.conditioned(prompt, guidance_scale=w))``, as every labkit function takes it.
+Sampling, local bases, edits and paths then run in the VAE latent z under that prompt; the images
+shown, saved and returned are D(z / s), decoded only for display (``labkit.latent.to_pixels``). The
+web book's live explorers run pixel-space models exported to ONNX only, so for a latent model
+``live_config`` refuses and the page carries the static player alone.
+
 Explained in: book/part2-diffusion/05_editing.ipynb
 """
 
@@ -22,6 +30,36 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 import ipywidgets as widgets
+
+from labkit.checks import check_instance, check_int
+from labkit.latent import LatentDiffusionModel
+from labkit.models import DiffusionModel
+from labkit.widgets.player import live_container
+
+# The fix named when an explorer gets something else where the model or a seed goes: a prompt is
+# bound to the model, never given to the explorer.
+PROMPT_HINT = ("load a model with labkit.models.load_model(...); a Stable Diffusion pipeline's prompt and guidance "
+               "scale are bound to it: EditExplorer(model.conditioned('a red square', guidance_scale=3.0))")
+
+
+def check_model(model: object) -> DiffusionModel:
+    """An explorer's model: a `labkit.models.DiffusionModel` (a latent one bound to its prompt)."""
+    return check_instance("model", model, DiffusionModel, hint=PROMPT_HINT)
+
+
+def check_seed(name: str, value: object, what: str = "a noise seed (an int)") -> object:
+    """A noise seed in 0..2⁶³−1; a str here is most likely a prompt in the wrong place, and is told where it goes."""
+    if isinstance(value, str):
+        raise TypeError(f"{name} must be {what}, got the str {value!r}; {PROMPT_HINT}")
+    return check_int(name, value, 0, 2**63 - 1)
+
+
+def condition_label(model: DiffusionModel) -> str:
+    """What a latent model is bound to, for titles ("prompt 'a red square', w = 3"); "" for a pixel model."""
+    if not isinstance(model, LatentDiffusionModel):
+        return ""
+    prompt = "prompt embeddings" if model.prompt is None else f"prompt {model.prompt!r}"
+    return f"{prompt}, w = {model.guidance_scale:g}"
 
 
 class LatestWins:
@@ -94,14 +132,15 @@ class LatestWins:
 class Explorer(ABC):
     """The base of the explorers: a slider over the frames of the current selection, and a worker.
 
-    A subclass sets up its own controls, then calls ``_start(children, controls)`` with the widgets to show,
-    and provides: ``key`` (what the controls select now), ``_cached(key)``, ``_compute(key)`` (the
-    slow part; it stores its result taking ``_lock``), ``_display(key)`` (show frame
-    ``slider.value`` of a cached key), ``_busy(key | None)``, ``to_html()`` (the static player)
-    and ``__repr__``. Attributes: ``slider`` (CSS class "labkit-frame-slider"), ``frame_label``
-    (the text beside it: which frame is shown; the slider's own readout is off), ``image`` (an
-    ipywidgets.Image with the PNG shown), ``progress``, ``status``, ``widget`` (the whole box, CSS
-    class "labkit-explorer").
+    A subclass sets ``model`` (checked with `check_model`) and its own controls, then calls
+    ``_start(children, controls)`` with the widgets to show, and provides: ``key`` (what the
+    controls select now), ``_cached(key)``, ``_compute(key)`` (the slow part; it stores its result
+    taking ``_lock``), ``_display(key)`` (show frame ``slider.value`` of a cached key),
+    ``_busy(key | None)``, ``to_html()`` (the static player, through ``_page``), ``live_config()``
+    (calling ``_check_exported`` first) and ``__repr__``. Attributes: ``slider`` (CSS class
+    "labkit-frame-slider"), ``frame_label`` (the text beside it: which frame is shown; the
+    slider's own readout is off), ``image`` (an ipywidgets.Image with the PNG shown),
+    ``progress``, ``status``, ``widget`` (the whole box, CSS class "labkit-explorer").
     """
 
     def __init__(self, slider_name: str, count: int, value: int, what: str) -> None:
@@ -152,6 +191,10 @@ class Explorer(ABC):
     def to_html(self) -> str:
         ...
 
+    @abstractmethod
+    def live_config(self) -> dict:
+        ...
+
     # The live path ---------------------------------------------------------------------------
 
     def _request(self) -> None:
@@ -169,6 +212,21 @@ class Explorer(ABC):
     def wait(self, timeout: float | None = None) -> None:
         """Block until the background computation (if any) is done; re-raise its error."""
         self._worker.wait(timeout)
+
+    def _check_exported(self) -> None:
+        """Refuse ``live_config`` for a latent diffusion model: the web book cannot run it yet."""
+        if isinstance(self.model, LatentDiffusionModel):
+            raise NotImplementedError(
+                f"live_config: {self.model.name!r} is a text-conditioned latent diffusion model "
+                f"({condition_label(self.model)}), which is not exported to the web book yet: its live explorers "
+                "run pixel-space models exported to ONNX (scripts/export_onnx.py). to_html() gives this "
+                "explorer's static player, without the live option")
+
+    def _page(self, players_html: str) -> str:
+        """The static player(s) in a `live_container` with ``live_config()``; alone for a latent model."""
+        if isinstance(self.model, LatentDiffusionModel):
+            return players_html
+        return live_container(self.live_config(), players_html)
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, Any]:
         # One output, two renderings: JupyterLab draws the widget view, the web book (whose

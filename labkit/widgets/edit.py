@@ -19,9 +19,10 @@ from labkit.cache import weights_fingerprint
 from labkit.checks import check_choice, check_float, check_int
 from labkit.diffusion import QUALITY_BOOST, sample_at, timestep_at
 from labkit.editing import edit, sample_basis, x_space_guidance
+from labkit.latent import to_pixels
 from labkit.models import DiffusionModel
-from labkit.widgets.base import Explorer
-from labkit.widgets.player import live_container, static_player, to_png
+from labkit.widgets.base import Explorer, check_model, check_seed, condition_label
+from labkit.widgets.player import static_player, to_png
 
 EDIT_METHODS = ("guidance", "naive")
 GAP = 2  # pixels of mid-grey between the original and the edit in the composed image
@@ -41,9 +42,11 @@ def _side_by_side(images: Sequence[torch.Tensor], gap: int = GAP) -> np.ndarray:
 class EditExplorer(Explorer):
     """Edit a sample along one of its local directions; live widget in JupyterLab, static player in the book.
 
-    model: a `labkit.models.DiffusionModel`; seeds: the noise seeds of the samples offered;
-    t_fractions: the edit times offered, as fractions of T (each snapped to the DDIM schedule by
-    `labkit.diffusion.timestep_at`); k: how many directions v_1..v_k to offer;
+    model: a `labkit.models.DiffusionModel`; a text-conditioned one (`labkit.latent`) bound to its
+    prompt and guidance scale, ``model.conditioned(prompt, guidance_scale=w)``; seeds: the noise
+    seeds of the samples offered; t_fractions: the edit times offered, as fractions of T (each
+    snapped to the DDIM schedule by `labkit.diffusion.timestep_at`); k: how many directions
+    v_1..v_k to offer;
     strengths: the γ values, signed (default torch.linspace(-1, 1, 9));
     method: the initial method, "guidance" (x-space guidance) or "naive" (x_t + γ v);
     cache_dir: where local bases are cached (safetensors); save_dir: where "save strip" writes;
@@ -53,6 +56,12 @@ class EditExplorer(Explorer):
     Controls: sample (seed), t (a fraction of T), direction i (v_i of the sample's local basis),
     method (x-space guidance or the naive x_t + γ v) and the strength γ (sign included: γ < 0
     moves along −v_i). The image shows the unedited sample (left) and the edit (right).
+
+    A latent model (Stable Diffusion, the shapes miniature) is explored exactly so, in its VAE
+    latent z under its prompt c and scale w: x_t is z_t, v_i the top right singular vectors of
+    ∂h/∂z_t under c, and the edit runs CFG-guided DDIM in z; the finished latents z_0 are decoded,
+    D(z_0 / s) clamped to [-1, 1], for the image, the strip, the saved PNG and the static player
+    only (`labkit.latent.to_pixels`). The web book cannot run it live: ``live_config`` refuses it.
 
     What is computed when (all in one background thread that always serves the newest request,
     so rapid control changes never pile up work):
@@ -81,8 +90,11 @@ class EditExplorer(Explorer):
         save_dir: str | os.PathLike = ".",
         edit_options: dict | None = None,
     ) -> None:
+        model = check_model(model)
         k = check_int("k", k, 1, 64, hint="the number of directions offered")
-        seeds = [check_int(f"seeds[{i}]", s, 0, 2**63 - 1) for i, s in enumerate(seeds)]
+        if isinstance(seeds, str):
+            check_seed("seeds", seeds, "a list of noise seeds (ints)")
+        seeds = [check_seed(f"seeds[{i}]", s) for i, s in enumerate(seeds)]
         if not seeds:
             raise ValueError("seeds is empty: give at least one noise seed, e.g. seeds=(0, 1)")
         t_fractions = [check_float(f"t_fractions[{i}]", f, 0.0, 1.0, hint="a fraction of T")
@@ -126,7 +138,8 @@ class EditExplorer(Explorer):
         self.direction = widgets.Dropdown(options=[(f"v{i + 1}", i) for i in range(k)], value=0,
                                           description="direction")
         self.method = widgets.ToggleButtons(options=list(EDIT_METHODS), value=method, description="method")
-        self.caption = widgets.Label("left: the sample; right: the edit")
+        condition = condition_label(model)
+        self.caption = widgets.Label("left: the sample; right: the edit" + (f" ({condition})" if condition else ""))
         self.save_button = widgets.Button(description="save strip", tooltip="write every strength as one PNG")
         self.saved = widgets.Label("")
         self.save_button.on_click(lambda button: self.save_strip())
@@ -140,7 +153,9 @@ class EditExplorer(Explorer):
         return len(self.strengths)
 
     def __repr__(self) -> str:
-        return f"EditExplorer({len(self.seed.options)} samples, k={self.k}, {len(self)} strengths)"
+        condition = condition_label(self.model)
+        return (f"EditExplorer({condition + ', ' if condition else ''}{len(self.seed.options)} samples, k={self.k}, "
+                f"{len(self)} strengths)")
 
     def _timestep(self, fraction: float) -> int:
         return timestep_at(self.model, fraction, self.num_steps)
@@ -170,7 +185,8 @@ class EditExplorer(Explorer):
         # One batch: every strength, and γ = 0 last (the unedited sample, finished the same way).
         gammas = torch.cat([self.strengths, torch.zeros(1)])
         options = self.edit_options if method == "guidance" else {}
-        images = edit(self.model, sample, basis.v[direction], gammas, method=method, **options).detach().cpu()
+        latents = edit(self.model, sample, basis.v[direction], gammas, method=method, **options).detach()
+        images = to_pixels(self.model, latents).cpu()  # a latent model's z_0 decoded, for display only
         frames = [to_png(_side_by_side([images[-1], image]), value_range=(-1, 1)) for image in images[:-1]]
         with self._lock:
             self._strips[key] = images
@@ -194,7 +210,8 @@ class EditExplorer(Explorer):
     # Results -----------------------------------------------------------------------------------
 
     def strip(self) -> torch.Tensor:
-        """The current selection's images, (S, C, H, W) in [-1, 1], one per strength (computed if needed)."""
+        """The current selection's images, (S, C, H, W) in [-1, 1], one per strength (computed if needed);
+        for a latent model the decoded pixels D(z_0 / s), (S, *model.image_shape), not the latents."""
         self.wait()
         if self.key not in self._frames:
             self._compute(self.key)
@@ -215,7 +232,9 @@ class EditExplorer(Explorer):
         return str(path)
 
     def live_config(self) -> dict:
-        """What the web book's live explorer needs to compute what this one computes (JSON-ready)."""
+        """What the web book's live explorer needs to compute what this one computes (JSON-ready);
+        NotImplementedError for a latent model, which is not exported to the web."""
+        self._check_exported()
         defaults = {name: p.default for name, p in inspect.signature(x_space_guidance).parameters.items()
                     if name in ("delta", "n_iter")}
         options = {**defaults, **self.edit_options}
@@ -228,10 +247,11 @@ class EditExplorer(Explorer):
 
     def to_html(self) -> str:
         """The static player over the strengths of the current selection, for pages without a kernel,
-        in a `live_container` with ``live_config()``."""
+        in a `live_container` with ``live_config()`` (alone for a latent model)."""
         self.strip()  # computes the selection if it is not cached yet
         seed, fraction, direction, method = self.key
-        title = (f"sample {seed}, t = {self._timestep(fraction)} ({fraction:g} T), direction v{direction + 1}, "
-                 f"{method}; left: the sample, right: the edit")
+        condition = condition_label(self.model)
+        title = (f"{condition + '; ' if condition else ''}sample {seed}, t = {self._timestep(fraction)} "
+                 f"({fraction:g} T), direction v{direction + 1}, {method}; left: the sample, right: the edit")
         player = static_player(self._frames[self.key], self.labels, title=title, value=self.slider.value)
-        return live_container(self.live_config(), player)
+        return self._page(player)
