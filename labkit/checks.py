@@ -153,6 +153,15 @@ def check_path(name: str, path: object) -> Path:
     return Path(path)
 
 
+def check_folder(name: str, path: object) -> Path:
+    """A path (``check_path``) that is not an existing file: a folder, or nothing there yet."""
+    path = check_path(name, path)
+    if path.is_file():
+        raise NotADirectoryError(f"{name}: {str(path)!r} is a file, not a folder; give a folder "
+                                 "(a new or existing one)")
+    return path
+
+
 def check_file(name: str, path: object) -> Path:
     """An existing, readable file."""
     path = check_path(name, path)
@@ -182,9 +191,7 @@ def check_out_dir(name: str, path: object) -> Path:
 def check_own_folder(name: str, path: Path, own: Sequence[str]) -> Path:
     """A folder that is replaced as a whole (``labkit.files.atomic_folder``): refuse one that holds
     files other than ``own`` (they would be lost), before any work."""
-    path = Path(path)
-    if path.is_file():
-        raise FileExistsError(f"{name}: {str(path)!r} is a file; give a folder")
+    path = check_folder(name, path)
     foreign = sorted(p.name for p in path.iterdir() if p.name not in {*own, "manifest.json"}) if path.is_dir() else []
     if foreign:
         raise FileExistsError(f"{name}: {str(path)!r} holds other files ({show(foreign)}) that writing "

@@ -20,9 +20,9 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from labkit.checks import check_int, check_path, check_tensor, check_weights
+from labkit.checks import check_instance, check_int, check_path, check_tensor, check_weights
 from labkit.data import IMAGE_SIZE, NUM_CLASSES
-from labkit.files import MANIFEST, IncompleteFolderError, complete_folder
+from labkit.files import verified_folder
 
 EMBEDDED_CLASSIFIER = Path(__file__).parent / "embedded" / "classifier"
 CLASSIFIER_FILES = ("model.safetensors", "config.json")
@@ -56,17 +56,14 @@ def load_classifier(path: str | Path | None = None) -> DigitClassifier:
     ``path`` is a folder written by ``python -m labkit.train classifier --out DIR``:
     config.json (architecture and training record) and model.safetensors, with the manifest
     that ``labkit.files.atomic_folder`` writes (checked here: a truncated or changed file is
-    refused by name). A folder from before manifests is read when both files are there.
+    refused by name; the shipped folder must have it). A folder from before manifests is read
+    when both files are there.
     """
     folder = check_path("path", path) if path is not None else EMBEDDED_CLASSIFIER
     config_file, weights_file = folder / "config.json", folder / "model.safetensors"
-    try:  # finishes a write a kill interrupted; refuses files changed since they were written
-        found = complete_folder(folder, CLASSIFIER_FILES)
-    except IncompleteFolderError:
-        if (folder / MANIFEST).exists():
-            raise
-        found = None  # no manifest and not both files: no classifier at all
-    if found is None:
+    # finishes a write a kill interrupted; refuses files changed since they were written
+    if verified_folder("path", folder, CLASSIFIER_FILES, "train the classifier again: python -m labkit.train "
+                       "classifier --out DIR", shipped=folder.resolve() == EMBEDDED_CLASSIFIER.resolve()) is None:
         raise FileNotFoundError(
             f"no classifier in {folder} (needs config.json and model.safetensors); "
             "train one with: python -m labkit.train classifier --out DIR"
@@ -110,9 +107,8 @@ def classify(images: Tensor, classifier: DigitClassifier | None = None, batch_si
     check_tensor("images", images, shape=(None, 1, IMAGE_SIZE, IMAGE_SIZE),
                  hint="digits in [-1, 1]; one image: images[None]")
     check_int("batch_size", batch_size, 1)
-    if classifier is not None and not isinstance(classifier, DigitClassifier):
-        raise TypeError(f"classifier must be a DigitClassifier (load_classifier()) or None, "
-                        f"got {type(classifier).__name__}")
+    if classifier is not None:
+        check_instance("classifier", classifier, DigitClassifier, hint="load_classifier(), or None for the shipped one")
     model = classifier if classifier is not None else _load_once(EMBEDDED_CLASSIFIER)
     device = next(model.parameters()).device
     logits = torch.cat([model(chunk.to(device)).cpu() for chunk in images.float().split(batch_size)])

@@ -10,6 +10,9 @@
   removed. ``complete_folder(folder)`` finds the complete copy whatever the moment of a kill: it
   finishes an interrupted swap, ignores half-written or half-removed copies, and checks the copy
   against its manifest, so a truncated or changed file is refused by name, never trusted.
+- ``verified_folder(name, folder, required, fix)``: the same check for a loader (``load_model``'s
+  ``unet/``, ``load_classifier``, ``load_readout``), whose message names its parameter and its own
+  fix; the folders shipped in labkit/embedded must have a manifest.
 
 Both protect against a killed process, not a power cut: there is no fsync (a power cut is not
 what a training or analysis job on a shared machine meets; the speed of many small writes is).
@@ -29,7 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from labkit.checks import check_path, show
+from labkit.checks import check_folder, check_path, show
 
 MANIFEST = "manifest.json"
 
@@ -38,11 +41,9 @@ class IncompleteFolderError(ValueError):
     """A folder written by ``atomic_folder`` that is damaged: a file missing, truncated or changed."""
 
 
-def _check_folder(folder: object, required: object) -> tuple[Path, tuple[str, ...]]:
+def _check_folder(folder: object, required: object, name: str = "folder") -> tuple[Path, tuple[str, ...]]:
     """``folder`` as a Path that is not a file, ``required`` as a tuple of file names (before any work)."""
-    folder = check_path("folder", folder)
-    if folder.is_file():
-        raise NotADirectoryError(f"folder: {str(folder)!r} is a file; give a folder (a file would be replaced)")
+    folder = check_folder(name, folder)
     if not isinstance(required, tuple | list) or not all(isinstance(n, str) and n for n in required):
         raise TypeError(f"required must be a tuple of file names, got {show(required)}; one file: ('name',)")
     return folder, tuple(required)
@@ -116,6 +117,17 @@ def _finish_swap(folder: Path, required: tuple[str, ...]) -> None:
         old.rename(folder)
 
 
+def _present(folder: Path, required: tuple[str, ...]) -> bool:
+    """Whether FOLDER is there once an interrupted swap is finished; warns about incomplete copies."""
+    _finish_swap(folder, required)
+    if not folder.exists():
+        leftovers = [str(p) for p in (_sibling(folder, ".tmp"), _sibling(folder, ".old")) if p.exists()]
+        if leftovers:
+            warnings.warn(f"ignoring {', '.join(leftovers)}: incomplete (a run was killed while writing it); "
+                          f"there is no complete {folder.name} yet", RuntimeWarning, stacklevel=3)
+    return folder.exists()
+
+
 def complete_folder(folder: str | os.PathLike, required: tuple[str, ...] = ()) -> Path | None:
     """The complete copy of a folder written by ``atomic_folder``, or None when there is none yet.
 
@@ -124,18 +136,38 @@ def complete_folder(folder: str | os.PathLike, required: tuple[str, ...] = ()) -
     written). Warns when only an incomplete copy exists (a kill while the first one was written).
     """
     folder, required = _check_folder(folder, required)
-    _finish_swap(folder, required)
-    if not folder.exists():
-        leftovers = [str(p) for p in (_sibling(folder, ".tmp"), _sibling(folder, ".old")) if p.exists()]
-        if leftovers:
-            warnings.warn(f"ignoring {', '.join(leftovers)}: incomplete (a run was killed while writing it); "
-                          f"there is no complete {folder.name} yet", RuntimeWarning, stacklevel=2)
+    if not _present(folder, required):
         return None
     problem = manifest_problem(folder, required)
     if problem is not None:
         raise IncompleteFolderError(f"{str(folder)!r} is damaged: {problem}. Delete the folder (or restore it) "
                                     "and run again")
     return folder
+
+
+def verified_folder(name: str, folder: str | os.PathLike, required: tuple[str, ...], fix: str, *,
+                    shipped: bool = False, error: type[Exception] = IncompleteFolderError) -> Path | None:
+    """``complete_folder`` for a loader: the folder of weights ``name`` names, checked against its manifest.
+
+    Returns None when there is nothing to load (no folder, or a folder from before manifests that
+    lacks a ``required`` file): the loader says what is missing. Raises ``error``, naming ``name``,
+    the folder, the file and ``fix``, when a file is missing, truncated or changed since it was
+    written, or when a ``shipped`` folder (one that comes with labkit) has no manifest to check.
+    """
+    folder, required = _check_folder(folder, required, name)
+    if shipped:
+        fix = f"reinstall labkit (in a clone of its repository: git checkout {str(folder)!r}), or {fix}"
+    if not _present(folder, required):
+        return None
+    has_manifest = (folder / MANIFEST).exists()
+    if shipped and not has_manifest:
+        raise error(f"{name}: {str(folder)!r} has no {MANIFEST}, so its files cannot be checked; {fix}")
+    problem = manifest_problem(folder, required)
+    if problem is None:
+        return folder
+    if not has_manifest:
+        return None
+    raise error(f"{name}: {str(folder)!r} is damaged: {problem}; {fix}")
 
 
 @contextmanager

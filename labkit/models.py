@@ -35,14 +35,18 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from labkit.cache import weights_fingerprint
 from labkit.checks import check_int, check_weights, show
+from labkit.files import verified_folder
 from labkit.hub import hub_problem
 
 EMBEDDED_MODEL = Path(__file__).parent / "embedded"
 # The models this project trains and ships, by name: load_model(None) is MNIST.
 EMBEDDED_MODELS = {"mnist": EMBEDDED_MODEL, "shapes": EMBEDDED_MODEL / "shapes" / "ddpm",
                    "shapes-sd": EMBEDDED_MODEL / "shapes" / "sd"}
-# How each embedded model is trained again, for the message when it is missing.
+# How each embedded model is trained again, for the message when it is missing or damaged.
 TRAIN_COMMANDS = {"mnist": "ddpm", "shapes": "ddpm --data shapes", "shapes-sd": "sd"}
+# The embedded models that ship unet/manifest.json (the DDPM trainer writes it; the SD trainer does not yet)
+SHIPPED_WITH_MANIFEST = ("mnist", "shapes")
+UNET_FILES = ("config.json", "diffusion_pytorch_model.safetensors")  # OUT/unet, as save_pretrained writes it
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
@@ -274,9 +278,11 @@ def load_model(
       taken from the local Hugging Face cache if it is there, else downloaded. Offline, this
       fails at once with one clear message (no retry loop).
 
-    Weights are read from safetensors only. The U-Net is put in eval mode, its parameters are
-    frozen, and it is prepared for forward-mode AD (``from_unet``). No global torch state is
-    touched: on a GPU, choose the float32 precision with ``set_fp32_precision``.
+    Weights are read from safetensors only. A folder's ``unet/`` is checked against its manifest
+    (``labkit.files.verified_folder``: the embedded DDPMs ship one, ``python -m labkit.train ddpm``
+    writes one), so a truncated or changed file is refused by name. The U-Net is put in eval mode,
+    its parameters are frozen, and it is prepared for forward-mode AD (``from_unet``). No global
+    torch state is touched: on a GPU, choose the float32 precision with ``set_fp32_precision``.
 
     Explained in: book/part2-diffusion/09_scaling.ipynb (hub ids, offline, other models) and
     01_unet.ipynb (the embedded model's U-Net), 08_known_factors.ipynb ("shapes")
@@ -287,11 +293,14 @@ def load_model(
     if name_or_path is None or name_or_path in EMBEDDED_MODELS:
         key = name_or_path or "mnist"
         folder = EMBEDDED_MODELS[key]
+        where = folder.relative_to(EMBEDDED_MODEL.parent.parent)
+        train = f"train it again: python -m labkit.train {TRAIN_COMMANDS[key]} --out {where}"
+        verified_folder("name_or_path", folder / "unet", UNET_FILES, train, shipped=key in SHIPPED_WITH_MANIFEST,
+                        error=ModelUnavailableError)
         if not (folder / "unet" / "config.json").exists():
-            where = folder.relative_to(EMBEDDED_MODEL.parent.parent)
             raise ModelUnavailableError(
                 f"the embedded {key} model is missing from {folder}; reinstall labkit from the repository, "
-                f"or train it: python -m labkit.train {TRAIN_COMMANDS[key]} --out {where}"
+                f"or {train}"
             )
         source, name, local_only = str(folder), "embedded" if key == "mnist" else f"embedded:{key}", True
     else:
@@ -300,6 +309,9 @@ def load_model(
                             f"or None, got {type(name_or_path).__name__}")
         source, name = str(name_or_path), str(name_or_path)
         is_dir = Path(source).is_dir()
+        if is_dir:  # a pipeline folder's unet/, when it has a manifest (save_pretrained writes none)
+            verified_folder("name_or_path", Path(source) / "unet", UNET_FILES, "save or train the model again",
+                            error=ModelUnavailableError)
         if not is_dir and not HUB_ID.match(source):
             raise ModelUnavailableError(
                 f"name_or_path={source!r} is neither a folder nor a hub id like 'google/ddpm-cifar10-32'. "

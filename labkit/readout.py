@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from labkit.checks import (
     check_float,
+    check_instance,
     check_int,
     check_out_dir,
     check_own_folder,
@@ -47,7 +48,7 @@ from labkit.checks import (
     out_dir_arg,
     show,
 )
-from labkit.files import MANIFEST, IncompleteFolderError, atomic_folder, complete_folder
+from labkit.files import atomic_folder, verified_folder
 from labkit.worlds import FACTORS, IMAGE_SIZE, check_factors, render, sample_factors
 
 EMBEDDED_READOUT = Path(__file__).parent / "embedded" / "shapes" / "readout"
@@ -175,19 +176,16 @@ def load_readout(path: str | Path | None = None) -> FactorReadout:
     """The trained read-out in ``path`` (default: the shipped one), on CPU, in eval mode.
 
     ``path`` is a folder written by ``python -m labkit.readout --out DIR``: config.json
-    (architecture, training record, held-out scores) and model.safetensors.
+    (architecture, training record, held-out scores) and model.safetensors, with the manifest that
+    ``labkit.files.atomic_folder`` writes (checked here; the shipped folder must have it).
     """
     if path is not None and not isinstance(path, str | os.PathLike):
         raise TypeError(f"path must be a folder (str or pathlib.Path) or None, got {type(path).__name__} {show(path)}")
     folder = Path(path) if path is not None else EMBEDDED_READOUT
     config_file, weights_file = folder / "config.json", folder / "model.safetensors"
-    try:  # finishes a write a kill interrupted; refuses files changed since they were written
-        found = complete_folder(folder, READOUT_FILES)
-    except IncompleteFolderError:
-        if (folder / MANIFEST).exists():
-            raise
-        found = None  # a folder without a manifest and without the files: no read-out at all
-    if found is None or not (config_file.exists() and weights_file.exists()):
+    # finishes a write a kill interrupted; refuses files changed since they were written
+    if verified_folder("path", folder, READOUT_FILES, "train the read-out again: python -m labkit.readout --out DIR",
+                       shipped=folder.resolve() == EMBEDDED_READOUT.resolve()) is None:
         raise FileNotFoundError(f"no read-out in {str(folder)!r} (needs config.json and model.safetensors); "
                                 "train one with: python -m labkit.readout --out DIR")
     try:
@@ -230,8 +228,8 @@ def read_factors(images: Tensor, network: FactorReadout | None = None, batch_siz
     if largest > PIXEL_LIMIT:
         raise ValueError(f"images reach {largest:.4g}, far outside [-1, 1]; scale them to [-1, 1] first "
                          "(pixels in 0..255: labkit.data.to_unit_range; an edit's output: .clamp(-1, 1))")
-    if network is not None and not isinstance(network, FactorReadout):
-        raise TypeError(f"network must be a FactorReadout (load_readout()) or None, got {type(network).__name__}")
+    if network is not None:
+        check_instance("network", network, FactorReadout, hint="load_readout(), or None for the shipped one")
     batch_size = check_int("batch_size", batch_size, 1, 100_000)
     model = network if network is not None else load_readout()
     device = next(model.parameters()).device

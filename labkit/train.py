@@ -56,7 +56,7 @@ from labkit.checks import check_choice, check_float, check_int, check_own_folder
 from labkit.classifier import CLASSIFIER_FILES, DigitClassifier
 from labkit.data import IMAGE_SIZE, batches, load_digits
 from labkit.files import atomic_folder, atomic_write, complete_folder
-from labkit.models import resolve_device
+from labkit.models import UNET_FILES, resolve_device
 
 
 def embedded_unet_config() -> dict:
@@ -91,7 +91,6 @@ def shapes_unet_config() -> dict:
 PREDICTIONS = ("epsilon", "v_prediction")
 PRECISIONS = ("fp32", "bf16")
 MAX_BATCH, MAX_STEPS = 4096, 10**7
-UNET_FILES = ("config.json", "diffusion_pytorch_model.safetensors")  # OUT/unet, as save_pretrained writes it
 
 
 def ddpm_scheduler(prediction_type: str = "v_prediction") -> DDPMScheduler:

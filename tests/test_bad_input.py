@@ -31,6 +31,7 @@ from labkit.__main__ import main as cli
 from labkit.analysis import check_out as analysis_check_out
 from labkit.budget import BudgetedEdits, image_change, match_budget
 from labkit.checkpoint import check_resume, load_checkpoint, save_checkpoint, saved_prediction
+from labkit.checks import check_folder
 from labkit.classifier import DigitClassifier, classify, load_classifier
 from labkit.data import batches, load_digits, read_image, to_unit_range
 from labkit.diffusion import ddim_invert, ddim_sample, h_space, posterior_mean, sample_noise
@@ -51,12 +52,12 @@ from labkit.editing import (
     transport_direction,
     x_space_guidance,
 )
-from labkit.files import atomic_folder, atomic_write, complete_folder, manifest_problem
+from labkit.files import atomic_folder, atomic_write, complete_folder, manifest_problem, verified_folder
 from labkit.hspace import h_offset, h_principal_components, h_shape, h_space_edit
 from labkit.hub import HUB_DEADLINE_S
 from labkit.latent import PromptError, from_parts, pipeline_parts, read_pipeline, with_prompt
 from labkit.linearity import breaking_step, default_steps, linearisation_error
-from labkit.models import ModelUnavailableError, load_model
+from labkit.models import EMBEDDED_MODELS, ModelUnavailableError, load_model
 from labkit.notebook import setup as nb_setup
 from labkit.oracle import loco_directions, oracle_directions
 from labkit.plot import chart_grid, image_grid, metric_ellipses, tangent_arrows
@@ -270,8 +271,17 @@ def _latest(root: Path) -> SimpleNamespace:
             weights_file = folder / "model.safetensors"
             weights_file.write_bytes(weights_file.read_bytes()[:1000])
     tokenizer = shutil.copytree(sd_dir / "tokenizer", root / "sd_tokenizer")
+    unet = {}  # the embedded MNIST model's folder with its manifest, a weights file changed after it was written
+    for how in ("changed", "truncated"):
+        folder = shutil.copytree(EMBEDDED_MODELS["mnist"] / "unet", root / f"unet_{how}" / "unet")
+        shutil.copytree(EMBEDDED_MODELS["mnist"] / "scheduler", folder.parent / "scheduler")
+        weights = folder / "diffusion_pytorch_model.safetensors"
+        data = bytearray(weights.read_bytes())
+        data[-1] ^= 1  # one weight's exponent: the file still parses
+        weights.write_bytes(data if how == "changed" else data[:-4])
+        unet[how] = folder.parent
     return SimpleNamespace(instrument=Instrument(read=_read_a, scales={"a": 1.0}, rerender=lambda f: torch.zeros(1)),
-                           sd_dir=sd_dir, tokenizer=tokenizer, state=state, classifier=classifier)
+                           sd_dir=sd_dir, tokenizer=tokenizer, state=state, classifier=classifier, unet=unet)
 
 
 def _read_a(images):
@@ -517,6 +527,9 @@ CASES = [
     ("load-nan-weights", lambda e: load_model(e.files.nan), ModelUnavailableError, "NaN"),
     ("load-bad-json", lambda e: load_model(e.files.bad_json), ModelUnavailableError, "bad_json"),
     ("load-bin-only", lambda e: load_model(e.files.no_st), ModelUnavailableError, "safetensors"),
+    ("load-unet-changed", lambda e: load_model(e.latest.unet["changed"]), ModelUnavailableError,
+     "diffusion_pytorch_model.safetensors differs"),
+    ("load-unet-truncated", lambda e: load_model(e.latest.unet["truncated"]), ModelUnavailableError, "truncated"),
     ("load-device-gpu", lambda e: load_model(e.tiny_dir, device="gpu"), ValueError, "device"),
     ("load-device-int", lambda e: load_model(e.tiny_dir, device=[0]), TypeError, "device"),
     pytest.param("load-device-cuda", lambda e: load_model(e.tiny_dir, device="cuda"), RuntimeError, "device",
@@ -1216,6 +1229,11 @@ CASES = [
     ("complete-folder-none", lambda e: complete_folder(None), TypeError, "folder"),
     ("manifest-required-str", lambda e: manifest_problem(e.files.empty_dir, "abc"), TypeError, "required"),
     ("manifest-folder-int", lambda e: manifest_problem(3), TypeError, "folder"),
+    ("verified-folder-file", lambda e: verified_folder("path", e.files.a_file, ("a",), "fix"), NotADirectoryError,
+     "path"),
+    ("verified-folder-shipped-bare", lambda e: verified_folder("path", e.files.empty_dir, ("a",), "fix", shipped=True),
+     ValueError, "no manifest.json"),
+    ("check-folder-file", lambda e: check_folder("out", e.files.a_file), NotADirectoryError, "out"),
     # ------------------------------------------------------------------ hspace
     ("h-offset-shape", lambda e: _enter(h_offset(e.model, torch.zeros(3))), ValueError, "offset"),
     ("h-offset-list", lambda e: _enter(h_offset(e.model, [0.0])), TypeError, "offset"),
@@ -1224,6 +1242,8 @@ CASES = [
     ("h-pcs-off-schedule", lambda e: h_principal_components(e.model, 650, 1, num_steps=10), ValueError, "t=650"),
     # ------------------------------------------------------------------ classifier: the folder and its manifest
     ("classifier-path-int", lambda e: load_classifier(3), TypeError, "path"),
+    ("classifier-path-file", lambda e: load_classifier(e.files.a_file), NotADirectoryError, "path"),
+    ("readout-path-file", lambda e: load_readout(e.files.a_file), NotADirectoryError, "path"),
     ("classifier-truncated", lambda e: load_classifier(e.latest.classifier["truncated"]), ValueError,
      "model.safetensors"),
     ("classifier-json", lambda e: load_classifier(e.latest.classifier["json"]), ValueError, "config.json"),

@@ -1,12 +1,14 @@
-"""labkit.files: a kill at any step of an atomic write leaves the old complete version or the new one."""
+"""labkit.files: a kill at any step of an atomic write leaves the old complete version or the new one; the
+loaders refuse a shipped folder whose files differ from its manifest."""
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from labkit import files
-from labkit.files import IncompleteFolderError, atomic_folder, atomic_write, complete_folder
+from labkit import classifier, files, models, readout
+from labkit.files import IncompleteFolderError, atomic_folder, atomic_write, complete_folder, verified_folder
 
 
 class Killed(BaseException):
@@ -126,3 +128,87 @@ def test_a_folder_from_before_manifests_is_read_when_its_files_are_there(tmp_pat
     assert complete_folder(folder, required=("a.txt",)) == folder
     with pytest.raises(IncompleteFolderError, match="b.txt is missing"):
         complete_folder(folder, required=("a.txt", "b.txt"))
+
+
+def test_a_file_in_place_of_the_folder_is_refused_before_any_work(tmp_path):
+    path = tmp_path / "checkpoint"
+    path.write_text("a file someone put there")
+    for call in (lambda: atomic_folder(path).__enter__(), lambda: complete_folder(path),
+                 lambda: verified_folder("path", path, ("a.txt",), "fix")):
+        with pytest.raises(NotADirectoryError, match="is a file, not a folder") as info:
+            call()
+        assert repr(str(path)) in str(info.value)
+    # nothing was replaced, created or removed
+    assert path.read_text() == "a file someone put there" and [p.name for p in tmp_path.iterdir()] == ["checkpoint"]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "change", "no manifest"])
+def test_verified_folder_names_the_parameter_the_file_and_the_fix(tmp_path, damage):
+    folder = tmp_path / "classifier"
+    _write(folder, "1")
+    assert verified_folder("path", folder, ("a.txt", "b.txt"), "train it again", shipped=True) == folder
+    data = bytearray((folder / "a.txt").read_bytes())
+    if damage == "truncate":
+        (folder / "a.txt").write_bytes(data[:-1])
+    elif damage == "change":  # one byte: same size, other content
+        data[0] ^= 1
+        (folder / "a.txt").write_bytes(data)
+    else:
+        (folder / "manifest.json").unlink()
+        # a folder from before manifests is still read where it is not shipped with labkit
+        assert verified_folder("path", folder, ("a.txt", "b.txt"), "train it again") == folder
+    needle = {"truncate": "a.txt has 99 bytes", "change": "a.txt differs", "no manifest": "has no manifest.json"}
+    with pytest.raises(ValueError, match=needle[damage]) as info:
+        verified_folder("path", folder, ("a.txt", "b.txt"), "train it again", shipped=True)
+    message = str(info.value)
+    assert message.startswith("path: ") and str(folder) in message and "reinstall labkit" in message
+    assert message.endswith("train it again")
+
+
+def test_verified_folder_is_none_where_there_is_nothing_to_load(tmp_path):
+    assert verified_folder("path", tmp_path / "nowhere", ("a.txt",), "fix", shipped=True) is None
+    old = tmp_path / "old"
+    old.mkdir()  # no manifest, and not the files: nothing to load, the loader says what is missing
+    assert verified_folder("path", old, ("a.txt",), "fix") is None
+    with pytest.raises(KeyError, match="fix"):  # the error type is the loader's
+        verified_folder("path", old, ("a.txt",), "fix", shipped=True, error=KeyError)
+
+
+def _shipped_copy(root: Path, monkeypatch, what: str) -> tuple[Path, Callable[[], object], str]:
+    """A copy of a folder shipped in labkit/embedded that its loader takes for the shipped one:
+    the copy's weights file, the loader, and the command the loader's message gives to train it again."""
+    if what == "model":
+        copy = shutil.copytree(models.EMBEDDED_MODELS["shapes"], root / "labkit" / "embedded" / "shapes" / "ddpm")
+        monkeypatch.setattr(models, "EMBEDDED_MODEL", root / "labkit" / "embedded")
+        monkeypatch.setitem(models.EMBEDDED_MODELS, "shapes", copy)
+        return (copy / "unet" / "diffusion_pytorch_model.safetensors", lambda: models.load_model("shapes"),
+                "python -m labkit.train ddpm --data shapes")
+    if what == "classifier":
+        copy = shutil.copytree(classifier.EMBEDDED_CLASSIFIER, root / "classifier")
+        monkeypatch.setattr(classifier, "EMBEDDED_CLASSIFIER", copy)
+        return copy / "model.safetensors", classifier.load_classifier, "python -m labkit.train classifier"
+    copy = shutil.copytree(readout.EMBEDDED_READOUT, root / "readout")
+    monkeypatch.setattr(readout, "EMBEDDED_READOUT", copy)
+    return copy / "model.safetensors", readout.load_readout, "python -m labkit.readout"
+
+
+@pytest.mark.parametrize("damage", ["one byte", "truncated", "no manifest"])
+@pytest.mark.parametrize("what", ["model", "classifier", "readout"])
+def test_a_damaged_shipped_folder_is_refused_by_its_loader(tmp_path, monkeypatch, what, damage):
+    weights, load, retrain = _shipped_copy(tmp_path, monkeypatch, what)
+    load()  # the copy as shipped loads
+    data = bytearray(weights.read_bytes())
+    if damage == "one byte":  # a weight's exponent: the file still parses, the weights silently change
+        data[-1] ^= 1
+        weights.write_bytes(data)
+    elif damage == "truncated":
+        weights.write_bytes(data[: len(data) // 2])
+    else:
+        (weights.parent / "manifest.json").unlink()
+    needle = {"one byte": f"{weights.name} differs", "truncated": f"{weights.name} has {len(data) // 2} bytes",
+              "no manifest": "has no manifest.json"}[damage]
+    with pytest.raises((ValueError, models.ModelUnavailableError), match=needle) as info:
+        load()
+    message = str(info.value)
+    assert message.startswith(("path: ", "name_or_path: ")) and repr(str(weights.parent)) in message
+    assert "reinstall labkit" in message and retrain in message

@@ -1,11 +1,15 @@
 """labkit.models and labkit.notebook: a bare U-Net as a model, no global state touched, the chapter setup."""
 
+import shutil
+
 import pytest
 import torch
 from conftest import TINY_UNET
 from diffusers import UNet2DModel
 from diffusers.models.attention_processor import Attention, AttnProcessor
+from safetensors.torch import load_file
 
+from labkit import models
 from labkit.diffusion import h_space, sample_noise
 from labkit.models import ARCHITECTURES, from_unet, load_model
 from labkit.notebook import setup
@@ -107,3 +111,17 @@ def test_setup_sets_the_threads_it_is_given_and_checks_them_first(tiny_dir):
             setup("no/such/model", tf32="yes")
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_embedded_models_load_as_before(tmp_path):
+    # the checked copy gives the same weights as the shipped files, read directly from safetensors
+    for key in models.SHIPPED_WITH_MANIFEST:
+        folder = models.EMBEDDED_MODELS[key]
+        loaded = load_model(key).unet.state_dict()
+        shipped = load_file(folder / "unet" / "diffusion_pytorch_model.safetensors")
+        assert loaded.keys() == shipped.keys() and all(torch.equal(loaded[k], shipped[k]) for k in shipped)
+    # a folder saved before manifests existed (save_pretrained writes none) is read as before
+    copy = shutil.copytree(models.EMBEDDED_MODELS["mnist"] / "unet", tmp_path / "mnist" / "unet")
+    shutil.copytree(models.EMBEDDED_MODELS["mnist"] / "scheduler", tmp_path / "mnist" / "scheduler")
+    (copy / "manifest.json").unlink()
+    assert torch.equal(load_model(copy.parent).unet.conv_in.weight, load_model().unet.conv_in.weight)

@@ -89,6 +89,11 @@ def test_read_factors_refuses_wrong_images(shipped):
         load_readout(EMBEDDED_READOUT.parent / "nowhere")
 
 
+def test_read_factors_says_which_network_it_takes(shipped):
+    with pytest.raises(TypeError, match="network must be a FactorReadout, got str 'shapes'; load_readout()"):
+        read_factors(render(sample_factors(1)), network="shapes")
+
+
 # ---------------------------------------------------------------- the trainer's output: together or not at all
 
 TINY = dict(steps=2, batch_size=4, heldout=2)
