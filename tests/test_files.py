@@ -1,7 +1,9 @@
 """labkit.files: a kill at any step of an atomic write leaves the old complete version or the new one; the
 loaders refuse a shipped folder whose files differ from its manifest."""
 
+import os
 import shutil
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +27,18 @@ def test_atomic_write_replaces_the_file_or_leaves_it(tmp_path):
         raise Killed
     assert path.read_text() == "first" and sorted(p.name for p in path.parent.iterdir()) == ["a.txt"]
 
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_atomic_write_gives_a_new_file_the_umask_s_permissions(tmp_path, umask):
+    # a temporary file from mkstemp is 0600 whatever the umask: results and manifests written through it
+    # were unreadable to a shared group
+    old = os.umask(umask)
+    try:
+        with atomic_write(tmp_path / "a.json") as tmp:
+            tmp.write_text("{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o666 & ~umask
 
 def _write(folder: Path, version: str) -> None:
     with atomic_folder(folder, required=("a.txt", "b.txt")) as tmp:
