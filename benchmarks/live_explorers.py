@@ -1,7 +1,8 @@
-"""How fast the web book's live explorers answer, in headless Chromium (onnxruntime-web, one wasm thread).
+"""How fast the web book's live explorers answer, in headless Chromium (onnxruntime-web in two workers).
 
     python benchmarks/live_explorers.py        # after `make live`; prints a table
     -> benchmarks/results/live_explorers.json
+    python benchmarks/live_explorers.py --only "MNIST edit (ch. 05)" --out /tmp   # one explorer
 
 On a bare page holding the chapters' explorers (tests/live_support.py), each in a fresh browser
 context (nothing cached), it measures in the page (performance.now):
@@ -9,7 +10,8 @@ context (nothing cached), it measures in the page (performance.now):
 - first image: from pressing "Run live" to the first image on screen (loading explorer.js,
   onnxruntime-web, the model, noise and bases, then computing the image);
 - a slider move to a strength (point) not computed yet, with the background fill turned off, so
-  that the image is computed after the move; naive and guidance;
+  that the image is computed after the move; naive and guidance (after another strength of the same
+  direction, so guidance's first step, the same for every strength, is already computed);
 - a slider move to a strength computed by the background fill (the usual case once the explorer
   has been open a few seconds);
 - a control change (direction) that needs a new image.
@@ -40,12 +42,13 @@ from live_support import edit_config, harness, interpolation_config  # noqa: E40
 from labkit.checks import int_arg, out_dir_arg  # noqa: E402
 
 WAIT_MS = 300_000
+EXPLORER_NAMES = ("MNIST edit (ch. 05)", "MNIST interpolation (ch. 06)", "shapes edit (ch. 08)")
 
 def explorers() -> dict[str, dict]:
     """name -> the chapter's explorer settings (num_steps: the chapter's DDIM step count); reads the
     generated manifest, so it is called when the benchmark runs, not on import."""
-    return {"MNIST edit (ch. 05)": edit_config(), "MNIST interpolation (ch. 06)": interpolation_config(),
-            "shapes edit (ch. 08)": edit_config("embedded:shapes", num_steps=20, seeds=(1, 2), t_fractions=(0.6, 0.8),
+    return {EXPLORER_NAMES[0]: edit_config(), EXPLORER_NAMES[1]: interpolation_config(),
+            EXPLORER_NAMES[2]: edit_config("embedded:shapes", num_steps=20, seeds=(1, 2), t_fractions=(0.6, 0.8),
                                                 k=3, strengths=torch.linspace(-1.5, 1.5, 7))}
 
 
@@ -73,8 +76,9 @@ def step_slider(page, root, key: str) -> None:
     page.keyboard.press(key)
 
 
-def measure(browser, url: str, index: int, count: int, name: str, repeats: int) -> dict:
-    """Timings of explorer ``index`` of ``count`` (the page holds them, then each again without background fill)."""
+def measure(browser, url: str, index: int, count: int, name: str, repeats: int, workers: dict) -> dict:
+    """Timings of explorer ``index`` of ``count`` (the page holds them, then each again without background fill);
+    workers[name]: how many network workers the page ran."""
     edit = "edit" in name
     rows: dict[str, list[float]] = {}
 
@@ -89,6 +93,7 @@ def measure(browser, url: str, index: int, count: int, name: str, repeats: int) 
     for _ in range(repeats):
         context, page, root = page_with(index + count)
         rows.setdefault("first image after Run live", []).append(open_explorer(page, root))
+        workers[name] = root.evaluate("el => el.labkitLive.workers()")
         for method in methods:
             # switch at the last strength, go to the first, then step right twice: two strengths never computed
             for key in ("End", "method", "Home"):
@@ -128,23 +133,25 @@ def measure(browser, url: str, index: int, count: int, name: str, repeats: int) 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int_arg(1, 20), default=3, help="repeats of each measurement (default 3)")
+    parser.add_argument("--only", action="append", choices=EXPLORER_NAMES, metavar="EXPLORER",
+                        help="measure only this explorer (repeatable): " + ", ".join(f'"{n}"' for n in EXPLORER_NAMES))
     parser.add_argument("--out", type=out_dir_arg, default=REPO / "benchmarks" / "results",
                         help="folder for live_explorers.json")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
-    results = {}
-    settings = explorers()
+    results, workers = {}, {}
+    settings = {name: config for name, config in explorers().items() if not args.only or name in args.only}
     with tempfile.TemporaryDirectory() as folder, chromium() as browser:
         configs = list(settings.values())
         harness(Path(folder), configs + [{**config, "prefetch": False} for config in configs])
         with static_server(Path(folder)) as url:
             for index, name in enumerate(settings):
-                results[name] = measure(browser, url, index, len(settings), name, args.repeats)
+                results[name] = measure(browser, url, index, len(settings), name, args.repeats, workers)
     load_after = os.getloadavg()
     version = subprocess.run([find_chromium(), "--version"], capture_output=True, text=True).stdout.strip()
     steps = {name: config["num_steps"] for name, config in settings.items()}
     print(f"{version}; load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min); "
-          f"{os.cpu_count()} CPUs")
+          f"{os.cpu_count()} CPUs; network workers per page: {workers}")
     print("| explorer (DDIM steps) | what | median | range | n |")
     print("|---|---|---|---|---|")
     for name, rows in results.items():
@@ -155,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"| {min(values):,.{digits}f}–{max(values):,.{digits}f} | {len(values)} |")
     record = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "browser": version,
               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "loadavg_before": load_before,
-              "loadavg_after": load_after, "num_steps": steps, "repeats": args.repeats,
+              "loadavg_after": load_after, "num_steps": steps, "network_workers": workers, "repeats": args.repeats,
               "results": {name: {what: values for what, values in rows.items()} for name, rows in results.items()}}
     out = args.out / "live_explorers.json"
     out.write_text(json.dumps(record, indent=1))

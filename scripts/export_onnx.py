@@ -86,7 +86,10 @@ class UNetWithH(nn.Module):
 
 def export_unet(model, path: Path) -> Path:
     """Write ``model``'s U-Net (a labkit DiffusionModel) to ONNX at ``path``: x (B, C, H, W), t (1,) float32 →
-    out (B, C, H, W), h (B, c_h, H_h, W_h). Exported with the attention's math kernel, as labkit runs it."""
+    out (B, C, H, W), h (B, c_h, H_h, W_h). Exported with the attention's math kernel, as labkit runs it, and
+    its upsamplers written as sub-pixel convolutions (``subpixel_upsamplers``)."""
+    import onnx
+
     x = torch.zeros(2, *model.sample_shape)
     t = torch.tensor([500.0])
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,7 +99,85 @@ def export_unet(model, path: Path) -> Path:
                           output_names=["out", "h"], dynamic_axes={"x": {0: "batch"}, "out": {0: "batch"},
                                                                    "h": {0: "batch"}},
                           dynamo=False, opset_version=17)
+    graph = onnx.load(str(path))
+    subpixel_upsamplers(graph.graph)
+    onnx.checker.check_model(graph)
+    onnx.save(graph, str(path))
     return path
+
+
+# Row (and column) folds of a 3×3 kernel for nearest ×2 upsampling: output row 2i + a of the upsampled
+# image reads, through kernel rows 0, 1, 2, input rows (i-1, i, i) for a = 0 and (i, i, i+1) for a = 1,
+# so it is a 2-row kernel over input rows (i-1, i) or (i, i+1) whose rows are sums of the 3×3 kernel's.
+SUBPIXEL_FOLDS = (np.array([[1, 0, 0], [0, 1, 1]]), np.array([[1, 1, 0], [0, 0, 1]]))
+
+
+def subpixel_upsamplers(graph) -> int:
+    """Rewrite, in place, each nearest ×2 Resize followed by a 3×3 Conv (stride 1, padding 1) as four 2×2 Convs
+    of the small input, one per output phase (a, b), interleaved by DepthToSpace. The same sums, float rounding
+    aside (kernel weights are added before they multiply), in 4·4 = 16 multiply-adds per 2×2 block of output
+    pixels (and channel pair) where the upsampled convolution does 4·9 = 36. The upsamplers are among the U-Net's
+    costliest layers in the browser, where every network run is on the reader's CPU. Returns the number rewritten.
+    """
+    from onnx import helper, numpy_helper
+
+    initializers = {i.name: i for i in graph.initializer}
+    constants = {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node
+                 if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"}
+    users: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+
+    def attribute(node, name, default=None):
+        found = [a for a in node.attribute if a.name == name]
+        return helper.get_attribute_value(found[0]) if found else default
+
+    def rewritable(resize) -> bool:
+        after = users.get(resize.output[0], [])
+        if len(after) != 1 or after[0].op_type != "Conv":
+            return False
+        conv, scales = after[0], constants.get(resize.input[2]) if len(resize.input) > 2 else None
+        return (attribute(resize, "mode") == b"nearest" and attribute(resize, "nearest_mode") == b"floor"
+                and attribute(resize, "coordinate_transformation_mode") == b"asymmetric"
+                and scales is not None and scales.tolist() == [1, 1, 2, 2]
+                and conv.input[0] == resize.output[0] and len(conv.input) == 3 and conv.input[1] in initializers
+                and attribute(conv, "kernel_shape") == [3, 3] and attribute(conv, "pads") == [1, 1, 1, 1]
+                and attribute(conv, "strides", [1, 1]) == [1, 1] and attribute(conv, "dilations", [1, 1]) == [1, 1]
+                and attribute(conv, "group", 1) == 1)
+
+    resizes = [r for r in graph.node if r.op_type == "Resize" and rewritable(r)]
+    upsampled = {users[r.output[0]][0].output[0]: r for r in resizes}  # the Conv (by its output) → its Resize
+    nodes = []
+    for node in graph.node:
+        if node.op_type == "Resize" and any(node is r for r in resizes):
+            continue  # its Conv below reads its input instead
+        if node.op_type != "Conv" or node.output[0] not in upsampled:
+            nodes.append(node)
+            continue
+        small, weight = upsampled[node.output[0]].input[0], numpy_helper.to_array(initializers[node.input[1]])
+        phases = []
+        for a in (0, 1):
+            for b in (0, 1):
+                name = f"{node.name}/phase{a}{b}"
+                folded = np.einsum("ry,oiyx,cx->oirc", SUBPIXEL_FOLDS[a], weight.astype(np.float64), SUBPIXEL_FOLDS[b])
+                graph.initializer.append(numpy_helper.from_array(folded.astype(np.float32), f"{name}/weight"))
+                # rows (i-1, i) for a = 0: one row of zeros above; rows (i, i+1) for a = 1: one below
+                nodes.append(helper.make_node("Conv", [small, f"{name}/weight", node.input[2]], [f"{name}/output"],
+                                              name=name, kernel_shape=[2, 2], pads=[1 - a, 1 - b, a, b]))
+                phases.append(f"{name}/output")
+        nodes.append(helper.make_node("Concat", phases, [f"{node.name}/phases"], name=f"{node.name}/concat", axis=1))
+        # DCR: channel (2a + b)·C + c goes to channel c, pixel (2i + a, 2j + b)
+        nodes.append(helper.make_node("DepthToSpace", [f"{node.name}/phases"], node.output, name=f"{node.name}/d2s",
+                                      blocksize=2, mode="DCR"))
+    used = {name for node in nodes for name in node.input}
+    nodes = [n for n in nodes if n.op_type != "Constant" or n.output[0] in used]  # the Resizes' scales
+    del graph.node[:]
+    graph.node.extend(nodes)
+    unused = [i for i in graph.initializer if i.name not in used]  # the upsamplers' 3×3 weights
+    for initializer in unused:
+        graph.initializer.remove(initializer)
+    return len(resizes)
 
 
 def export_readout(readout: nn.Module, path: Path) -> Path:

@@ -2,12 +2,13 @@
 the shipped noise is torch's, and the files are rebuilt only when their content key changes."""
 
 import json
+import warnings
 
 import numpy as np
 import onnxruntime
 import pytest
 import torch
-from export_onnx import export_readout, export_unet, noise_draws, readout_factors, up_to_date
+from export_onnx import export_readout, export_unet, noise_draws, readout_factors, subpixel_upsamplers, up_to_date
 
 from labkit.diffusion import h_space, sample_noise
 from labkit.models import load_model
@@ -34,6 +35,36 @@ def test_exported_unet_gives_the_output_and_h_of_torch(tmp_path, name):
         scale = max(1.0, float(expected_h.abs().max()))
         assert np.abs(h - expected_h.numpy()).max() < 1e-4 * scale, f"t={t}: h differs"
     assert not model.unet.mid_block._forward_hooks  # exporting leaves the model as it was
+    import onnx
+
+    ops = [node.op_type for node in onnx.load(str(tmp_path / "unet.onnx")).graph.node]
+    assert "Resize" not in ops and ops.count("DepthToSpace") == 2  # both upsamplers are sub-pixel convolutions
+
+
+@pytest.mark.parametrize("size", [7, 8])  # odd: the MNIST U-Net's 7 → 14
+def test_subpixel_upsampling_is_nearest_upsampling_then_the_convolution(tmp_path, size):
+    """An explicit small case: torch's Upsample(nearest, ×2) → Conv 3×3, exported, rewritten, run."""
+    import onnx
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Upsample(scale_factor=2, mode="nearest"), torch.nn.Conv2d(3, 5, 3, padding=1))
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad(), warnings.catch_warnings(action="ignore"):  # the legacy exporter's notices
+        torch.onnx.export(net, (x,), str(tmp_path / "up.onnx"), input_names=["x"], output_names=["y"],
+                          dynamo=False, opset_version=17)
+        expected = net(x)
+    model = onnx.load(str(tmp_path / "up.onnx"))
+    assert subpixel_upsamplers(model.graph) == 1
+    assert [n.op_type for n in model.graph.node] == ["Conv"] * 4 + ["Concat", "DepthToSpace"]
+    onnx.save(model, str(tmp_path / "subpixel.onnx"))
+    (y,) = session(tmp_path / "subpixel.onnx").run(None, {"x": x.numpy()})
+    assert y.shape == tuple(expected.shape)
+    assert np.abs(y - expected.numpy()).max() < 1e-5
+    # a Resize that is not nearest ×2 before a 3×3 convolution is left alone
+    bilinear = torch.nn.Sequential(torch.nn.Upsample(scale_factor=2, mode="bilinear"), net[1])
+    with torch.no_grad(), warnings.catch_warnings(action="ignore"):
+        torch.onnx.export(bilinear, (x,), str(tmp_path / "bilinear.onnx"), dynamo=False, opset_version=17)
+    assert subpixel_upsamplers(onnx.load(str(tmp_path / "bilinear.onnx")).graph) == 0
 
 
 def test_exported_readout_reads_the_same_factors(tmp_path):

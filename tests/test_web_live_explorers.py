@@ -48,7 +48,8 @@ def bare_url(tmp_path_factory):
     folder = tmp_path_factory.mktemp("live")
     # the edit explorers compute only what is asked (no background fill): the comparison takes less time
     harness(folder, [{**edit_config(), "prefetch": False}, interpolation_config(seed_a=2, seed_b=5),
-                     {**shapes_config(), "prefetch": False}, {**interpolation_config(), "model": "not-shipped"}])
+                     {**shapes_config(), "prefetch": False}, {**interpolation_config(), "model": "not-shipped"},
+                     edit_config()])
     with static_server(folder) as url:
         yield url
 
@@ -112,8 +113,10 @@ def test_nothing_is_loaded_before_an_explorer_is_opened(browser, bare_url):
     with waiting_for("the Run live buttons", WAIT_S):
         page.wait_for_selector(".labkit-live-run")
     page.wait_for_load_state("networkidle")
-    assert page.locator(".labkit-live-run").count() == 4
-    loaded = [url for url in requests if url.endswith((".onnx", ".wasm", ".f16", ".f32", "explorer.js", ".mjs"))]
+    assert not page.workers, "a network worker started before any explorer was opened"
+    assert page.locator(".labkit-live-run").count() == 5
+    loaded = [url for url in requests if url.endswith((".onnx", ".wasm", ".f16", ".f32", "explorer.js", ".mjs",
+                                                       "network-worker.js"))]
     assert not loaded, f"loaded before any explorer was opened: {loaded}"
     page.close()
 
@@ -199,6 +202,40 @@ def test_a_failure_shows_a_message_and_the_static_player(browser, bare_url):
         root.locator(".labkit-live-error").wait_for()
     assert "not-shipped is not shipped" in root.locator(".labkit-live-error").inner_text()
     assert root.locator(".labkit-frames").is_visible()
+    assert not problems, "\n".join(problems)
+    page.close()
+
+
+def test_networks_run_in_workers_and_fill_the_slider_two_at_once(browser, bare_url):
+    """Chapter 05's explorer as the book has it (background fill on): the networks run in dedicated workers
+    (two on a machine with two cores or more), the fill's guided images are labkit's, every control works."""
+    from labkit.diffusion import sample_at, timestep_at
+    from labkit.editing import edit
+    from labkit.models import load_model
+
+    page = browser.new_page()
+    problems = watch(page, bare_url)
+    page.goto(bare_url + "/index.html")
+    root = page.locator("[data-labkit-live]").nth(4)
+    open_live(page, root)
+    cores = page.evaluate("navigator.hardwareConcurrency")
+    workers = [w.url for w in page.workers]
+    assert len(workers) == root.evaluate("el => el.labkitLive.workers()") == max(1, min(2, cores)), workers
+    assert all(url.startswith(bare_url) and url.endswith("/_static/live/network-worker.js") for url in workers)
+    with waiting_for("the background fill of every strength", WAIT_S):
+        page.wait_for_function("el => el.labkitLive.filled() === 7", arg=root.element_handle(), timeout=WAIT_S * 1000)
+    # strengths 6 and 0, filled in the background (two at once, guidance's first step shared): labkit's images
+    mnist, config = load_model(), edit_config()
+    t = timestep_at(mnist, 0.6, 25)
+    v = shipped_basis("embedded", 25, 0, t, 4)[0]
+    expected = edit(mnist, sample_at(mnist, 0, t, 25), v, [config["strengths"][6], config["strengths"][0]])
+    for strength, image in zip((6, 0), expected, strict=True):  # ends at 0: the slider's End then changes the image
+        assert root.evaluate("el => el.labkitLive.filled()") == 7
+        shown_image = select(page, root, [], strength)
+        assert root.evaluate("el => el.labkitLive.timings.latencies.at(-1).cached"), "the fill had computed it"
+        difference = np.abs(shown_image - image.numpy().ravel()).max()
+        assert difference < TOLERANCE, f"strength {strength}, filled in the background: differs by {difference}"
+    every_control_changes_the_image(page, root, "bare-edit-background-fill")
     assert not problems, "\n".join(problems)
     page.close()
 

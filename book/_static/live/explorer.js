@@ -3,10 +3,11 @@
 // live.js imports this module when the reader opens an explorer; until then nothing is loaded.
 //
 // Each explorer keeps one request "wanted" (the controls' selection) and computes it first; a newer
-// request aborts an older computation between two network runs (latest wins). When the wanted
-// image is shown, the other strengths (points) of the same selection are computed in the
-// background, nearest first, so that moving the slider afterwards shows a finished image (unless the
-// configuration says "prefetch": false, as benchmarks/live_explorers.py does to time uncached moves).
+// request aborts an older computation between two network runs (latest wins), and its network runs
+// go before any other (the networks run in two workers, runtime.js). When the wanted image is shown,
+// the other strengths (points) of the same selection are computed in the background, nearest first,
+// two at once (one per worker), so that moving the slider afterwards shows a finished image (unless
+// the configuration says "prefetch": false, as benchmarks/live_explorers.py does to time uncached moves).
 
 import * as rt from "./runtime.js";
 import * as S from "./sampler.js";
@@ -55,10 +56,11 @@ function draw(canvas, images, shape) {
   canvas.getContext("2d").putImageData(pixels, 0, 0);
 }
 
-/** The background worker: the wanted key first, then prefetch(wanted) keys, one at a time. */
-class Worker {
+/** What an explorer computes, and when: the wanted key first, then prefetch(wanted) keys, as many
+ *  at once as the page has network workers. */
+class Scheduler {
   constructor(explorer) {
-    this.explorer = explorer; this.wanted = null; this.pending = null; this.loop = null;
+    this.explorer = explorer; this.wanted = null; this.pending = null; this.running = new Set(); this.stopped = false;
   }
 
   /** at: when the reader moved the control (the input event's timeStamp), so that latencies count
@@ -68,33 +70,70 @@ class Worker {
     this.pending = { key, at, cached: this.explorer.cached(key) };
     if (this.pending.cached) this.explorer.show(key);
     else this.explorer.status(`computing ${this.explorer.describe(key)} …`);
-    if (!this.loop) this.loop = this.run().finally(() => { this.loop = null; });
+    this.pump();
   }
 
-  async run() {
-    for (;;) {
-      const wanted = this.wanted;
-      const prefetch = this.explorer.config.prefetch !== false;  // false: the benchmark's uncached moves
-      const key = !this.explorer.cached(wanted) ? wanted : prefetch ? this.explorer.prefetch(wanted) : null;
+  /** Whether key is worth computing now: it is wanted, or it fills the wanted selection in the background. */
+  useful(key) {
+    const explorer = this.explorer, wanted = this.wanted;
+    if (this.stopped) return false;
+    return key === wanted || (explorer.config.prefetch !== false && explorer.cached(wanted)
+                              && explorer.strip(wanted).includes(key));
+  }
+
+  pump() {
+    if (this.stopped) return;
+    const explorer = this.explorer, wanted = this.wanted;
+    if (!explorer.cached(wanted)) {
+      if (!this.running.has(wanted)) this.start(wanted);
+      return;
+    }
+    if (explorer.config.prefetch === false) return;  // the benchmark's uncached moves
+    while (this.running.size < explorer.parallel) {
+      const key = explorer.prefetch(wanted, this.running);
       if (key === null) return;
-      const abort = key === wanted ? () => this.wanted !== wanted : () => !this.explorer.cached(this.wanted);
-      try {
-        await this.explorer.compute(key, abort);
-      } catch (error) {
-        if (error instanceof S.Aborted) continue;
-        this.explorer.fail(error);
-        return;
-      }
-      if (key === this.wanted) this.explorer.show(key);
-      else if (this.explorer.cached(this.wanted)) this.explorer.display(this.wanted);  // e.g. a path's length in H
+      this.start(key);
     }
   }
+
+  start(key) {
+    this.running.add(key);
+    const net = this.explorer.net.with(() => key === this.wanted);
+    this.explorer.compute(key, () => !this.useful(key), net).then(() => {
+      if (key === this.wanted) this.explorer.show(key);
+      else if (this.explorer.cached(this.wanted)) this.explorer.display(this.wanted);  // e.g. a path's length in H
+    }, (error) => {
+      if (error instanceof S.Aborted || this.stopped) return;
+      this.stopped = true;
+      this.explorer.fail(error);
+    }).finally(() => {
+      this.running.delete(key);
+      this.pump();
+    });
+  }
+}
+
+/** Results that computations running at once share (a latent, a reference image): each is computed
+ *  once; one whose computation failed or was aborted is forgotten, so that the next asker computes it. */
+class Shared {
+  constructor() { this.promises = new Map(); this.values = new Map(); }
+
+  get(key, make) {
+    if (!this.promises.has(key)) {
+      const promise = make().then((value) => { this.values.set(key, value); return value; });
+      promise.catch(() => this.promises.delete(key));
+      this.promises.set(key, promise);
+    }
+    return this.promises.get(key);
+  }
+
+  value(key) { return this.values.get(key); }
 }
 
 class Live {
   constructor(root, config, ui) {
-    this.root = root; this.config = config; this.ui = ui; this.worker = new Worker(this);
-    this.images = new Map();
+    this.root = root; this.config = config; this.ui = ui; this.worker = new Scheduler(this);
+    this.images = new Map(); this.latents = new Shared();
     this.timings = { opened: Number(root.dataset.openedAt || performance.now()), latencies: [] };
     this.canvas = element("canvas", { style: "image-rendering:pixelated;max-width:100%;display:block" });
     this.statusLine = element("div", { className: "labkit-live-status", style: "font-size:0.9em;min-height:1.3em" });
@@ -106,6 +145,7 @@ class Live {
       throw new Error("this page was built with other weights than the model shipped with it; rebuild the book");
     }
     this.model = entry; this.net = net; this.noise = await rt.noise(this.config.model);
+    this.parallel = rt.workers();  // background images computed at once
     this.size = entry.sample_shape.reduce((a, b) => a * b);
   }
 
@@ -141,16 +181,19 @@ class Live {
   }
 
   /** x_t of a seed at timestep t: its noise, run by DDIM (η = 0) down to t (labkit.diffusion.sample_at). */
-  async latent(seed, t, abort) {
-    this.latents = this.latents || new Map();
-    const key = `${seed}|${t}`;
-    if (!this.latents.has(key)) {
+  latent(seed, t, abort, net = this.net) {
+    return this.latents.get(`${seed}|${t}`, async () => {
       const noise = this.noise(seed)(0), first = S.timesteps(this.model, this.config.num_steps)[0];
-      const x = t === first ? Float32Array.from(noise)
-        : await S.ddim(this.net, this.model, this.config.num_steps, noise, 1, { tTo: t, abort });
-      this.latents.set(key, x);
-    }
-    return this.latents.get(key);
+      return t === first ? Float32Array.from(noise)
+        : S.ddim(net, this.model, this.config.num_steps, noise, 1, { tTo: t, abort });
+    });
+  }
+
+  /** The keys of key's strip (every strength, or point) not computed yet and not in `running`, nearest first. */
+  prefetch(wanted, running = new Set()) {
+    const at = this.strip(wanted).indexOf(wanted);
+    const order = this.strip(wanted).map((key, i) => [Math.abs(i - at), key]).sort((a, b) => a[0] - b[0]);
+    return order.map(([, key]) => key).find((key) => !this.cached(key) && !running.has(key)) ?? null;
   }
 
   request(event) { this.worker.request(this.key(), event?.timeStamp); }
@@ -161,7 +204,8 @@ class Live {
              image: () => Array.from(this.images.get(this.key())?.image || []),
              reference: () => Array.from(this.images.get(this.key())?.reference || []),
              factors: () => this.images.get(this.key())?.factors || null,
-             filled: () => this.strip(this.key()).filter((key) => this.cached(key)).length };
+             filled: () => this.strip(this.key()).filter((key) => this.cached(key)).length,
+             workers: () => this.parallel };
   }
 }
 
@@ -216,29 +260,41 @@ class EditLive extends Live {
   }
 
   /** The finished image of a latent at t: DDIM to x₀ with the quality boost (labkit.editing.edit). */
-  async finish(x, seed, t, abort) {
+  async finish(x, seed, t, abort, net) {
     if (t === 0) return x;
-    return S.ddim(this.net, this.model, this.config.num_steps, x, 1,
+    return S.ddim(net, this.model, this.config.num_steps, x, 1,
                   { tFrom: t, etaBelow: this.boostBelow, noiseDraw: this.noise(seed), abort });
   }
 
-  async compute(key, abort) {
+  async compute(key, abort, net = this.net) {
     const c = this.config, { seed, t, direction, method, strength } = this.parse(key);
-    const xt = await this.latent(seed, t, abort);
-    this.references = this.references || new Map();
-    if (!this.references.has(`${seed}|${t}`)) this.references.set(`${seed}|${t}`, await this.finish(xt, seed, t, abort));
-    const reference = this.references.get(`${seed}|${t}`), v = this.basis(seed, t)[direction];
-    const gamma = c.strengths[strength];
-    // γ = 0 leaves x_t as it is (x + 0·(…) = x, bit for bit, in both methods): the image is the sample's
-    const edited = gamma === 0 ? null : method === "naive" ? S.naiveEdit(xt, v, gamma)
-      : await S.xSpaceGuidance(this.net, this.model, xt, t, v, gamma, { delta: c.delta, nIter: c.n_iter, abort });
-    const image = edited === null ? reference : await this.finish(edited, seed, t, abort);
+    this.references = this.references || new Shared();
+    this.firsts = this.firsts || new Shared();
+    const xt = await this.latent(seed, t, abort, net);
+    const v = this.basis(seed, t)[direction], gamma = c.strengths[strength];
+    const edit = async () => {
+      // γ = 0 leaves x_t as it is (x + 0·(…) = x, bit for bit, in both methods): the image is the sample's
+      if (gamma === 0) return null;
+      if (method === "naive") return this.finish(S.naiveEdit(xt, v, gamma), seed, t, abort, net);
+      // guidance's first step is the same for every strength of this (sample, t, direction): computed once
+      const first = await this.firsts.get(`${seed}|${t}|${direction}`, async () => {
+        S.check(abort);
+        return S.guidanceDifference(net, this.model, xt, t, v, c.delta);
+      });
+      const edited = await S.xSpaceGuidance(net, this.model, xt, t, v, gamma,
+                                            { delta: c.delta, nIter: c.n_iter, abort, first });
+      return this.finish(edited, seed, t, abort, net);
+    };
+    // the sample's own image and the edit at once: with two workers, each runs while the other waits
+    const [reference, edited] = await Promise.all([
+      this.references.get(`${seed}|${t}`, () => this.finish(xt, seed, t, abort, net)), edit()]);
+    const image = edited ?? reference;
     let factors = null;
     if (this.readout) {
       const both = new Float32Array(2 * image.length);
       both.set(reference.map((x) => Math.min(1, Math.max(-1, x))));
       both.set(image.map((x) => Math.min(1, Math.max(-1, x))), image.length);
-      factors = await this.readout(both, 2);
+      factors = await this.readout(both, 2, net.urgent);
     }
     this.images.set(key, { image, reference, factors });
   }
@@ -247,12 +303,6 @@ class EditLive extends Live {
   strip(key) {
     const k = this.parse(key);
     return this.config.strengths.map((_, i) => [k.seed, k.t, k.direction, k.method, i].join("|"));
-  }
-
-  prefetch(wanted) {
-    const at = this.parse(wanted).strength;
-    const order = this.strip(wanted).map((key, i) => [Math.abs(i - at), key]).sort((a, b) => a[0] - b[0]);
-    return order.map(([, key]) => key).find((key) => !this.cached(key)) ?? null;
   }
 
   display(key) {
@@ -307,16 +357,16 @@ class InterpolationLive extends Live {
     return `point ${this.parse(key).point + 1} of ${this.config.n}`;
   }
 
-  async path(k, abort) {
-    const xa = await this.latent(k.a, this.t, abort), xb = await this.latent(k.b, this.t, abort);
+  async path(k, abort, net) {
+    const [xa, xb] = await Promise.all([this.latent(k.a, this.t, abort, net), this.latent(k.b, this.t, abort, net)]);
     return this.times.map((s) => (k.method === "lerp" ? S.lerp(xa, xb, s) : S.slerp(xa, xb, s)));
   }
 
-  async compute(key, abort) {
-    const k = this.parse(key), point = (await this.path(k, abort))[k.point];
+  async compute(key, abort, net = this.net) {
+    const k = this.parse(key), point = (await this.path(k, abort, net))[k.point];
     let h = null;
     const onStep = (t, result) => { if (t === this.t) h = Float32Array.from(result.h); };
-    const image = await S.ddim(this.net, this.model, this.config.num_steps, point, 1, { tFrom: this.t, onStep, abort });
+    const image = await S.ddim(net, this.model, this.config.num_steps, point, 1, { tFrom: this.t, onStep, abort });
     this.images.set(key, { image, h, norm: S.norm(point) });
   }
 
@@ -324,12 +374,6 @@ class InterpolationLive extends Live {
   strip(key) {
     const k = this.parse(key);
     return this.times.map((_, i) => [k.a, k.b, k.method, i].join("|"));
-  }
-
-  prefetch(wanted) {
-    const at = this.parse(wanted).point;
-    const order = this.strip(wanted).map((key, i) => [Math.abs(i - at), key]).sort((a, b) => a[0] - b[0]);
-    return order.map(([, key]) => key).find((key) => !this.cached(key)) ?? null;
   }
 
   /** Σ ‖f(p_{i+1}) − f(p_i)‖ over the path's points (labkit.geometry.curve_length), or null if one is missing. */
@@ -349,7 +393,7 @@ class InterpolationLive extends Live {
     draw(this.canvas, [shown.image], this.model.sample_shape);
     this.label.textContent = `point ${k.point + 1} of ${this.config.n}: ‖x_t‖ = ${g(shown.norm, 3)}`;
     const keys = this.strip(key);
-    const xa = this.latents.get(`${k.a}|${this.t}`), xb = this.latents.get(`${k.b}|${this.t}`);
+    const xa = this.latents.value(`${k.a}|${this.t}`), xb = this.latents.value(`${k.b}|${this.t}`);
     const path = this.times.map((s) => (k.method === "lerp" ? S.lerp(xa, xb, s) : S.slerp(xa, xb, s)));
     const inH = this.length(keys.map((key) => this.images.get(key)?.h));
     this.lengths.textContent = `${k.method}: length in X ${g(this.length(path), 4)}, in H `

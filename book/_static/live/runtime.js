@@ -1,6 +1,6 @@
-// The live explorers' runtime: onnxruntime-web, the exported models, and the shipped noise and
-// bases, all loaded from the book's own folder (generated/, written by scripts/export_onnx.py).
-// Everything is loaded once per page, on first use.
+// The live explorers' runtime: the exported models, run by onnxruntime-web in dedicated workers
+// (network-worker.js), and the shipped noise and bases, all loaded from the book's own folder
+// (generated/, written by scripts/export_onnx.py). Everything is loaded once per page, on first use.
 
 const GENERATED = new URL("./generated/", import.meta.url);
 const memo = new Map();
@@ -20,51 +20,104 @@ export function manifest() {
   return once("manifest", async () => (await fetchOk(new URL("manifest.json", GENERATED))).json());
 }
 
-function runtime() {
-  return once("ort", async () => {
-    const ort = await import(new URL("ort/ort.wasm.min.mjs", GENERATED).href);
-    ort.env.wasm.wasmPaths = new URL("ort/", GENERATED).href;
-    ort.env.wasm.numThreads = 1;  // threads need a cross-origin-isolated page; a static book is not one
-    return ort;
-  });
-}
-
-/** Let the page handle input and paint before the next network run: onnxruntime-web computes on the
- *  page's own thread, and its promises resolve without giving the page a turn, so without this a
- *  background fill would freeze the page until it ends. */
-function yieldToPage() {
-  // a message is an ordinary task, queued behind whatever the page has to do (scheduler.yield()
-  // would jump that queue)
-  return new Promise((resolve) => {
-    const channel = new MessageChannel();
-    channel.port1.onmessage = () => resolve();
-    channel.port2.postMessage(null);
-  });
-}
-
-/** A network: run(x, batch, t) → {out, h} (Float32Arrays). Runs one at a time: onnxruntime-web
- *  serves one run per session at once. */
-class Net {
-  constructor(ort, session, shape) {
-    this.ort = ort; this.session = session; this.shape = shape; this.queue = Promise.resolve();
+/** One network-worker.js: request(op, fields) → a promise of its answer. */
+class NetworkWorker {
+  constructor() {
+    this.worker = new Worker(new URL("./network-worker.js", import.meta.url), { type: "module" });
+    this.pending = new Map(); this.next = 0; this.loaded = new Set(); this.busy = false; this.broken = null;
+    this.worker.onmessage = ({ data }) => {
+      const { resolve, reject } = this.pending.get(data.id);
+      this.pending.delete(data.id);
+      if (data.error !== undefined) reject(new Error(data.error)); else resolve(data.outputs);
+    };
+    // the script itself failed (not found, or a syntax error): every request fails
+    this.worker.onerror = (event) => {
+      event.preventDefault();
+      this.broken = new Error(`the network worker failed: ${event.message || "it could not be loaded"}`);
+      for (const { reject } of this.pending.values()) reject(this.broken);
+      this.pending.clear();
+    };
   }
 
-  run(x, batch, t) {
-    const job = this.queue.then(async () => {
-      await yieldToPage();
-      const feeds = { x: new this.ort.Tensor("float32", x, [batch, ...this.shape]),
-                      t: new this.ort.Tensor("float32", new Float32Array([t]), [1]) };
-      const result = await this.session.run(feeds);
-      return { out: result.out.data, h: result.h.data };
+  request(op, fields, transfer = []) {
+    if (this.broken) return Promise.reject(this.broken);
+    const id = this.next++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage({ id, op, ...fields }, transfer);
     });
-    this.queue = job.catch(() => {});
-    return job;
   }
 }
 
-async function session(file) {
-  const ort = await runtime();
-  return ort.InferenceSession.create(new URL(file, GENERATED).href, { executionProviders: ["wasm"] });
+/** The page's network workers: a run goes to a free worker that holds its model; a run whose
+ *  urgent() says so (the image the reader asked for) goes before background runs. */
+class Pool {
+  constructor(size) {
+    this.workers = Array.from({ length: size }, () => new NetworkWorker());
+    this.queue = [];
+  }
+
+  /** Load generated/<file> in every worker; resolves when one can run it (the others follow). */
+  load(file) {
+    return once(`load:${file}`, () => Promise.any(this.workers.map(async (w) => {
+      await w.request("load", { file });
+      w.loaded.add(file);
+      this.dispatch();
+    })).catch((error) => { throw error.errors ? error.errors[0] : error; }));
+  }
+
+  /** feeds: {name: {data: Float32Array, dims}} (copied now: the caller may change its arrays) → {name: Float32Array}. */
+  run(file, feeds, urgent) {
+    const copied = {};
+    for (const [name, { data, dims }] of Object.entries(feeds)) copied[name] = { data: Float32Array.from(data), dims };
+    return new Promise((resolve, reject) => {
+      this.queue.push({ file, feeds: copied, urgent, resolve, reject });
+      this.dispatch();
+    });
+  }
+
+  dispatch() {
+    for (const w of this.workers) {
+      if (w.busy || w.broken) continue;
+      const ready = this.queue.filter((job) => w.loaded.has(job.file));
+      const job = ready.find((j) => j.urgent()) ?? ready[0];
+      if (!job) continue;
+      this.queue.splice(this.queue.indexOf(job), 1);
+      w.busy = true;
+      w.request("run", { file: job.file, feeds: job.feeds }, Object.values(job.feeds).map((f) => f.data.buffer))
+        .then(job.resolve, job.reject)
+        .finally(() => { w.busy = false; this.dispatch(); });
+    }
+    if (this.workers.every((w) => w.broken)) {
+      for (const job of this.queue.splice(0)) job.reject(this.workers[0].broken);
+    }
+  }
+}
+
+function pool() {
+  // two workers: the two halves of a guidance step at once; more would only compete for the cores
+  return once("pool", () => new Pool(Math.max(1, Math.min(2, navigator.hardwareConcurrency || 2))));
+}
+
+/** How many networks the page runs at once (its workers). */
+export function workers() {
+  return pool().workers.length;
+}
+
+/** A network: run(x, batch, t) → {out, h} (Float32Arrays), in a worker. urgent() (default: never) puts a
+ *  run before the background's; with(urgent) gives the same network with another urgency. */
+class Net {
+  constructor(file, shape, urgent = () => false) {
+    this.file = file; this.shape = shape; this.urgent = urgent;
+  }
+
+  with(urgent) { return new Net(this.file, this.shape, urgent); }
+
+  async run(x, batch, t) {
+    const { out, h } = await pool().run(this.file, { x: { data: x, dims: [batch, ...this.shape] },
+                                                     t: { data: new Float32Array([t]), dims: [1] } }, this.urgent);
+    return { out, h };
+  }
 }
 
 /** The manifest entry of a model and its network. */
@@ -72,8 +125,8 @@ export function model(name) {
   return once(`model:${name}`, async () => {
     const entry = (await manifest()).models[name];
     if (!entry) throw new Error(`the model ${name} is not shipped with this book`);
-    const ort = await runtime();
-    return { entry, net: new Net(ort, await session(entry.file), entry.sample_shape) };
+    await pool().load(entry.file);
+    return { entry, net: new Net(entry.file, entry.sample_shape) };
   });
 }
 
@@ -81,11 +134,10 @@ export function model(name) {
 export function readout() {
   return once("readout", async () => {
     const info = (await manifest()).readout;
-    const ort = await runtime();
-    const s = await session(info.file);
-    return async (images, batch) => {
-      const result = await s.run({ images: new ort.Tensor("float32", images, [batch, 3, 32, 32]) });
-      const out = result.outputs.data, width = out.length / batch, rows = [];
+    await pool().load(info.file);
+    return async (images, batch, urgent = () => false) => {
+      const result = await pool().run(info.file, { images: { data: images, dims: [batch, 3, 32, 32] } }, urgent);
+      const out = result.outputs, width = out.length / batch, rows = [];
       for (let b = 0; b < batch; b++) {
         const o = out.subarray(b * width, (b + 1) * width), row = {};
         for (const f of info.factors) {

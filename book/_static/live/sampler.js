@@ -15,7 +15,8 @@ export class Aborted extends Error {
   constructor() { super("superseded by a newer request"); this.name = "Aborted"; }
 }
 
-function check(abort) {
+/** Throw Aborted if abort() says the computation is no longer wanted. */
+export function check(abort) {
   if (abort && abort()) throw new Aborted();
 }
 
@@ -100,18 +101,30 @@ export function naiveEdit(x, v, gamma) {
   return out;
 }
 
+/** ε(x + δ v, t) − ε(x, t), one latent: the step of x-space guidance before its factor γ. The two
+ *  networks are two runs of one latent each, asked for at once, so that a net with two workers runs
+ *  them in parallel (the same numbers as labkit's batch of two: each image is computed on its own). */
+export async function guidanceDifference(net, model, x, t, v, delta = 1.0) {
+  const d = f32(delta), n = x.length, plus = new Float32Array(n);
+  for (let i = 0; i < n; i++) plus[i] = f32(x[i] + f32(d * v[i]));
+  const [a, b] = await Promise.all([net.run(plus, 1, t), net.run(x, 1, t)]);
+  const ea = epsFromOutput(model, a.out, plus, t), eb = epsFromOutput(model, b.out, x, t);
+  const difference = new Float32Array(n);
+  for (let i = 0; i < n; i++) difference[i] = f32(ea[i] - eb[i]);
+  return difference;
+}
+
 /** x-space guidance (labkit.editing.x_space_guidance), one strength: n_iter times
- *  x ← x + γ [ε(x + δ v, t) − ε(x, t)], both ε in one batch of two. */
-export async function xSpaceGuidance(net, model, x, t, v, gamma, { delta = 1.0, nIter = 16, abort = null } = {}) {
-  const g = f32(gamma), d = f32(delta), n = x.length;
+ *  x ← x + γ [ε(x + δ v, t) − ε(x, t)]. The first step's difference does not depend on γ (every
+ *  strength starts from the same x): pass it as `first` to reuse it across strengths. */
+export async function xSpaceGuidance(net, model, x, t, v, gamma, { delta = 1.0, nIter = 16, abort = null,
+  first = null } = {}) {
+  const g = f32(gamma), n = x.length;
   x = Float32Array.from(x);
-  const pair = new Float32Array(2 * n);
   for (let it = 0; it < nIter; it++) {
     check(abort);
-    for (let i = 0; i < n; i++) { pair[i] = f32(x[i] + f32(d * v[i])); pair[n + i] = x[i]; }
-    const { out } = await net.run(pair, 2, t);
-    const eps = epsFromOutput(model, out, pair, t);
-    for (let i = 0; i < n; i++) x[i] = f32(x[i] + f32(g * f32(eps[i] - eps[n + i])));
+    const difference = it === 0 && first ? first : await guidanceDifference(net, model, x, t, v, delta);
+    for (let i = 0; i < n; i++) x[i] = f32(x[i] + f32(g * difference[i]));
   }
   return x;
 }
