@@ -3,6 +3,7 @@
     python benchmarks/live_explorers.py        # after `make live`; prints a table
     -> benchmarks/results/live_explorers.json
     python benchmarks/live_explorers.py --only "MNIST edit (ch. 05)" --out /tmp   # one explorer
+    python benchmarks/live_explorers.py --live OTHER/book/_static/live --out /tmp # another version's live folder
 
 On a bare page holding the chapters' explorers (tests/live_support.py), each in a fresh browser
 context (nothing cached), it measures in the page (performance.now):
@@ -37,12 +38,26 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 from browser_support import chromium, find_chromium, static_server  # noqa: E402
-from live_support import edit_config, harness, interpolation_config  # noqa: E402
+from live_support import LIVE, edit_config, harness, interpolation_config  # noqa: E402
 
 from labkit.checks import int_arg, out_dir_arg  # noqa: E402
 
 WAIT_MS = 300_000
 EXPLORER_NAMES = ("MNIST edit (ch. 05)", "MNIST interpolation (ch. 06)", "shapes edit (ch. 08)")
+
+def live_dir(value: str) -> Path:
+    """--live: a folder with the live explorers' JavaScript and a generated/manifest.json."""
+    path = Path(value)
+    if not (path / "generated" / "manifest.json").is_file():
+        raise argparse.ArgumentTypeError(f"{value} has no generated/manifest.json: give a live folder after "
+                                         "`make live` (book/_static/live)")
+    return path
+
+
+def shown_path(path: Path) -> str:
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
 
 def explorers() -> dict[str, dict]:
     """name -> the chapter's explorer settings (num_steps: the chapter's DDIM step count); reads the
@@ -93,7 +108,7 @@ def measure(browser, url: str, index: int, count: int, name: str, repeats: int, 
     for _ in range(repeats):
         context, page, root = page_with(index + count)
         rows.setdefault("first image after Run live", []).append(open_explorer(page, root))
-        workers[name] = root.evaluate("el => el.labkitLive.workers()")
+        workers[name] = root.evaluate("el => el.labkitLive.workers?.() ?? 0")  # 0: a version on the page's thread
         for method in methods:
             # switch at the last strength, go to the first, then step right twice: two strengths never computed
             for key in ("End", "method", "Home"):
@@ -135,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int_arg(1, 20), default=3, help="repeats of each measurement (default 3)")
     parser.add_argument("--only", action="append", choices=EXPLORER_NAMES, metavar="EXPLORER",
                         help="measure only this explorer (repeatable): " + ", ".join(f'"{n}"' for n in EXPLORER_NAMES))
+    parser.add_argument("--live", type=live_dir, default=LIVE,
+                        help="the live folder to measure, with its generated/ (default: the book's)")
     parser.add_argument("--out", type=out_dir_arg, default=REPO / "benchmarks" / "results",
                         help="folder for live_explorers.json")
     args = parser.parse_args(argv)
@@ -143,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = {name: config for name, config in explorers().items() if not args.only or name in args.only}
     with tempfile.TemporaryDirectory() as folder, chromium() as browser:
         configs = list(settings.values())
-        harness(Path(folder), configs + [{**config, "prefetch": False} for config in configs])
+        harness(Path(folder), configs + [{**config, "prefetch": False} for config in configs], live=args.live)
         with static_server(Path(folder)) as url:
             for index, name in enumerate(settings):
                 results[name] = measure(browser, url, index, len(settings), name, args.repeats, workers)
@@ -162,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"| {min(values):,.{digits}f}–{max(values):,.{digits}f} | {len(values)} |")
     record = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "browser": version,
               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "loadavg_before": load_before,
-              "loadavg_after": load_after, "num_steps": steps, "network_workers": workers, "repeats": args.repeats,
+              "loadavg_after": load_after, "live": shown_path(args.live), "num_steps": steps,
+              "network_workers": workers, "repeats": args.repeats,
               "results": {name: {what: values for what, values in rows.items()} for name, rows in results.items()}}
     out = args.out / "live_explorers.json"
     out.write_text(json.dumps(record, indent=1))

@@ -7,7 +7,9 @@ JavaScript (book/_static/live/*.js) makes them live with onnxruntime-web, from t
 
 - ``<model>.onnx``: each embedded U-Net (MNIST, shapes), inputs x (B, C, H, W) and t (1,), outputs
   the U-Net's raw output (ε, v or x₀, as the manifest's prediction_type says) and h, the
-  mid-block output (as labkit.diffusion.h_space defines it); ``readout.onnx``: the shapes world's
+  mid-block output (as labkit.diffusion.h_space defines it); its upsamplers are rewritten as
+  sub-pixel convolutions (``subpixel_upsamplers``: the same sums in fewer multiply-adds, for the
+  reader's CPU); ``readout.onnx``: the shapes world's
   factor read-out (labkit.readout), raw outputs (N, 12), decoded in JavaScript;
 - ``<model>-noise.f32``: for each shipped seed, the first draws of ``torch.randn(latent shape)`` from
   ``torch.Generator().manual_seed(seed)``, float32. Draw 0 is labkit's x_T for that seed

@@ -44,12 +44,13 @@ def interpolation_config(model: str = "embedded", num_steps: int = 20, seed_a: i
             "methods": ["lerp", "slerp"]}
 
 
-def harness(folder: Path, configs: list[dict]) -> Path:
+def harness(folder: Path, configs: list[dict], live: Path = LIVE) -> Path:
     """Write folder/index.html with one explorer per config (a two-frame static player inside each),
-    and copy the book's live folder to folder/_static/live. Returns the page."""
-    if not MANIFEST.is_file():
-        raise FileNotFoundError(f"no {MANIFEST}: run `make live` (python scripts/export_onnx.py) first")
-    shutil.copytree(LIVE, folder / "_static" / "live", dirs_exist_ok=True)
+    and copy the live folder (default: the book's) to folder/_static/live. Returns the page."""
+    if not (live / "generated" / "manifest.json").is_file():
+        raise FileNotFoundError(f"no {live / 'generated' / 'manifest.json'}: run `make live` "
+                                "(python scripts/export_onnx.py) first")
+    shutil.copytree(live, folder / "_static" / "live", dirs_exist_ok=True)
     frames = [to_png(np.full((8, 8), level)) for level in (0.2, 0.8)]
     body = "\n".join(live_container(config, static_player(frames, ["a", "b"], title=f"explorer {i}"))
                      for i, config in enumerate(configs))

@@ -218,12 +218,12 @@ def test_networks_run_in_workers_and_fill_the_slider_two_at_once(browser, bare_u
     page.goto(bare_url + "/index.html")
     root = page.locator("[data-labkit-live]").nth(4)
     open_live(page, root)
+    with waiting_for("the background fill of every strength", WAIT_S):
+        page.wait_for_function("el => el.labkitLive.filled() === 7", arg=root.element_handle(), timeout=WAIT_S * 1000)
     cores = page.evaluate("navigator.hardwareConcurrency")
     workers = [w.url for w in page.workers]
     assert len(workers) == root.evaluate("el => el.labkitLive.workers()") == max(1, min(2, cores)), workers
     assert all(url.startswith(bare_url) and url.endswith("/_static/live/network-worker.js") for url in workers)
-    with waiting_for("the background fill of every strength", WAIT_S):
-        page.wait_for_function("el => el.labkitLive.filled() === 7", arg=root.element_handle(), timeout=WAIT_S * 1000)
     # strengths 6 and 0, filled in the background (two at once, guidance's first step shared): labkit's images
     mnist, config = load_model(), edit_config()
     t = timestep_at(mnist, 0.6, 25)

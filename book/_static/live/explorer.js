@@ -172,6 +172,7 @@ class Live {
       this.timings.latencies.push({ key, ms: performance.now() - pending.at, cached: pending.cached });
       if (this.timings.firstImage === undefined) {
         this.timings.firstImage = performance.now() - this.timings.opened;
+        rt.widen();  // the other network workers start now, not during the first image
         for (const player of this.root.querySelectorAll(".labkit-frames")) player.hidden = true;
         this.root.dataset.liveState = "ready";
       }

@@ -50,20 +50,36 @@ class NetworkWorker {
 }
 
 /** The page's network workers: a run goes to a free worker that holds its model; a run whose
- *  urgent() says so (the image the reader asked for) goes before background runs. */
+ *  urgent() says so (the image the reader asked for) goes before background runs. One worker starts
+ *  with the pool, the others when widen() is called (after the first image: each compiles
+ *  onnxruntime-web's wasm and loads the models, which would slow the first image down). */
 class Pool {
   constructor(size) {
-    this.workers = Array.from({ length: size }, () => new NetworkWorker());
-    this.queue = [];
+    this.size = size; this.workers = [new NetworkWorker()]; this.queue = []; this.files = new Set();
+  }
+
+  widen() {
+    while (this.workers.length < this.size) {
+      const w = new NetworkWorker();
+      this.workers.push(w);
+      // a worker that cannot load a model stays out of its runs; the others go on
+      for (const file of this.files) this.loadInto(w, file).catch(() => {});
+    }
+  }
+
+  async loadInto(w, file) {
+    await w.request("load", { file });
+    w.loaded.add(file);
+    this.dispatch();
   }
 
   /** Load generated/<file> in every worker; resolves when one can run it (the others follow). */
   load(file) {
-    return once(`load:${file}`, () => Promise.any(this.workers.map(async (w) => {
-      await w.request("load", { file });
-      w.loaded.add(file);
-      this.dispatch();
-    })).catch((error) => { throw error.errors ? error.errors[0] : error; }));
+    return once(`load:${file}`, () => {
+      this.files.add(file);
+      return Promise.any(this.workers.map((w) => this.loadInto(w, file)))
+        .catch((error) => { throw error.errors ? error.errors[0] : error; });
+    });
   }
 
   /** feeds: {name: {data: Float32Array, dims}} (copied now: the caller may change its arrays) → {name: Float32Array}. */
@@ -99,9 +115,14 @@ function pool() {
   return once("pool", () => new Pool(Math.max(1, Math.min(2, navigator.hardwareConcurrency || 2))));
 }
 
-/** How many networks the page runs at once (its workers). */
+/** How many networks the page runs at once (its workers, once widened). */
 export function workers() {
-  return pool().workers.length;
+  return pool().size;
+}
+
+/** Start every network worker (explorer.js calls it when an explorer shows its first image). */
+export function widen() {
+  pool().widen();
 }
 
 /** A network: run(x, batch, t) → {out, h} (Float32Arrays), in a worker. urgent() (default: never) puts a
