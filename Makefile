@@ -47,7 +47,7 @@ browser-check:
 
 ## Style, checked by ruff (rules in pyproject.toml)
 lint: setup
-	$(BIN)/ruff check labkit tests scripts benchmarks
+	$(BIN)/ruff check labkit tests scripts benchmarks book/_ext book/conftest.py
 
 unit: setup
 	$(BIN)/python -m pytest tests -m "not slow" -q -p no:cacheprovider
