@@ -11,8 +11,11 @@
   finishes an interrupted swap, ignores half-written or half-removed copies, and checks the copy
   against its manifest, so a truncated or changed file is refused by name, never trusted.
 - ``verified_folder(name, folder, required, fix)``: the same check for a loader (``load_model``'s
-  ``unet/``, ``load_classifier``, ``load_readout``), whose message names its parameter and its own
-  fix; the folders shipped in labkit/embedded must have a manifest.
+  ``unet/`` or Stable Diffusion pipeline folder, ``load_classifier``, ``load_readout``), whose
+  message names its parameter and its own fix; the folders shipped in labkit/embedded must have a
+  manifest.
+- ``write_manifest(folder, names)``: the manifest alone, over files that may lie in subfolders (a
+  Stable Diffusion pipeline's components), for a folder that cannot be swapped as one unit.
 
 Both protect against a killed process, not a power cut: there is no fsync (a power cut is not
 what a training or analysis job on a shared machine meets; the speed of many small writes is).
@@ -41,11 +44,12 @@ class IncompleteFolderError(ValueError):
     """A folder written by ``atomic_folder`` that is damaged: a file missing, truncated or changed."""
 
 
-def _check_folder(folder: object, required: object, name: str = "folder") -> tuple[Path, tuple[str, ...]]:
+def _check_folder(folder: object, required: object, name: str = "folder",
+                  files: str = "required") -> tuple[Path, tuple[str, ...]]:
     """``folder`` as a Path that is not a file, ``required`` as a tuple of file names (before any work)."""
     folder = check_folder(name, folder)
     if not isinstance(required, tuple | list) or not all(isinstance(n, str) and n for n in required):
-        raise TypeError(f"required must be a tuple of file names, got {show(required)}; one file: ('name',)")
+        raise TypeError(f"{files} must be a tuple of file names, got {show(required)}; one file: ('name',)")
     return folder, tuple(required)
 
 
@@ -81,6 +85,28 @@ def _sha256(path: Path) -> str:
 
 def _sibling(folder: Path, suffix: str) -> Path:
     return folder.with_name(folder.name + suffix)
+
+
+def write_manifest(folder: str | os.PathLike, names: tuple[str, ...]) -> Path:
+    """Write FOLDER/manifest.json over ``names``: each file's size and SHA-256; returns its path.
+
+    names: paths relative to FOLDER, in subfolders too ("unet/config.json"). The manifest itself is
+    written atomically. ``atomic_folder`` ends with it; ``labkit.train_sd.save_pipeline`` writes a
+    pipeline's this way, whose folder also holds the training checkpoints and is not swapped whole.
+    """
+    folder, names = _check_folder(folder, names, files="names")
+    outside = [n for n in names if Path(n).is_absolute() or ".." in Path(n).parts or n == MANIFEST]
+    if outside:
+        raise ValueError(f"names: {show(outside)} are not files inside {str(folder)!r} to list; give paths "
+                         f"relative to the folder, without '..' (and not {MANIFEST} itself)")
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"names: {show(missing)} are not files in {str(folder)!r}; "
+                                "list the files written there")
+    files = {n: {"bytes": (folder / n).stat().st_size, "sha256": _sha256(folder / n)} for n in sorted(names)}
+    with atomic_write(folder / MANIFEST) as manifest:
+        manifest.write_text(json.dumps({"files": files}, indent=1) + "\n")
+    return folder / MANIFEST
 
 
 def manifest_problem(folder: Path, required: tuple[str, ...] = ()) -> str | None:
@@ -194,9 +220,7 @@ def atomic_folder(folder: str | os.PathLike, required: tuple[str, ...] = ()) -> 
     missing = [name for name in required if not (tmp / name).is_file()]
     if missing:
         raise RuntimeError(f"atomic_folder({str(folder)!r}): the block did not write {missing}")
-    files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir()) if p.is_file()}
-    with atomic_write(tmp / MANIFEST) as manifest:
-        manifest.write_text(json.dumps({"files": files}, indent=1) + "\n")
+    write_manifest(tmp, tuple(p.name for p in sorted(tmp.iterdir()) if p.is_file() and p.name != MANIFEST))
     if folder.exists():
         folder.rename(old)
     tmp.rename(folder)

@@ -44,9 +44,15 @@ EMBEDDED_MODELS = {"mnist": EMBEDDED_MODEL, "shapes": EMBEDDED_MODEL / "shapes" 
                    "shapes-sd": EMBEDDED_MODEL / "shapes" / "sd"}
 # How each embedded model is trained again, for the message when it is missing or damaged.
 TRAIN_COMMANDS = {"mnist": "ddpm", "shapes": "ddpm --data shapes", "shapes-sd": "sd"}
-# The embedded models that ship unet/manifest.json (the DDPM trainer writes it; the SD trainer does not yet)
+# The embedded models that ship with a manifest, which they must then have: a DDPM's unet/manifest.json
+# (labkit.train ddpm writes it), a Stable Diffusion pipeline's manifest.json over every part
+# (labkit.train_sd writes it). "shapes-sd" joins when its folder ships.
 SHIPPED_WITH_MANIFEST = ("mnist", "shapes")
 UNET_FILES = ("config.json", "diffusion_pytorch_model.safetensors")  # OUT/unet, as save_pretrained writes it
+# A Stable Diffusion pipeline folder: the files labkit.latent.read_pipeline reads
+PIPELINE_FILES = ("model_index.json", "scheduler/scheduler_config.json", "text_encoder/config.json",
+                  "text_encoder/model.safetensors", "tokenizer/merges.txt", "tokenizer/vocab.json",
+                  *(f"{part}/{name}" for part in ("unet", "vae") for name in UNET_FILES))
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
@@ -256,6 +262,18 @@ def _read_model(source: str, local_only: bool, dtype: torch.dtype, device: torch
     return from_unet(unet.to(device), dict(schedule), name)
 
 
+def _verify(folder: Path, fix: str | None = None, shipped: bool = False) -> None:
+    """Check a model folder against the manifest its trainer wrote (``labkit.files.verified_folder``):
+    a Stable Diffusion pipeline's (it has text_encoder/) at its root, over every part; a DDPM's in unet/."""
+    if (folder / "text_encoder").is_dir():
+        where, files = folder, PIPELINE_FILES
+        fix = fix or "save it again (labkit.train_sd.save_pipeline) or train it: python -m labkit.train sd --out DIR"
+    else:
+        where, files = folder / "unet", UNET_FILES
+        fix = fix or "save or train the model again"
+    verified_folder("name_or_path", where, files, fix, shipped=shipped, error=ModelUnavailableError)
+
+
 def load_model(
     name_or_path: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
@@ -278,11 +296,13 @@ def load_model(
       taken from the local Hugging Face cache if it is there, else downloaded. Offline, this
       fails at once with one clear message (no retry loop).
 
-    Weights are read from safetensors only. A folder's ``unet/`` is checked against its manifest
-    (``labkit.files.verified_folder``: the embedded DDPMs ship one, ``python -m labkit.train ddpm``
-    writes one), so a truncated or changed file is refused by name. The U-Net is put in eval mode,
-    its parameters are frozen, and it is prepared for forward-mode AD (``from_unet``). No global
-    torch state is touched: on a GPU, choose the float32 precision with ``set_fp32_precision``.
+    Weights are read from safetensors only. A folder is checked against its manifest where it has
+    one (``labkit.files.verified_folder``), a DDPM's in ``unet/`` (the embedded DDPMs ship one,
+    ``python -m labkit.train ddpm`` writes one), a Stable Diffusion pipeline's at its root over every
+    part (``python -m labkit.train sd`` writes one), so a truncated or changed file is refused by
+    name. The U-Net is put in eval mode, its parameters are frozen, and it is prepared for
+    forward-mode AD (``from_unet``). No global torch state is touched: on a GPU, choose the float32
+    precision with ``set_fp32_precision``.
 
     Explained in: book/part2-diffusion/09_scaling.ipynb (hub ids, offline, other models) and
     01_unet.ipynb (the embedded model's U-Net), 08_known_factors.ipynb ("shapes")
@@ -295,8 +315,7 @@ def load_model(
         folder = EMBEDDED_MODELS[key]
         where = folder.relative_to(EMBEDDED_MODEL.parent.parent)
         train = f"train it again: python -m labkit.train {TRAIN_COMMANDS[key]} --out {where}"
-        verified_folder("name_or_path", folder / "unet", UNET_FILES, train, shipped=key in SHIPPED_WITH_MANIFEST,
-                        error=ModelUnavailableError)
+        _verify(folder, train, shipped=key in SHIPPED_WITH_MANIFEST)
         if not (folder / "unet" / "config.json").exists():
             raise ModelUnavailableError(
                 f"the embedded {key} model is missing from {folder}; reinstall labkit from the repository, "
@@ -309,9 +328,8 @@ def load_model(
                             f"or None, got {type(name_or_path).__name__}")
         source, name = str(name_or_path), str(name_or_path)
         is_dir = Path(source).is_dir()
-        if is_dir:  # a pipeline folder's unet/, when it has a manifest (save_pretrained writes none)
-            verified_folder("name_or_path", Path(source) / "unet", UNET_FILES, "save or train the model again",
-                            error=ModelUnavailableError)
+        if is_dir:  # when it has a manifest (diffusers' save_pretrained writes none)
+            _verify(Path(source))
         if not is_dir and not HUB_ID.match(source):
             raise ModelUnavailableError(
                 f"name_or_path={source!r} is neither a folder nor a hub id like 'google/ddpm-cifar10-32'. "

@@ -18,8 +18,9 @@ Two stages, as latent diffusion is trained (Rombach et al., 2022):
 Each stage checkpoints under OUT/checkpoint-STAGE (safetensors + state.json, written atomically, as
 ``labkit.train``), and rerunning the command resumes. At the end, the EMA weights are saved with
 ``StableDiffusionPipeline.save_pretrained`` (safetensors, no safety checker) into OUT, the layout
-``labkit.load_model`` reads for any Stable Diffusion checkpoint. OUT/training_log.json records each
-stage's steps, seconds and seconds per step, with the load average.
+``labkit.load_model`` reads for any Stable Diffusion checkpoint, and OUT/manifest.json over every
+file of the pipeline (size and SHA-256; ``load_model`` refuses a pipeline that differs from it).
+OUT/training_log.json records each stage's steps, seconds and seconds per step, with the load average.
 
 Explained in: labkit/embedded/shapes/README.md (the model card's miniature section)
 """
@@ -53,7 +54,7 @@ from labkit.checks import (
     int_arg,
     out_dir_arg,
 )
-from labkit.files import complete_folder
+from labkit.files import complete_folder, write_manifest
 from labkit.models import resolve_device
 from labkit.train import MAX_BATCH, MAX_STEPS
 
@@ -283,8 +284,24 @@ def train_diffusion(config: SDConfig, vae: AutoencoderKL, tokenizer_dir: Path, d
     return unet, text_encoder, record
 
 
+def pipeline_manifest(out: Path) -> Path:
+    """Write OUT/manifest.json over a pipeline folder: model_index.json and every file of the parts it
+    names (unet/, vae/, text_encoder/, tokenizer/, scheduler/), not the checkpoints beside them.
+    ``load_model`` checks the folder against it. Returns the manifest's path."""
+    out = check_path("out", out)
+    if not (out / "model_index.json").is_file():
+        raise FileNotFoundError(f"out: {str(out)!r} holds no pipeline (model_index.json); save one with save_pipeline")
+    index = json.loads((out / "model_index.json").read_text())
+    parts = [name for name, value in index.items() if not name.startswith("_") and (out / name).is_dir()]
+    files = [str(p.relative_to(out)) for part in parts for p in (out / part).rglob("*") if p.is_file()]
+    return write_manifest(out, ("model_index.json", *sorted(files)))
+
+
 def save_pipeline(out: Path, unet, vae, text_encoder, tokenizer_dir: Path) -> Path:
-    """One StableDiffusionPipeline folder in safetensors (no safety checker), tokenizer files as SD ships them."""
+    """One StableDiffusionPipeline folder in safetensors (no safety checker), tokenizer files as SD ships
+    them, and its manifest (``pipeline_manifest``), written last: over an earlier save, a kill before
+    the end leaves the old manifest, which the new files no longer match, so ``load_model`` refuses
+    the folder (naming a file) instead of taking parts of two pipelines for one."""
     from diffusers import StableDiffusionPipeline
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -301,6 +318,7 @@ def save_pipeline(out: Path, unet, vae, text_encoder, tokenizer_dir: Path) -> Pa
     pipe.save_pretrained(out, safe_serialization=True)
     for name in ("vocab.json", "merges.txt", "special_tokens_map.json", "tokenizer_config.json"):
         shutil.copy(tokenizer_dir / name, out / "tokenizer" / name)  # the files of SD's tokenizer/ folder
+    pipeline_manifest(out)
     return out
 
 

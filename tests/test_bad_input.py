@@ -52,7 +52,14 @@ from labkit.editing import (
     transport_direction,
     x_space_guidance,
 )
-from labkit.files import atomic_folder, atomic_write, complete_folder, manifest_problem, verified_folder
+from labkit.files import (
+    atomic_folder,
+    atomic_write,
+    complete_folder,
+    manifest_problem,
+    verified_folder,
+    write_manifest,
+)
 from labkit.hspace import h_offset, h_principal_components, h_shape, h_space_edit
 from labkit.hub import HUB_DEADLINE_S
 from labkit.latent import PromptError, from_parts, pipeline_parts, read_pipeline, with_prompt
@@ -92,6 +99,7 @@ from labkit.stats import bootstrap_ci, compare_all, floor_to_ceiling, holm, pair
 from labkit.train import ClassifierConfig, TrainConfig, train_classifier
 from labkit.train_sd import (
     SDConfig,
+    pipeline_manifest,
     save_pipeline,
     text_config,
     train_diffusion,
@@ -280,8 +288,16 @@ def _latest(root: Path) -> SimpleNamespace:
         data[-1] ^= 1  # one weight's exponent: the file still parses
         weights.write_bytes(data if how == "changed" else data[:-4])
         unet[how] = folder.parent
+    sd = {}  # the tiny pipeline with the manifest save_pipeline wrote, its text encoder changed afterwards
+    for how in ("changed", "truncated"):
+        folder = sd[how] = shutil.copytree(sd_dir, root / f"sd_{how}")
+        weights = folder / "text_encoder" / "model.safetensors"
+        data = bytearray(weights.read_bytes())
+        data[-1] ^= 1
+        weights.write_bytes(data if how == "changed" else data[:-4])
     return SimpleNamespace(instrument=Instrument(read=_read_a, scales={"a": 1.0}, rerender=lambda f: torch.zeros(1)),
-                           sd_dir=sd_dir, tokenizer=tokenizer, state=state, classifier=classifier, unet=unet)
+                           sd_dir=sd_dir, tokenizer=tokenizer, state=state, classifier=classifier, unet=unet,
+                           sd_damaged=sd)
 
 
 def _read_a(images):
@@ -530,6 +546,10 @@ CASES = [
     ("load-unet-changed", lambda e: load_model(e.latest.unet["changed"]), ModelUnavailableError,
      "diffusion_pytorch_model.safetensors differs"),
     ("load-unet-truncated", lambda e: load_model(e.latest.unet["truncated"]), ModelUnavailableError, "truncated"),
+    ("load-sd-changed", lambda e: load_model(e.latest.sd_damaged["changed"]), ModelUnavailableError,
+     "text_encoder/model.safetensors differs"),
+    ("load-sd-truncated", lambda e: load_model(e.latest.sd_damaged["truncated"]), ModelUnavailableError,
+     "truncated"),
     ("load-device-gpu", lambda e: load_model(e.tiny_dir, device="gpu"), ValueError, "device"),
     ("load-device-int", lambda e: load_model(e.tiny_dir, device=[0]), TypeError, "device"),
     pytest.param("load-device-cuda", lambda e: load_model(e.tiny_dir, device="cuda"), RuntimeError, "device",
@@ -1193,6 +1213,8 @@ CASES = [
                                              e.latest.tokenizer), TypeError, "unet"),
     ("sd-save-tokenizer", lambda e: save_pipeline(e.files.root / "p", e.sd.unet, e.sd.vae, e.sd.text_encoder,
                                                   e.files.empty_dir), FileNotFoundError, "tokenizer_dir"),
+    ("sd-manifest-no-pipeline", lambda e: pipeline_manifest(e.files.empty_dir), FileNotFoundError,
+     "model_index.json"),
     ("sd-vae-config-tiny-str", lambda e: vae_config("yes"), TypeError, "tiny"),
     ("sd-text-config-vocab-0", lambda e: text_config(0), ValueError, "vocab_size"),
     ("sd-unet-config-width-float", lambda e: unet_config(16.5), TypeError, "cross_attention_dim"),
@@ -1233,6 +1255,10 @@ CASES = [
      "path"),
     ("verified-folder-shipped-bare", lambda e: verified_folder("path", e.files.empty_dir, ("a",), "fix", shipped=True),
      ValueError, "no manifest.json"),
+    ("write-manifest-names-str", lambda e: write_manifest(e.files.empty_dir, "a.txt"), TypeError, "names"),
+    ("write-manifest-outside", lambda e: write_manifest(e.files.empty_dir, ("../a_file",)), ValueError, "'..'"),
+    ("write-manifest-missing", lambda e: write_manifest(e.files.empty_dir, ("a.txt",)), FileNotFoundError, "a.txt"),
+    ("write-manifest-file", lambda e: write_manifest(e.files.a_file, ()), NotADirectoryError, "folder"),
     ("check-folder-file", lambda e: check_folder("out", e.files.a_file), NotADirectoryError, "out"),
     # ------------------------------------------------------------------ hspace
     ("h-offset-shape", lambda e: _enter(h_offset(e.model, torch.zeros(3))), ValueError, "offset"),

@@ -78,6 +78,10 @@ def test_two_stage_training_resumes_and_saves_a_loadable_pipeline(tmp_path):
     log = json.loads((out / "training_log.json").read_text())
     assert log["diffusion"]["resumed_from"] == 2 and log["vae"]["steps"] == 2
     assert [run["stage"] for run in log["history"]] == ["vae", "diffusion", "diffusion"]
+    # saved again over the first pipeline, with a manifest over the new files and not the checkpoints beside them
+    listed = json.loads((out / "manifest.json").read_text())["files"]
+    assert "model_index.json" in listed and not any(name.startswith(("checkpoint-", "training_log")) for name in listed)
+    assert load_model(out).prediction_type == "v_prediction"
     with pytest.raises(ValueError, match="other options"):
         train_sd(SDConfig(**{**config, "steps": 4, "lr": 5e-4}))
 
