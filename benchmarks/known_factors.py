@@ -32,7 +32,8 @@ killed run goes on where it stopped (units finish in any order) and a changed ru
 a stale unit. When all units exist, the merge writes OUT: per-sample values, 95% bootstrap
 intervals over samples, the floor-to-ceiling fractions, and every pair of methods compared on
 the same samples (paired bootstrap at the Bonferroni level, Wilcoxon p with Holm's correction,
-one family per measure and t). The chapter book/part2-diffusion/08_known_factors.ipynb loads it.
+one family per measure and t); the per-sample records stay in OUT.units/ (OUT names the folder and
+the key). The chapter book/part2-diffusion/08_known_factors.ipynb loads both.
 """
 
 from __future__ import annotations
@@ -367,7 +368,9 @@ def main(argv: list[str] | None = None) -> dict:
                    "this_call_seconds": round(time.perf_counter() - start, 1), "torch_threads": torch.get_num_threads(),
                    "cpu_cores": os.cpu_count(), "device": args.device},
         **merge(units, args),
-        "units": units,
+        # the per-sample records stay in their own files (committed once each), not copied into
+        # the report that every merge rewrites
+        "units_folder": units_dir.name,
     }
     with atomic_write(out) as tmp:
         tmp.write_text(json.dumps(report, indent=None, separators=(",", ":")) + "\n")

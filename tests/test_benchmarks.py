@@ -83,7 +83,8 @@ def test_known_factors_scores_every_method_on_the_same_samples_and_resumes(tmp_p
     for key in methods:
         directions = 7 if key.startswith("oracle") else 1
         assert report["edits"]["matched"][key] + report["edits"]["unmatched"][key] == directions * 2 * 2, key
-    unit = report["units"][0]
+    assert "units" not in report and report["units_folder"] == "kf.json.units"
+    unit = json.loads((tmp_path / report["units_folder"] / f"{report['key']}-f0.6-s0.json").read_text())
     assert "dose" in unit["methods"]["random/naive"] and set(unit["methods"]["random/naive"]["dose"]) == {"0.05", "0.1"}
     oracle_response = unit["methods"]["oracle/naive"]["response"]
     assert len(oracle_response) == 7 and len(oracle_response[0]) == 7  # one direction per factor, 7 factors
