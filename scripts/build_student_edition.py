@@ -3,17 +3,19 @@
     python scripts/build_student_edition.py        # or: make student
     -> _build/student/_build/html/index.html
 
-No notebook is executed again. The full edition (`make book`) leaves each executed notebook in
-_build/jupyter_execute/; this script copies the book's sources to _build/student/src, gives every
-notebook the outputs of its executed copy, and builds that copy with execution off and
-sphinx-exercise's ``hide_solutions: true`` (same strict flags as `make book`). If the full
-edition is missing, or a notebook's code changed since it was built, the full edition is built
-first (a text-only change, e.g. to a solution, needs no re-run).
+No notebook is executed again. The full edition (`make book`, or nbval in `make test`) leaves
+each notebook's execution in the book's jupyter-cache (book/_ext/notebook_cache.py, one folder per
+content); this script copies the book's sources to _build/student/src, gives every notebook the
+outputs of its cached execution, and builds that copy with execution off and sphinx-exercise's
+``hide_solutions: true`` (same strict flags as `make book`). If a notebook has no execution for
+the current contents (its code or anything it reads changed), the full edition is built first; a
+change to prose only, e.g. to a solution, needs no re-run.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -23,6 +25,7 @@ from pathlib import Path
 import nbformat
 import yaml
 from book_toc import toc_pages
+from jupyter_cache import get_cache
 
 REPO = Path(__file__).resolve().parent.parent
 STRICT = ["--warningiserror", "--nitpick", "--keep-going"]
@@ -39,38 +42,26 @@ def toc_notebooks(root: Path) -> list[str]:
     return [name for name in toc_pages(root / "_toc.yml") if (root / f"{name}.ipynb").exists()]
 
 
-def code_of(notebook) -> list[str]:
-    return [cell.source for cell in notebook.cells if cell.cell_type == "code"]
-
-
-def with_outputs(source, executed):
-    """The source notebook (its current text) carrying the executed copy's outputs, or None if
-    their code differs (the executed copy is stale)."""
-    if code_of(source) != code_of(executed):
-        return None
-    outputs = iter(cell for cell in executed.cells if cell.cell_type == "code")
-    for cell in source.cells:
-        if cell.cell_type == "code":
-            ran = next(outputs)
-            cell.outputs, cell.execution_count = ran.outputs, ran.execution_count
-    if "widgets" in executed.metadata:
-        source.metadata["widgets"] = executed.metadata["widgets"]
-    return source
+def execution_cache(root: Path):
+    """The book's jupyter-cache for the current contents of ``root`` (book/_ext/notebook_cache.py,
+    loaded from its file: it is a Sphinx extension, not a package)."""
+    spec = importlib.util.spec_from_file_location("notebook_cache", root / "book" / "_ext" / "notebook_cache.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return get_cache(str(module.cache_folder(root)))
 
 
 def executed_notebooks(root: Path) -> dict[str, object] | None:
-    """docname -> source notebook with outputs, for every toc notebook; None if any is stale."""
+    """docname -> source notebook (its current text) with its cached execution's outputs, for
+    every toc notebook; None if any has no execution for the current contents."""
+    cache = execution_cache(root)
     merged = {}
     for name in toc_notebooks(root):
-        copy = root / "_build" / "jupyter_execute" / f"{name}.ipynb"
-        if not copy.exists():
-            print(f"not executed yet: {name}")
+        try:
+            _, merged[name] = cache.merge_match_into_notebook(nbformat.read(root / f"{name}.ipynb", as_version=4))
+        except KeyError:
+            print(f"not executed for the current contents: {name}")
             return None
-        notebook = with_outputs(nbformat.read(root / f"{name}.ipynb", as_version=4), nbformat.read(copy, as_version=4))
-        if notebook is None:
-            print(f"code changed since the full build: {name}")
-            return None
-        merged[name] = notebook
     return merged
 
 
@@ -100,7 +91,7 @@ def build_from_executed(root: Path, out: Path, config: dict, builder: str = "htm
         build_full_edition(root)
         notebooks = executed_notebooks(root)
         if notebooks is None:
-            raise SystemExit("the full build did not leave executed copies of every notebook in _build/jupyter_execute")
+            raise SystemExit("the full build left no cached execution of every notebook for the current contents")
 
     source = out / "src"
     shutil.rmtree(out, ignore_errors=True)  # a fresh build: no page or source left over

@@ -64,6 +64,10 @@ def test_the_key_follows_the_inputs_and_ignores_build_outputs(book):
     (book / "labkit" / "__pycache__").mkdir()
     (book / "labkit" / "__pycache__" / "x.pyc").write_bytes(b"\0")
     assert extension.content_key(book) == key
+    page = nbformat.read(book / "book" / "page.ipynb", as_version=4)
+    page.cells[0].source = "# Another title"  # prose: jupyter-cache matches the code cells anyway
+    nbformat.write(page, book / "book" / "page.ipynb")
+    assert extension.content_key(book) == key
     (book / "labkit" / "factor.txt").write_text("4")
     assert extension.content_key(book) != key
     (book / "labkit" / "factor.txt").write_text("3")

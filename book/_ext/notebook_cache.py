@@ -27,17 +27,21 @@ from sphinx.application import Sphinx
 
 REPO = Path(__file__).resolve().parents[2]
 CACHES = Path("_build") / ".jupyter_cache"
-# What a notebook reads besides its own cells: the package, the book's files (notebooks, data,
-# extensions), the benchmarks' committed results, and the pinned requirements.
+# What a notebook reads besides its own cells: the package, the book's files (data, extensions),
+# the benchmarks' committed results, and the pinned requirements.
 INPUTS = ("labkit", "book", "benchmarks", "requirements.txt", "pyproject.toml")
+# Text the notebooks do not read: the pages, and the notebooks themselves (jupyter-cache matches a
+# notebook by its code cells, so a change to a notebook's prose keeps every execution).
+TEXT_ONLY = (".ipynb", ".md")
 # Packages whose version changes numbers or figures in an output.
 PACKAGES = ("torch", "numpy", "scipy", "diffusers", "matplotlib", "ipywidgets")
 SKIPPED_PARTS = {"__pycache__", ".ipynb_checkpoints"}
 
 
 def _input_files(root: Path) -> list[str]:
-    """The INPUTS' files, relative to ``root``: git's tracked and untracked-but-not-ignored files
-    (so build outputs under ignored folders do not count), or every file outside a git checkout."""
+    """The INPUTS' files but TEXT_ONLY ones, relative to ``root``: git's tracked and
+    untracked-but-not-ignored files (so build outputs under ignored folders do not count), or every
+    file outside a git checkout."""
     try:
         listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *INPUTS],
                                 cwd=root, capture_output=True, check=True, timeout=60).stdout
@@ -45,8 +49,8 @@ def _input_files(root: Path) -> list[str]:
     except (OSError, subprocess.SubprocessError):
         names = {str(path.relative_to(root)) for item in INPUTS for path in
                  ([root / item] if (root / item).is_file() else (root / item).rglob("*"))}
-    return sorted(name for name in names
-                  if (root / name).is_file() and not SKIPPED_PARTS & set(Path(name).parts))
+    return sorted(name for name in names if (root / name).is_file() and not name.endswith(TEXT_ONLY)
+                  and not SKIPPED_PARTS & set(Path(name).parts))
 
 
 def content_key(root: Path = REPO) -> str:
