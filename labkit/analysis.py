@@ -28,7 +28,7 @@ unit, and per fraction the cross-sample tangent-space similarity ‖Q_aᵀ Q_b�
 cosine of the principal angles between the spans of two samples' v_1..v_k: 1 for the same space,
 k/n on average for random ones) for every sample pair, with their mean, min and max.
 
-Explained in: book/part2-diffusion/09_scaling.ipynb
+Explained in: book/part2-diffusion/10_scaling.ipynb
 """
 
 from __future__ import annotations

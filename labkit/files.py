@@ -20,7 +20,7 @@
 Both protect against a killed process, not a power cut: there is no fsync (a power cut is not
 what a training or analysis job on a shared machine meets; the speed of many small writes is).
 
-Explained in: book/part2-diffusion/09_scaling.ipynb (restartable jobs)
+Explained in: book/part2-diffusion/10_scaling.ipynb (restartable jobs)
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ and scoring only.
 Loading reads each part with its own class (UNet2DConditionModel, AutoencoderKL, CLIPTextModel,
 CLIPTokenizer), from safetensors only; no pipeline class, no custom code, no safety checker.
 
-Explained in: book/part2-diffusion/09_scaling.ipynb (Stable Diffusion's U-Net; a chapter of its own is to
+Explained in: book/part2-diffusion/10_scaling.ipynb (Stable Diffusion's U-Net; a chapter of its own is to
 come, issue 28)
 """
 

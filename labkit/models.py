@@ -15,7 +15,7 @@ random weights). Both prepare the U-Net for torch.func, which needs two fixes fo
 Nothing here changes process-wide state: on a GPU, call ``set_fp32_precision`` yourself (the
 CLI, the benchmarks and the notebooks do, in their first lines).
 
-Explained in: book/part2-diffusion/03_diffusion.ipynb and 09_scaling.ipynb
+Explained in: book/part2-diffusion/03_diffusion.ipynb and 10_scaling.ipynb
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ def set_fp32_precision(device: str | torch.device, tf32: bool) -> None:
     ``tf32=False`` gives true float32, as in Park et al.'s code; ``tf32=True`` is faster on Ampere
     and later GPUs. Does nothing on other devices.
 
-    Explained in: book/part2-diffusion/09_scaling.ipynb
+    Explained in: book/part2-diffusion/10_scaling.ipynb
     """
     if torch.device(device).type == "cuda":
         precision = "tf32" if tf32 else "ieee"
@@ -304,7 +304,7 @@ def load_model(
     forward-mode AD (``from_unet``). No global torch state is touched: on a GPU, choose the float32
     precision with ``set_fp32_precision``.
 
-    Explained in: book/part2-diffusion/09_scaling.ipynb (hub ids, offline, other models) and
+    Explained in: book/part2-diffusion/10_scaling.ipynb (hub ids, offline, other models) and
     01_unet.ipynb (the embedded model's U-Net), 08_known_factors.ipynb ("shapes")
     """
     device = resolve_device(device)
@@ -371,7 +371,7 @@ def from_unet(unet: UNet2DModel, schedule: dict | None = None, name: str = "unet
     shown. Returns the model with the U-Net in eval mode, its weights frozen, ready for torch.func
     (``prepare_for_forward_ad``). E.g. ``from_unet(UNet2DModel(**ARCHITECTURES["ddpm-cifar10-32"]))``.
 
-    Explained in: book/part2-diffusion/09_scaling.ipynb
+    Explained in: book/part2-diffusion/10_scaling.ipynb
     """
     if not isinstance(unet, UNet2DModel):
         raise TypeError(f"unet must be a diffusers UNet2DModel, got {type(unet).__name__}")
