@@ -20,8 +20,7 @@ Each factor is named by the side or the range it lies in:
 ``tokenizer_files`` builds the vocabulary and merges of a CLIP tokenizer whose tokens are these
 words (each word one token), offline.
 
-Explained in: book/part2-diffusion/08_known_factors.ipynb (the world; its captions get a chapter of their
-own, issue 28)
+Explained in: book/part2-diffusion/09_text_conditioned.ipynb (the world itself: 08_known_factors.ipynb)
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ and scoring only.
 Loading reads each part with its own class (UNet2DConditionModel, AutoencoderKL, CLIPTextModel,
 CLIPTokenizer), from safetensors only; no pipeline class, no custom code, no safety checker.
 
-Explained in: book/part2-diffusion/10_scaling.ipynb (Stable Diffusion's U-Net; a chapter of its own is to
-come, issue 28)
+Explained in: book/part2-diffusion/09_text_conditioned.ipynb (and 10_scaling.ipynb: Stable Diffusion's
+U-Net at full size)
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from diffusers.models.attention_processor import Attention
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from labkit import captions
 from labkit.cache import content_key, weights_fingerprint
 from labkit.checks import check_float, check_tensor, show
 from labkit.models import DiffusionModel, ModelUnavailableError, prepare_for_forward_ad
@@ -45,12 +46,25 @@ from labkit.models import DiffusionModel, ModelUnavailableError, prepare_for_for
 PARTS = {"unet": "UNet2DConditionModel", "vae": "AutoencoderKL", "text_encoder": "CLIPTextModel",
          "tokenizer": "CLIPTokenizer", "scheduler": None}
 # A tokenizer with fewer tokens than this holds a closed list of words (the miniature's): a prompt
-# word it cannot encode as one token is not a word of its world, and is refused. A real CLIP
-# tokenizer (49,408 tokens) spells out any text in sub-words.
+# word that is not one of them is not a word of its world, and is refused (closed_vocabulary). A
+# real CLIP tokenizer (49,408 tokens) spells out any text in sub-words.
 CLOSED_VOCABULARY = 1000
 MAX_GUIDANCE = 100.0
 DEFAULT_GUIDANCE = 7.5  # Stable Diffusion's own default
 DECODE_BATCH = 4  # latents decoded at once by to_pixels
+
+
+def closed_vocabulary(tokenizer) -> tuple[str, ...]:
+    """The words a small (closed-vocabulary) CLIP tokenizer was trained on.
+
+    A BPE vocabulary also holds the fragments its merges pass through ("ct", "een"): each encodes
+    as one token, but no training caption used it, so its embedding was never trained and a prompt
+    with it would be read silently wrong. For the shapes world's tokenizer (every word of
+    ``labkit.captions.WORDS`` one token) the words are exactly those; for another small tokenizer,
+    every token that ends a word."""
+    if all(len(tokenizer.tokenize(w)) == 1 for w in captions.WORDS):
+        return captions.WORDS
+    return tuple(k.removesuffix("</w>") for k in tokenizer.get_vocab() if k.endswith("</w>"))
 
 
 class PromptError(ValueError):
@@ -127,11 +141,11 @@ class LatentDiffusionModel(DiffusionModel):
             raise ValueError(f"{name} is {len(tokens)} tokens long, but the text encoder reads at most "
                              f"{self.max_prompt_tokens}: the rest would be cut off silently; shorten it")
         if len(self.tokenizer) < CLOSED_VOCABULARY:
-            unknown = [w for w in prompt.lower().replace(",", " , ").split() if len(self.tokenizer.tokenize(w)) != 1]
+            words = closed_vocabulary(self.tokenizer)
+            unknown = [w for w in prompt.lower().replace(",", " , ").split() if w not in words]
             if unknown:
-                words = sorted(k.removesuffix("</w>") for k in self.tokenizer.get_vocab() if k.endswith("</w>"))
                 raise ValueError(f"{name}={prompt!r}: {unknown} not in this model's vocabulary of "
-                                 f"{len(words)} words; use only: {' '.join(words)}")
+                                 f"{len(words)} words; use only: {' '.join(sorted(words))}")
         return prompt
 
     def encode_prompt(self, prompt: str) -> Tensor:
@@ -257,6 +271,7 @@ def read_pipeline(source: str, local_only: bool, dtype: torch.dtype, device: tor
                   name: str) -> LatentDiffusionModel:
     """Load a StableDiffusionPipeline's parts one by one (safetensors only) as the unconditional model."""
     from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers.utils import logging as transformers_logging
 
     from labkit.checks import check_weights
 
@@ -277,8 +292,14 @@ def read_pipeline(source: str, local_only: bool, dtype: torch.dtype, device: tor
         vae, info = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype, low_cpu_mem_usage=False,
                                                   output_loading_info=True, **common)
         check_weights(source, vae, info, ModelUnavailableError)
-        text_encoder, info = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", dtype=dtype,
-                                                           output_loading_info=True, **common)
+        bar = transformers_logging.is_progress_bar_enabled()
+        transformers_logging.disable_progress_bar()  # a bar per load would fill every notebook's output
+        try:
+            text_encoder, info = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", dtype=dtype,
+                                                               output_loading_info=True, **common)
+        finally:
+            if bar:
+                transformers_logging.enable_progress_bar()
         # (old CLIP checkpoints carry a position_ids buffer that transformers now rebuilds: not a problem)
         check_weights(source, text_encoder, {"missing_keys": info.get("missing_keys"),
                                              "mismatched_keys": info.get("mismatched_keys")}, ModelUnavailableError)

@@ -288,6 +288,9 @@ def test_bad_prompts_embeddings_and_scales_fail_before_any_work(sd):
             (dict(prompt=3), TypeError, "prompt must be a str"),
             (dict(prompt=["a red square"]), TypeError, "one prompt per model"),
             (dict(prompt="a purple square"), ValueError, r"\['purple'\] not in this model's vocabulary"),
+            # BPE fragments of the world's words encode as one token each but were never trained
+            (dict(prompt="a ct"), ValueError, r"\['ct'\] not in this model's vocabulary of 23 words"),
+            (dict(prompt="a red d"), ValueError, r"\['d'\] not in"),
             (dict(prompt=" ".join(["a red square"] * 10)), ValueError, "reads at most 22"),
             (dict(), ValueError, "exactly one of prompt"),
             (dict(prompt="a red square", prompt_embeds=sd.prompt_embeds), ValueError, "exactly one of prompt"),
