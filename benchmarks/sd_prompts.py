@@ -381,7 +381,10 @@ def main(argv: list[str] | None = None) -> dict:
     config = {k: v for k, v in vars(args).items() if k not in ("out", "device", "resamples", "experiments")}
     weights = {part: weights_fingerprint(getattr(model, part)) for part in ("unet", "vae", "text_encoder")}
     weights["readout"] = weights_fingerprint(readout)
-    key = hashlib.sha256(json.dumps({"config": config, "weights": weights, "code": code_key()},
+    # the unit files name their seed, so the key leaves out how many there are: a stopped run is merged
+    # by rerunning with --samples set to the samples it finished, and a larger --samples extends it
+    keyed = {k: v for k, v in config.items() if k != "samples"}
+    key = hashlib.sha256(json.dumps({"config": keyed, "weights": weights, "code": code_key()},
                                     sort_keys=True).encode()).hexdigest()[:16]
     units_dir = out.parent / (out.name + ".units")
     seeds = list(range(args.seed, args.seed + args.samples))

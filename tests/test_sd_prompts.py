@@ -112,6 +112,23 @@ def test_a_second_run_reads_every_unit_back(run, monkeypatch):
     assert {k: v for k, v in again.items() if k != "timing"} == {k: v for k, v in report.items() if k != "timing"}
 
 
+def test_more_samples_extend_the_run_instead_of_starting_it_again(run, monkeypatch):
+    argv, _, report = run
+
+    class Computed(Exception):
+        pass
+
+    def computed(model, fraction, seed, *rest):
+        raise Computed(seed)
+
+    for unit in ("tangent_unit", "free_unit", "guidance_unit"):
+        monkeypatch.setattr(sd_prompts, unit, computed)
+    more = [str(SAMPLES + 1) if a == str(SAMPLES) and argv[i - 1] == "--samples" else a for i, a in enumerate(argv)]
+    with pytest.raises(Computed) as first:
+        sd_prompts.main(more)
+    assert first.value.args == (SAMPLES,)  # samples 0 .. SAMPLES-1 were read back, the new one is computed
+
+
 def test_the_measures_on_explicit_cases():
     q, _ = torch.linalg.qr(torch.randn(16, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
     frame = q.T.reshape(3, 1, 4, 4)
