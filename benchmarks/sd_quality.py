@@ -41,6 +41,7 @@ from labkit.diffusion import QUALITY_BOOST, ddim_sample, sample_noise
 from labkit.latent import DEFAULT_GUIDANCE, LatentDiffusionModel
 from labkit.models import load_model
 from labkit.readout import load_readout, read_factors
+from labkit.stats import bootstrap_ci
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -125,9 +126,16 @@ def main(argv: list[str] | None = None) -> dict:
         values = torch.as_tensor(values, dtype=torch.float64)
         return round(values.mean().item(), 4) if len(values) else None
 
+    def interval(values) -> list[float]:
+        """The 95% bootstrap interval of a share (labkit.stats.bootstrap_ci on the 0/1 per sample)."""
+        _, low, high = bootstrap_ci(torch.as_tensor(values, dtype=torch.float64).numpy())
+        return [round(low, 4), round(high, 4)]
+
     errors = {"unconditional": rerender_error(unconditional, readout), "prompted": rerender_error(prompted, readout)}
     report = {
-        "model": args.model, "weights_sha256": weights_fingerprint(model.unet), "samples": args.samples,
+        "model": args.model, "samples": args.samples,
+        "weights_sha256": {**{part: weights_fingerprint(getattr(model, part))
+                              for part in ("unet", "vae", "text_encoder")}, "readout": weights_fingerprint(readout)},
         "sampler": {"name": "DDIM", "steps": args.steps, "eta": 0.0, "eta_1_below": QUALITY_BOOST, "seed": args.seed,
                     "guidance_scale_prompted": args.guidance_scale, "guidance_scale_unconditional": 1.0},
         "timing": {"seconds": round(seconds, 1), "torch_threads": torch.get_num_threads(),
@@ -135,8 +143,10 @@ def main(argv: list[str] | None = None) -> dict:
         "rerender": {"threshold_true_p99": round(threshold, 4), "true_median": round(true_error.median().item(), 4),
                      **{f"{kind}_median": round(e.median().item(), 4) for kind, e in errors.items()},
                      **{f"{kind}_share_within": share(e <= threshold) for kind, e in errors.items()},
+                     **{f"{kind}_share_within_ci95": interval(e <= threshold) for kind, e in errors.items()},
                      "goal_share": 0.9},
-        "faithfulness": {"share_all_named_right": share(right), "goal_share": 0.9,
+        "faithfulness": {"share_all_named_right": share(right), "share_all_named_right_ci95": interval(right),
+                         "goal_share": 0.9,
                          "true_renders_share_all_named_right": share(true_right),
                          "per_factor": {name: share(v) for name, v in per_factor.items()},
                          "by_number_named": {str(k): {"samples": len(v), "share": share(v)}
@@ -146,14 +156,17 @@ def main(argv: list[str] | None = None) -> dict:
                 "rerender_error_median_reconstructions": round(recon_error.median().item(), 4),
                 "rerender_error_median_renders": round(true_error.median().item(), 4),
                 "reconstructions_share_within": share(recon_error <= threshold)},
+        "per_sample": {"prompts": prompts, "prompted_all_named_right": [bool(r) for r in right],
+                       **{f"{kind}_rerender_error": [round(x, 5) for x in e.tolist()] for kind, e in errors.items()}},
     }
     path = Path(args.out) / "sd_quality.json"
     path.write_text(json.dumps(report, indent=1) + "\n")
     r, f, v = report["rerender"], report["faithfulness"], report["vae"]
     print(f"true renders' re-render error: median {r['true_median']}, 99% within {r['threshold_true_p99']}")
     print(f"within it: unconditional {r['unconditional_share_within']:.1%}, prompted (w = {args.guidance_scale:g}) "
-          f"{r['prompted_share_within']:.1%} (goal 90%)")
-    print(f"prompts read back as named: {f['share_all_named_right']:.1%} (goal 90%; true renders "
+          f"{r['prompted_share_within']:.1%} (95% interval {r['prompted_share_within_ci95']}; goal 90%)")
+    print(f"prompts read back as named: {f['share_all_named_right']:.1%} {f['share_all_named_right_ci95']} "
+          f"(goal 90%; true renders "
           f"{f['true_renders_share_all_named_right']:.1%}); per factor {f['per_factor']}")
     print(f"VAE: reconstruction RMS median {v['reconstruction_rmse_median']}; re-render error of reconstructions "
           f"{v['rerender_error_median_reconstructions']} against the renders' own {v['rerender_error_median_renders']}")

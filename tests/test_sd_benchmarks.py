@@ -25,6 +25,12 @@ def test_sd_quality_reports_rerender_faithfulness_and_the_vae(tmp_path):
     assert sum(c["samples"] for c in f["by_number_named"].values()) == 6
     assert f["true_renders_share_all_named_right"] == 1.0  # the read-out reads true renders' named factors right
     assert v["reconstruction_rmse_median"] > 0.05  # a random VAE reconstructs nothing
+    low, high = f["share_all_named_right_ci95"]
+    assert low <= f["share_all_named_right"] <= high and 0 <= low <= high <= 1
+    per = report["per_sample"]
+    assert sum(per["prompted_all_named_right"]) / 6 == pytest.approx(f["share_all_named_right"], abs=1e-4)
+    assert len(per["prompts"]) == len(per["prompted_rerender_error"]) == 6
+    assert set(report["weights_sha256"]) == {"unet", "vae", "text_encoder", "readout"}
 
 
 def test_the_sd15_shaped_basis_runs_with_a_prompt_at_toy_size():
