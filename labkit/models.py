@@ -46,8 +46,8 @@ EMBEDDED_MODELS = {"mnist": EMBEDDED_MODEL, "shapes": EMBEDDED_MODEL / "shapes" 
 TRAIN_COMMANDS = {"mnist": "ddpm", "shapes": "ddpm --data shapes", "shapes-sd": "sd"}
 # The embedded models that ship with a manifest, which they must then have: a DDPM's unet/manifest.json
 # (labkit.train ddpm writes it), a Stable Diffusion pipeline's manifest.json over every part
-# (labkit.train_sd writes it). "shapes-sd" joins when its folder ships.
-SHIPPED_WITH_MANIFEST = ("mnist", "shapes")
+# (labkit.train_sd writes it).
+SHIPPED_WITH_MANIFEST = ("mnist", "shapes", "shapes-sd")
 UNET_FILES = ("config.json", "diffusion_pytorch_model.safetensors")  # OUT/unet, as save_pretrained writes it
 # A Stable Diffusion pipeline folder: the files labkit.latent.read_pipeline reads
 PIPELINE_FILES = ("model_index.json", "scheduler/scheduler_config.json", "text_encoder/config.json",
