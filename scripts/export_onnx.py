@@ -25,7 +25,7 @@ JavaScript (book/_static/live/*.js) makes them live with onnxruntime-web, from t
   input_ids (1, L) int64 → c (1, L, D), as ``encode_prompt``; ``shapes-sd-vae-decoder.onnx``, the diffusion
   latent z → images (B, 3, 32, 32), as ``decode`` (z / s inside); ``shapes-sd-unet-noise.f32``, its noise as
   above; and in the manifest its tokenizer as a word table (the vocabulary is a closed list of words, one
-  token each: ``closed_vocabulary``);
+  token each: ``word_table``);
 - ``manifest.json``: the schedules (ᾱ_t, the DDIM timesteps), shapes, and where each array lies;
 - ``ort/``: onnxruntime-web's ES module and wasm files, from node_modules (``npm ci``).
 
@@ -67,7 +67,7 @@ MODELS = {  # model name -> (load_model argument, noise seeds shipped, DDIM sche
 }
 # The text-conditioned miniature (labkit.latent), exported once its folder ships with a manifest: (load_model
 # argument and file stem, noise seeds shipped, DDIM schedules shipped). Prompts whose input_ids the manifest
-# carries, from the tokenizer itself, to check the browser's tokenization against (``closed_vocabulary``).
+# carries, from the tokenizer itself, to check the browser's tokenization against (``word_table``).
 MINIATURE = ("shapes-sd", tuple(range(4)), (20,))
 MINIATURE_FOLDER = REPO / "labkit" / "embedded" / "shapes" / "sd"
 MINIATURE_PROMPTS = ("", "a red square",
@@ -257,7 +257,7 @@ def export_vae_decoder(model, path: Path) -> Path:
                        ("z", "images"))
 
 
-def closed_vocabulary(model) -> dict:
+def word_table(model) -> dict:
     """The miniature's tokenizer as a table small enough for the manifest (its vocabulary is a closed list of about
     a hundred words, each one token; labkit.latent.CLOSED_VOCABULARY): ``words`` maps each word to its token id.
     A prompt's input_ids, as ``model.tokenizer(prompt, padding="max_length")`` gives them, are then: bos, the
@@ -265,7 +265,7 @@ def closed_vocabulary(model) -> dict:
     ``max_length`` — rules a few lines of JavaScript follow, with no BPE. ``examples``: a few prompts' input_ids
     from the tokenizer itself, for a browser test of those rules. An open tokenizer (SD's 49,408 sub-words) is
     refused: its vocab and merges would be shipped instead."""
-    from labkit.latent import CLOSED_VOCABULARY
+    from labkit.latent import CLOSED_VOCABULARY, closed_vocabulary
 
     tokenizer = model.tokenizer
     if len(tokenizer) >= CLOSED_VOCABULARY:
@@ -277,8 +277,8 @@ def closed_vocabulary(model) -> dict:
         model.check_prompt(prompt, "MINIATURE_PROMPTS")
         examples[prompt] = tokenizer(prompt, padding="max_length", max_length=length).input_ids
     return {"bos": tokenizer.bos_token_id, "eos": tokenizer.eos_token_id, "pad": tokenizer.pad_token_id,
-            "max_length": length, "words": {token.removesuffix("</w>"): i for token, i in tokenizer.get_vocab().items()
-                                            if token.endswith("</w>")},
+            "max_length": length,  # the world's words only: labkit.latent refuses BPE fragments in a prompt
+            "words": {word: tokenizer.convert_tokens_to_ids(word + "</w>") for word in closed_vocabulary(tokenizer)},
             "examples": examples}
 
 
@@ -398,7 +398,7 @@ def export_model(name: str, out: Path) -> dict:
 def export_miniature(model, out: Path) -> dict:
     """Export the text-conditioned miniature (a labkit.latent LatentDiffusionModel) into ``out``: its U-Net with h
     and its noise (``export_denoiser``, as ``shapes-sd-unet.onnx``), text encoder (``export_text_encoder``), VAE
-    decoder (``export_vae_decoder``) and word table (``closed_vocabulary``); returns its manifest entry."""
+    decoder (``export_vae_decoder``) and word table (``word_table``); returns its manifest entry."""
     from labkit.cache import weights_fingerprint
     from labkit.latent import LatentDiffusionModel
 
@@ -415,7 +415,7 @@ def export_miniature(model, out: Path) -> dict:
         "vae_decoder": {"file": f"{stem}-vae-decoder.onnx", "weights": weights_fingerprint(model.vae)[:16],
                         "image_shape": list(model.image_shape),
                         "scaling_factor": float(model.vae.config.scaling_factor)},
-        "tokenizer": closed_vocabulary(model),
+        "tokenizer": word_table(model),
     }
 
 

@@ -15,7 +15,6 @@ import onnxruntime
 import pytest
 import torch
 from export_onnx import (
-    closed_vocabulary,
     content_key,
     export_miniature,
     export_readout,
@@ -24,6 +23,7 @@ from export_onnx import (
     readout_factors,
     subpixel_upsamplers,
     up_to_date,
+    word_table,
 )
 from test_latent import PROMPT, save_tiny_pipeline
 
@@ -212,7 +212,7 @@ def test_exported_vae_decoder_takes_the_diffusion_latent_as_decode_does(sd, mini
 
 
 def words_to_ids(table, prompt):
-    """The rule closed_vocabulary states for the browser: bos, each word (a comma is one), eos, padding."""
+    """The rule word_table states for the browser: bos, each word (a comma is one), eos, padding."""
     words = [table["words"][w] for w in prompt.lower().replace(",", " , ").split()]
     return [table["bos"], *words, table["eos"]] + [table["pad"]] * (table["max_length"] - len(words) - 2)
 
@@ -227,7 +227,7 @@ def test_the_word_table_tokenizes_every_caption_as_the_tokenizer_does(sd, miniat
     assert table["examples"][PROMPT] == words_to_ids(table, PROMPT)
     assert words_to_ids(table, "a red square") != words_to_ids(table, "a blue square")
     with pytest.raises(ValueError, match="not a closed list of words"):  # SD's own tokenizer: ship vocab and merges
-        closed_vocabulary(types.SimpleNamespace(name="sd-1.5", tokenizer=range(49408)))
+        word_table(types.SimpleNamespace(name="sd-1.5", tokenizer=range(49408)))
 
 
 def test_export_miniature_writes_its_files_and_noise(sd, miniature, tiny, tmp_path):
