@@ -16,7 +16,12 @@ Diffusion pipeline folder), for N samples (noise seeds) and timesteps t (fractio
    their similarity is the mean squared cosine of the principal angles, ‖V_Aᵀ V_B‖²_F / k
    (labkit.analysis.cross_sample_similarity), against a random k-subspace (per sample) and its
    expectation k/n. Reported per j and t, and at each j the change from the largest to the
-   smallest t (paired over samples): does the prompt matter less at small t?
+   smallest t (paired over samples): does the prompt matter less at small t? A top-k subspace also
+   turns further when the gap between σ_k and σ_{k+1} shrinks, even if the map changes no more
+   (Davis–Kahan), so each unit also records what the similarity cannot separate: the spectrum
+   σ_1..σ_{k+1} under A, and two measures of how much B_j changes the map itself, free of any gap:
+   the relative change of h, ‖h_B − h_A‖ / ‖h_A‖, and of the Jacobian on random probes r,
+   (Σ_r ‖(J_B − J_A) r‖² / Σ_r ‖J_A r‖²)^½, whose square estimates ‖J_B − J_A‖²_F / ‖J_A‖²_F.
 2. **free**: under a prompt naming m factors (the first m of the sample's order), do the top-k
    directions move the factors the prompt leaves free? Each direction and k random ones are
    edited (``--edit``) and matched to ``--budgets`` (labkit.budget.match_budget), the edits are
@@ -24,12 +29,15 @@ Diffusion pipeline folder), for N samples (noise seeds) and timesteps t (fractio
    world's read-out): the response R (directions × factors). The share of a direction's response
    on the free factors, Σ_free R / Σ R, averaged over directions, against the random directions'
    share on the same sample (paired difference). A direction blind to the prompt gets about the
-   random share; m = 0 leaves everything free (share 1).
+   random share; m = 0 leaves everything free (share 1). The named factors are a fresh random
+   subset for each sample, so (7 − m)/7 is what a direction blind to the prompt puts on the free
+   factors on average over samples. The RMS pixel change is recorded for top and random edits apart.
 3. **guidance**: under a prompt naming ``--guidance-named`` factors, the sample and its basis at
    each guidance scale w (``--scales``): the similarity of the bases between scales, and the
    prompt faithfulness of the edits (labkit.captions.faithful: every named factor read back from
    the decoded, edited image as named) per scale, with paired differences against the first
-   scale. h does not depend on w (it is the conditional branch), so the bases differ only
+   scale, and per scale the paired difference between an edit's faithfulness and its unedited
+   sample's. h does not depend on w (it is the conditional branch), so the bases differ only
    through the sample x_t(w); the basis under the last scale at the first scale's x_t is the
    known answer 1.
 
@@ -63,20 +71,22 @@ from labkit.analysis import cross_sample_similarity
 from labkit.budget import image_change, match_budget
 from labkit.cache import weights_fingerprint
 from labkit.checks import device_arg, float_arg, int_arg
-from labkit.diffusion import sample_at, timestep_at
+from labkit.diffusion import h_space, sample_at, timestep_at
 from labkit.editing import sample_basis
 from labkit.files import atomic_write
 from labkit.latent import DEFAULT_GUIDANCE, LatentDiffusionModel
 from labkit.models import EMBEDDED_MODELS, HUB_ID, ModelUnavailableError, load_model
 from labkit.readout import load_readout, read_factors
 from labkit.scoring import basis_summary, score_edits, select, world_instrument
+from labkit.spectral import jvps
 from labkit.stats import bootstrap_ci, paired_difference
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ("tangent", "free", "guidance")
 NAMES = tuple(worlds.FACTORS)
 # the seeds of the scenes whose words make each sample's prompts, and of the factors' random order
-SCENE_SEED, ORDER_SEED, RANDOM_SEED = 3 * 10**6, 4 * 10**6, 5 * 10**6
+SCENE_SEED, ORDER_SEED, RANDOM_SEED, PROBE_SEED = 3 * 10**6, 4 * 10**6, 5 * 10**6, 6 * 10**6
+PROBES = 8  # random tangents per sample for the Jacobian's change (a trace estimate: its error falls as 1/√probes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,6 +123,24 @@ def similarity(a: torch.Tensor, b: torch.Tensor) -> float:
     return cross_sample_similarity([a, b])["mean"]
 
 
+def map_at(model: LatentDiffusionModel, t: int, x_t: torch.Tensor, probes: torch.Tensor) \
+        -> tuple[torch.Tensor, torch.Tensor]:
+    """h = f_t(x_t) under the model's prompt, and J r for each probe r (PROBES, *x_t.shape)."""
+    f = h_space(model, t)
+    with torch.no_grad():
+        h = f(x_t)
+    return h, jvps(f, x_t, probes).detach()
+
+
+def map_change(reference: tuple[torch.Tensor, torch.Tensor], other: tuple[torch.Tensor, torch.Tensor]) \
+        -> tuple[float, float]:
+    """‖h_B − h_A‖ / ‖h_A‖ and (Σ_r ‖J_B r − J_A r‖² / Σ_r ‖J_A r‖²)^½ from two map_at results (A first)."""
+    (h_a, jr_a), (h_b, jr_b) = reference, other
+    h_change = float((h_b - h_a).double().norm() / h_a.double().norm())
+    jacobian_change = float(((jr_b - jr_a).double().pow(2).sum() / jr_a.double().pow(2).sum()).sqrt())
+    return h_change, jacobian_change
+
+
 def decoded(model: LatentDiffusionModel, edits: budget.BudgetedEdits) -> budget.BudgetedEdits:
     """The same edits with their finished latents decoded to images in [-1, 1], for the read-out."""
     with torch.no_grad():
@@ -144,12 +172,21 @@ def tangent_unit(model: LatentDiffusionModel, fraction: float, seed: int, args) 
     sample = sample_at(reference, seed, t, args.steps)
     basis = sample_basis(reference, sample, args.k)
     v, residual = basis.v.squeeze(1), [float(basis.residual.max())]
-    out = {"prompt": prompt, "prompts": {}, "similarity": {}}
+    # σ_{k+1} for the gap: one more direction, from a basis of its own (the similarities keep the k-bases)
+    wide = sample_basis(reference, sample, args.k + 1)
+    gen = torch.Generator().manual_seed(PROBE_SEED + seed)
+    probes = torch.randn(PROBES, *sample.x_t.shape, generator=gen).to(sample.x_t)
+    at_a = map_at(reference, t, sample.x_t, probes)
+    out = {"prompt": prompt, "prompts": {}, "similarity": {}, "h_change": {}, "jacobian_change": {},
+           "sigma": wide.sigma.tolist()}
     for j in args.shared:
         text = shared_prompt(words, order, other, j)
-        b = sample_basis(model.conditioned(text, guidance_scale=args.guidance_scale), sample, args.k)
+        conditioned = model.conditioned(text, guidance_scale=args.guidance_scale)
+        b = sample_basis(conditioned, sample, args.k)
         out["prompts"][str(j)] = text
         out["similarity"][str(j)] = similarity(v, b.v.squeeze(1))
+        out["h_change"][str(j)], out["jacobian_change"][str(j)] = map_change(at_a, map_at(conditioned, t, sample.x_t,
+                                                                                          probes))
         residual.append(float(b.residual.max()))
     out["random"] = similarity(v, random_frame(args.k, model.sample_shape, RANDOM_SEED + seed))
     return {**out, "t": t, "residual_max": max(residual)}
@@ -174,11 +211,11 @@ def free_unit(model: LatentDiffusionModel, fraction: float, seed: int, args, ins
         for which, rows in (("top", range(args.k)), ("random", range(args.k, 2 * args.k))):
             part = select(scores, rows)
             share, per_direction = free_share(part.response, named)
+            matched = part.edits.matched  # the decoder may stretch top and random edits differently
             record[which] = {"share_free": share, "per_direction": per_direction, "summary": basis_summary(part),
-                             "response": part.response.tolist()}
-        matched = edits.matched
-        record["pixel_change"] = float(image_change(edits.images[matched], edits.unedited).mean()) \
-            if matched.any() else math.nan
+                             "response": part.response.tolist(),
+                             "pixel_change": float(image_change(part.edits.images[matched], part.edits.unedited)
+                                                   .mean()) if matched.any() else math.nan}
         out["named"][str(m)] = record
     return out
 
@@ -218,8 +255,8 @@ def _edit_options(args) -> dict:
     return {"n_iter": args.n_iter} if args.edit == "guidance" else {}
 
 
-UNIT_CODE = (scene_words, shared_prompt, random_frame, similarity, decoded, free_share, tangent_unit, free_unit,
-             guidance_unit, _edit_options)
+UNIT_CODE = (scene_words, shared_prompt, random_frame, similarity, map_at, map_change, decoded, free_share,
+             tangent_unit, free_unit, guidance_unit, _edit_options)
 CODE = tuple(Path(m.__file__) for m in (budget, captions, latent, scoring))
 
 
@@ -259,13 +296,22 @@ def merge(units: dict[str, list[dict]], args, n: int) -> dict:
             by_fraction[str(fraction)] = {
                 "t": us[0]["t"], "random": interval([u["random"] for u in us], args),
                 "shared": {str(j): interval([u["similarity"][str(j)] for u in us], args) for j in args.shared},
+                "h_change": {str(j): interval([u["h_change"][str(j)] for u in us], args) for j in args.shared},
+                "jacobian_change": {str(j): interval([u["jacobian_change"][str(j)] for u in us], args)
+                                    for j in args.shared},
+                "sigma": {str(i + 1): interval([u["sigma"][i] for u in us], args) for i in range(args.k + 1)},
+                "gap_ratio": interval([u["sigma"][args.k] / u["sigma"][args.k - 1] for u in us], args),
                 "residual_max": max(u["residual_max"] for u in us)}
         small, large = str(min(args.fractions)), str(max(args.fractions))
-        trend = {} if small == large else {
-            str(j): paired(by_fraction[small]["shared"][str(j)]["per_sample"],
-                           by_fraction[large]["shared"][str(j)]["per_sample"], args) for j in args.shared}
-        out["tangent"] = {"random_expected": args.k / n, "by_fraction": by_fraction,
-                          "smallest_minus_largest_t": {"fractions": [small, large], "by_shared": trend}}
+
+        def trend(measure: str) -> dict:
+            return {} if small == large else {
+                str(j): paired(by_fraction[small][measure][str(j)]["per_sample"],
+                               by_fraction[large][measure][str(j)]["per_sample"], args) for j in args.shared}
+        out["tangent"] = {"random_expected": args.k / n, "probes": PROBES, "by_fraction": by_fraction,
+                          "smallest_minus_largest_t": {"fractions": [small, large], "by_shared": trend("shared"),
+                                                       "jacobian_change": trend("jacobian_change"),
+                                                       "h_change": trend("h_change")}}
     if "free" in units:
         by_fraction = {}
         for fraction in args.edit_fractions:
@@ -277,7 +323,8 @@ def merge(units: dict[str, list[dict]], args, n: int) -> dict:
                 cell[m] = {"top": interval(top, args), "random": interval(rand, args),
                            "top_minus_random": paired(top, rand, args) if m != "0" else None,
                            "uniform_share": (len(NAMES) - int(m)) / len(NAMES),
-                           "pixel_change": interval([u["named"][m]["pixel_change"] for u in us], args),
+                           "pixel_change": {w: interval([u["named"][m][w]["pixel_change"] for u in us], args)
+                                            for w in ("top", "random")},
                            "unmatched": sum(u["named"][m][w]["summary"]["unmatched"] for u in us
                                             for w in ("top", "random"))}
         out["free"] = {"by_fraction": by_fraction}
@@ -287,15 +334,16 @@ def merge(units: dict[str, list[dict]], args, n: int) -> dict:
             us = [u for u in units["guidance"] if u["fraction"] == fraction]
             scales = list(map(str, args.scales))
             faithful = {w: [u["scales"][w]["faithful_edited"] for u in us] for w in scales}
+            unedited = {w: [u["scales"][w]["faithful_unedited"] for u in us] for w in scales}
             by_fraction[str(fraction)] = {
                 "t": us[0]["t"],
                 "similarity": {pair: interval([u["similarity"][pair] for u in us], args)
                                for pair in us[0]["similarity"]},
                 "same_latent_similarity": interval([u["same_latent_similarity"] for u in us], args),
                 "faithful_edited": {w: interval(faithful[w], args) for w in scales},
-                "faithful_unedited": {w: interval([u["scales"][w]["faithful_unedited"] for u in us], args)
-                                      for w in scales},
+                "faithful_unedited": {w: interval(unedited[w], args) for w in scales},
                 "faithful_minus_first_scale": {w: paired(faithful[w], faithful[scales[0]], args) for w in scales[1:]},
+                "edited_minus_unedited": {w: paired(faithful[w], unedited[w], args) for w in scales},
                 "pixel_change": {w: interval([u["scales"][w]["pixel_change"] for u in us], args) for w in scales},
                 "unmatched": {w: sum(u["scales"][w]["edits"] - u["scales"][w]["matched"] for u in us) for w in scales}}
         out["guidance"] = {"named": args.guidance_named, "by_fraction": by_fraction}
@@ -454,6 +502,11 @@ def print_tables(report: dict) -> None:
         for j in tangent["by_fraction"][fractions[0]]["shared"]:
             print(f"{j:16s}" + "".join(_ci(tangent["by_fraction"][f]["shared"][j]) for f in fractions))
         print(f"{'random':16s}" + "".join(_ci(tangent["by_fraction"][f]["random"]) for f in fractions))
+        print(f"\nhow much B_j changes the map itself: (Σ_r ‖(J_B − J_A) r‖² / Σ_r ‖J_A r‖²)^½ over "
+              f"{tangent['probes']} random probes")
+        for j in tangent["by_fraction"][fractions[0]]["jacobian_change"]:
+            print(f"{j:16s}" + "".join(_ci(tangent["by_fraction"][f]["jacobian_change"][j]) for f in fractions))
+        print(f"{'σ_k+1 / σ_k':16s}" + "".join(_ci(tangent["by_fraction"][f]["gap_ratio"]) for f in fractions))
     if "free" in report:
         print("\nshare of the response on the factors the prompt leaves free, mean [95% interval]")
         for fraction, cell in report["free"]["by_fraction"].items():
@@ -466,7 +519,11 @@ def print_tables(report: dict) -> None:
         print("\nguidance scale: faithfulness of the edits (all named factors read back as named), similarity")
         for fraction, cell in report["guidance"]["by_fraction"].items():
             for w, row in cell["faithful_edited"].items():
-                print(f"t={fraction}T, w={w}: faithful edits {_ci(row)}, unedited {_ci(cell['faithful_unedited'][w])}")
+                d = cell["edited_minus_unedited"][w]
+                diff = "" if d["mean_difference"] is None else \
+                    f", edited − unedited {d['mean_difference']:+.3f} [{d['low']:.3f}, {d['high']:.3f}]"
+                print(f"t={fraction}T, w={w}: faithful edits {_ci(row)}, unedited {_ci(cell['faithful_unedited'][w])}"
+                      + diff)
             for pair, row in cell["similarity"].items():
                 print(f"t={fraction}T, bases at w={pair.replace('|', ' and w=')}: {_ci(row)}")
             print(f"t={fraction}T, same x_t, first and last w: {_ci(cell['same_latent_similarity'])} (known: 1)")

@@ -1,9 +1,10 @@
 """benchmarks/sd_prompts.py end to end on a tiny random pipeline: the mechanics and the known answers.
 
 The numbers of a random pipeline mean nothing; what must hold whatever the weights: a prompt's
-tangent space under itself encoded again is the same (similarity 1), the basis does not depend on
-the guidance scale at one x_t (similarity 1), a prompt naming nothing leaves every factor free
-(share 1), B_j shares exactly j words with A, and every cell has its per-sample values and interval.
+tangent space under itself encoded again is the same (similarity 1, and neither h nor the Jacobian
+changes), the basis does not depend on the guidance scale at one x_t (similarity 1), a prompt naming
+nothing leaves every factor free (share 1), B_j shares exactly j words with A, and every cell has
+its per-sample values and interval. The Jacobian probes are checked against an explicit Jacobian.
 """
 
 import json
@@ -16,6 +17,8 @@ import torch
 from test_latent import save_tiny_pipeline
 
 from labkit import captions
+from labkit.diffusion import h_space, timestep_at
+from labkit.models import load_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
@@ -68,7 +71,15 @@ def test_a_prompt_has_its_own_tangent_space_and_b_j_shares_j_words(run):
         assert cell["shared"]["7"]["per_sample"] == pytest.approx([1.0] * SAMPLES, abs=1e-6)
         assert all(0 <= v <= 1 + 1e-9 for j in cell["shared"].values() for v in j["per_sample"])
         assert all(v < 0.2 for v in cell["random"]["per_sample"])
-    assert set(tangent["smallest_minus_largest_t"]["by_shared"]) == {str(j) for j in range(8)}
+        # ... so neither h nor its Jacobian changes; another prompt changes both
+        assert cell["jacobian_change"]["7"]["per_sample"] == pytest.approx([0.0] * SAMPLES, abs=1e-6)
+        assert cell["h_change"]["7"]["per_sample"] == pytest.approx([0.0] * SAMPLES, abs=1e-6)
+        assert all(v > 1e-4 for j in "0123" for v in cell["jacobian_change"][j]["per_sample"])
+        assert all(0 < v <= 1 + 1e-6 for v in cell["gap_ratio"]["per_sample"]) and set(cell["sigma"]) == {"1", "2", "3"}
+    for measure in ("by_shared", "jacobian_change", "h_change"):
+        assert set(tangent["smallest_minus_largest_t"][measure]) == {str(j) for j in range(8)}
+    for unit in report["units"]["tangent"]:
+        assert unit["sigma"] == sorted(unit["sigma"], reverse=True) and len(unit["sigma"]) == 3  # k + 1
     for unit in report["units"]["tangent"]:
         reference = captions.parse_caption(unit["prompt"])
         assert len(reference) == 7
@@ -89,6 +100,8 @@ def test_a_prompt_naming_nothing_leaves_every_factor_free(run):
         for m, record in unit["named"].items():
             assert len(record["named"]) == int(m) == len(captions.parse_caption(record["prompt"]))
             assert len(record["top"]["response"]) == 2 and len(record["top"]["response"][0]) == 7
+            assert all(record[w]["pixel_change"] is None or record[w]["pixel_change"] > 0 for w in ("top", "random"))
+    assert set(cell["2"]["pixel_change"]) == {"top", "random"}
 
 
 def test_the_guidance_scale_leaves_the_basis_at_one_latent_unchanged(run):
@@ -96,7 +109,7 @@ def test_the_guidance_scale_leaves_the_basis_at_one_latent_unchanged(run):
     cell = report["guidance"]["by_fraction"]["0.6"]
     assert cell["same_latent_similarity"]["per_sample"] == pytest.approx([1.0] * SAMPLES, abs=1e-6)
     assert set(cell["similarity"]) == {"1.0|3.0"} and set(cell["faithful_edited"]) == {"1.0", "3.0"}
-    assert set(cell["faithful_minus_first_scale"]) == {"3.0"}
+    assert set(cell["faithful_minus_first_scale"]) == {"3.0"} and set(cell["edited_minus_unedited"]) == {"1.0", "3.0"}
     assert all(v in (0.0, 1.0) for w in cell["faithful_unedited"].values() for v in w["per_sample"])
 
 
@@ -129,7 +142,21 @@ def test_more_samples_extend_the_run_instead_of_starting_it_again(run, monkeypat
     assert first.value.args == (SAMPLES,)  # samples 0 .. SAMPLES-1 were read back, the new one is computed
 
 
+def test_the_jacobian_probes_are_the_explicit_jacobian_times_the_probes(tmp_path):
+    model = load_model(save_tiny_pipeline(tmp_path / "pipeline")).conditioned("a red square", guidance_scale=3.0)
+    t, x = timestep_at(model, 0.5, 10), torch.randn(1, *model.sample_shape, generator=torch.Generator().manual_seed(0))
+    probes = torch.randn(3, *x.shape, generator=torch.Generator().manual_seed(1))
+    h, jr = sd_prompts.map_at(model, t, x, probes)
+    f = h_space(model, t)
+    J = torch.func.jacrev(f)(x).reshape(h.numel(), x.numel())
+    assert torch.allclose(h, f(x).detach()) and jr.shape == (3, *h.shape)
+    assert torch.allclose(jr.reshape(3, -1), probes.reshape(3, -1) @ J.T, atol=1e-4, rtol=1e-4)
+
+
 def test_the_measures_on_explicit_cases():
+    h, jr = torch.tensor([3.0, 4.0]), torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    # h moved by (0, 5): half its norm; every J r doubled: the change is as large as J r itself
+    assert sd_prompts.map_change((h, jr), (h + torch.tensor([0.0, 2.5]), 2 * jr)) == pytest.approx((0.5, 1.0))
     q, _ = torch.linalg.qr(torch.randn(16, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
     frame = q.T.reshape(3, 1, 4, 4)
     rotation, _ = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1)))
