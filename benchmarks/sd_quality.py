@@ -14,8 +14,12 @@ Three measurements, each against the read-out's own error on true renders:
   are checked against every factor the caption names (``captions.faithful``: a hue within its
   colour's ±1/12, the shape exact, size, tilt and position on the named side). Reported: the share
   of samples with every named factor right (goal ≥ 90% at the default guidance scale), per factor,
-  and by the number of factors named; beside it the same share for true renders (captions of their
-  own factors, read back by the read-out: the ceiling the read-out allows);
+  by the number of factors named, and over the captions that name at least one (about one in eight
+  names none, "an object", and is right by definition); beside it the same share for true renders
+  (captions of their own factors, read back by the read-out: what it scores on the world itself);
+- **what the guidance scale does**: the same prompts and the same noise sampled at w = 1 (the
+  prompt's own prediction, no guidance), so that fidelity and faithfulness at ``--guidance-scale``
+  and at w = 1 are compared sample by sample (labkit.stats.paired_difference on the 0/1 values);
 - **the VAE's reconstruction error**: RMS of D(E(x)) − x on true renders, and the re-render error
   of the reconstructions next to that of the renders themselves (the read-out's own error).
 
@@ -41,7 +45,7 @@ from labkit.diffusion import QUALITY_BOOST, ddim_sample, sample_noise
 from labkit.latent import DEFAULT_GUIDANCE, LatentDiffusionModel
 from labkit.models import load_model
 from labkit.readout import load_readout, read_factors
-from labkit.stats import bootstrap_ci
+from labkit.stats import bootstrap_ci, paired_difference
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -115,9 +119,13 @@ def main(argv: list[str] | None = None) -> dict:
     prompts = captions.random_captions(prompt_factors, torch.Generator().manual_seed(args.seed), empty=0.0)
     prompted = sample_with_prompts(model, prompts, args.guidance_scale, args.steps, args.seed + 10**5,
                                    args.batch_size)
+    # the same prompts and noise without guidance: what the scale changes, sample by sample
+    unguided = sample_with_prompts(model, prompts, 1.0, args.steps, args.seed + 10**5, args.batch_size)
     seconds = time.perf_counter() - start
 
     right, per_factor, by_count = faithfulness(prompts, read_factors(prompted, readout))
+    right_unguided, _, _ = faithfulness(prompts, read_factors(unguided, readout))
+    naming_some = [ok for ok, prompt in zip(right, prompts) if captions.parse_caption(prompt)]
     # the ceiling: captions of the true renders' own factors, checked on what the read-out reads in the renders
     true_prompts = captions.random_captions(true_factors, torch.Generator().manual_seed(args.seed), empty=0.0)
     true_right, _, _ = faithfulness(true_prompts, read_factors(renders, readout))
@@ -131,7 +139,14 @@ def main(argv: list[str] | None = None) -> dict:
         _, low, high = bootstrap_ci(torch.as_tensor(values, dtype=torch.float64).numpy())
         return [round(low, 4), round(high, 4)]
 
-    errors = {"unconditional": rerender_error(unconditional, readout), "prompted": rerender_error(prompted, readout)}
+    errors = {"unconditional": rerender_error(unconditional, readout), "prompted": rerender_error(prompted, readout),
+              "prompted_unguided": rerender_error(unguided, readout)}
+
+    def paired(a, b) -> dict:
+        """a − b on the same samples, 0/1 each: mean, 95% interval, Wilcoxon p."""
+        d = paired_difference(torch.as_tensor(a, dtype=torch.float64).numpy(),
+                              torch.as_tensor(b, dtype=torch.float64).numpy())
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in d.items()}
     report = {
         "model": args.model, "samples": args.samples,
         "weights_sha256": {**{part: weights_fingerprint(getattr(model, part))
@@ -147,16 +162,24 @@ def main(argv: list[str] | None = None) -> dict:
                      "goal_share": 0.9},
         "faithfulness": {"share_all_named_right": share(right), "share_all_named_right_ci95": interval(right),
                          "goal_share": 0.9,
+                         "share_all_named_right_naming_some": share(naming_some),
+                         "share_all_named_right_naming_some_ci95": interval(naming_some),
                          "true_renders_share_all_named_right": share(true_right),
                          "per_factor": {name: share(v) for name, v in per_factor.items()},
                          "by_number_named": {str(k): {"samples": len(v), "share": share(v)}
                                              for k, v in sorted(by_count.items())}},
+        "guidance": {"scale": args.guidance_scale, "against": 1.0,
+                     "faithful_unguided": share(right_unguided), "faithful_unguided_ci95": interval(right_unguided),
+                     "within_minus_unguided": paired(errors["prompted"] <= threshold,
+                                                     errors["prompted_unguided"] <= threshold),
+                     "faithful_minus_unguided": paired(right, right_unguided)},
         "vae": {"reconstruction_rmse_median": round(recon_rmse.median().item(), 4),
                 "reconstruction_rmse_p99": round(torch.quantile(recon_rmse, 0.99).item(), 4),
                 "rerender_error_median_reconstructions": round(recon_error.median().item(), 4),
                 "rerender_error_median_renders": round(true_error.median().item(), 4),
                 "reconstructions_share_within": share(recon_error <= threshold)},
         "per_sample": {"prompts": prompts, "prompted_all_named_right": [bool(r) for r in right],
+                       "prompted_unguided_all_named_right": [bool(r) for r in right_unguided],
                        **{f"{kind}_rerender_error": [round(x, 5) for x in e.tolist()] for kind, e in errors.items()}},
     }
     path = Path(args.out) / "sd_quality.json"
@@ -168,6 +191,12 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"prompts read back as named: {f['share_all_named_right']:.1%} {f['share_all_named_right_ci95']} "
           f"(goal 90%; true renders "
           f"{f['true_renders_share_all_named_right']:.1%}); per factor {f['per_factor']}")
+    g = report["guidance"]
+    within, named = g["within_minus_unguided"], g["faithful_minus_unguided"]
+    print(f"same prompts and noise at w = 1: within {r['prompted_unguided_share_within']:.1%}, read back as named "
+          f"{g['faithful_unguided']:.1%}; w = {args.guidance_scale:g} minus w = 1, paired: within "
+          f"{within['mean_difference']:+.3f} [{within['low']}, {within['high']}], named right "
+          f"{named['mean_difference']:+.3f} [{named['low']}, {named['high']}]")
     print(f"VAE: reconstruction RMS median {v['reconstruction_rmse_median']}; re-render error of reconstructions "
           f"{v['rerender_error_median_reconstructions']} against the renders' own {v['rerender_error_median_renders']}")
     print(f"{report['timing']['seconds']} s; wrote {path}")

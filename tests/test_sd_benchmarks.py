@@ -31,6 +31,15 @@ def test_sd_quality_reports_rerender_faithfulness_and_the_vae(tmp_path):
     assert sum(per["prompted_all_named_right"]) / 6 == pytest.approx(f["share_all_named_right"], abs=1e-4)
     assert len(per["prompts"]) == len(per["prompted_rerender_error"]) == 6
     assert set(report["weights_sha256"]) == {"unet", "vae", "text_encoder", "readout"}
+    # the same prompts and noise at w = 1: paired differences of the 0/1 values, within [-1, 1]
+    g = report["guidance"]
+    assert len(per["prompted_unguided_all_named_right"]) == len(per["prompted_unguided_rerender_error"]) == 6
+    expected = f["share_all_named_right"] - g["faithful_unguided"]
+    assert g["faithful_minus_unguided"]["mean_difference"] == pytest.approx(expected, abs=1e-3)
+    assert -1 <= g["within_minus_unguided"]["low"] <= g["within_minus_unguided"]["high"] <= 1
+    naming_some = [ok for ok, p in zip(per["prompted_all_named_right"], per["prompts"]) if p != "an object"]
+    if naming_some:
+        assert f["share_all_named_right_naming_some"] == pytest.approx(sum(naming_some) / len(naming_some), abs=1e-4)
 
 
 def test_the_sd15_shaped_basis_runs_with_a_prompt_at_toy_size():
