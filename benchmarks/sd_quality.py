@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
         """a − b on the same samples, 0/1 each: mean, 95% interval, Wilcoxon p."""
         d = paired_difference(torch.as_tensor(a, dtype=torch.float64).numpy(),
                               torch.as_tensor(b, dtype=torch.float64).numpy())
-        return {k: round(v, 4) if isinstance(v, float) else v for k, v in d.items()}
+        return {k: round(v, 4) if k in ("mean_difference", "low", "high") else v for k, v in d.items()}
     report = {
         "model": args.model, "samples": args.samples,
         "weights_sha256": {**{part: weights_fingerprint(getattr(model, part))
