@@ -206,8 +206,9 @@ def tokenizer_files(folder: str | Path, max_length: int = 32) -> Path:
     CLIP's BPE starts from a word's letters (the last one marked "</w>") and applies the merges in
     order of rank. The merges are learnt by the tokenizers library's BPE trainer on the word list,
     run until no pair is left, so that every word becomes one token; the vocabulary holds the two
-    special tokens, the letters, the partial words and the words. ``max_length``: the padded
-    length of an encoded prompt (start and end included).
+    special tokens, the words, the letters and the partial words, numbered in that order, so that
+    every run gives each word the same id. ``max_length``: the padded length of an encoded prompt
+    (start and end included).
     """
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
@@ -221,7 +222,17 @@ def tokenizer_files(folder: str | Path, max_length: int = 32) -> Path:
                                   end_of_word_suffix="</w>", show_progress=False)
     bpe.train_from_iterator([" ".join(WORDS)], trainer)
     model = json.loads(bpe.to_str())["model"]
-    vocab, merges = model["vocab"], [" ".join(pair) for pair in model["merges"]]
+    merges = [" ".join(pair) for pair in model["merges"]]
+    # The trainer breaks ties between equally frequent pairs in hash order, which changes from one
+    # process to the next, and numbers its tokens in that order. A text encoder's embeddings are
+    # indexed by these ids, so they are renumbered in a fixed order: the special tokens, the world's
+    # words, then the letters and partial words by length and text.
+    words = [word + "</w>" for word in WORDS]
+    missing = [word for word in words if word not in model["vocab"]]
+    if missing:
+        raise RuntimeError(f"the BPE trainer left {missing} as more than one token; every word must be one")
+    rest = sorted((t for t in model["vocab"] if t not in (BOS, EOS, *words)), key=lambda t: (len(t), t))
+    vocab = {token: i for i, token in enumerate([BOS, EOS, *words, *rest])}
     (folder / "vocab.json").write_text(json.dumps(vocab, indent=0, ensure_ascii=False) + "\n")
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
     special = {"bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": EOS}

@@ -330,7 +330,10 @@ def train_sd(config: SDConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     log_file = out / "training_log.json"
     log = json.loads(log_file.read_text()) if log_file.exists() else {}
-    tokenizer_dir = captions.tokenizer_files(out / "checkpoint-tokenizer", max_length=MAX_TOKENS)
+    # A run keeps the tokenizer it started with: its text encoder's embeddings are indexed by its ids.
+    tokenizer_dir = out / "checkpoint-tokenizer"
+    if not (tokenizer_dir / "vocab.json").is_file():
+        captions.tokenizer_files(tokenizer_dir, max_length=MAX_TOKENS)
     vae_dir = out / "checkpoint-vae" / "finished"
     finished = (vae_dir / "config.json").exists() and log.get("vae", {}).get("steps") == config.vae_steps
     if config.stage in ("vae", "all") and not finished:  # a finished VAE keeps its record; more --vae-steps resume it

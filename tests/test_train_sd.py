@@ -57,6 +57,19 @@ def test_the_tokenizer_makes_every_word_one_token(tmp_path):
     assert len(tokenizer.tokenize("purple")) > 1
 
 
+def test_the_tokenizer_numbers_the_words_alike_in_every_process(tmp_path):
+    import subprocess
+    import sys
+
+    # the BPE trainer breaks ties in hash order, which differs between processes
+    for i in range(3):
+        code = f"from labkit import captions; captions.tokenizer_files({str(tmp_path / str(i))!r})"
+        subprocess.run([sys.executable, "-c", code], check=True)
+    vocabs = [json.loads((tmp_path / str(i) / "vocab.json").read_text()) for i in range(3)]
+    assert vocabs[0] == vocabs[1] == vocabs[2]
+    assert [vocabs[0][word + "</w>"] for word in captions.WORDS] == list(range(2, 2 + len(captions.WORDS)))
+
+
 def test_bad_captions_are_refused():
     for text, message in [("a red", "a shape or 'object'"), ("the red square", "starts with"),
                           ("an object, on a wall", "after the comma")]:
@@ -74,7 +87,10 @@ def test_two_stage_training_resumes_and_saves_a_loadable_pipeline(tmp_path):
     model = load_model(out)
     assert isinstance(model, LatentDiffusionModel) and model.prediction_type == "v_prediction"
     assert model.conditioned("a red square").prompt == "a red square"
+    vocab = (out / "checkpoint-tokenizer" / "vocab.json").read_text()
+    (out / "checkpoint-tokenizer" / "vocab.json").write_text(vocab + "\n")  # a mark: the resumed run must keep it
     train_sd(SDConfig(**{**config, "steps": 3}))  # resumes the diffusion stage; the VAE is done
+    assert (out / "checkpoint-tokenizer" / "vocab.json").read_text() == vocab + "\n"
     log = json.loads((out / "training_log.json").read_text())
     assert log["diffusion"]["resumed_from"] == 2 and log["vae"]["steps"] == 2
     assert [run["stage"] for run in log["history"]] == ["vae", "diffusion", "diffusion"]
