@@ -20,6 +20,7 @@ Three measurements, each against the read-out's own error on true renders:
 - **what the guidance scale does**: the same prompts and the same noise sampled at w = 1 (the
   prompt's own prediction, no guidance), so that fidelity and faithfulness at ``--guidance-scale``
   and at w = 1 are compared sample by sample (labkit.stats.paired_difference on the 0/1 values);
+  and at ``--scales`` (default 3), so that both shares are reported along w;
 - **the VAE's reconstruction error**: RMS of D(E(x)) − x on true renders, and the re-render error
   of the reconstructions next to that of the renders themselves (the read-out's own error).
 
@@ -96,6 +97,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int_arg(1, 10_000), default=250)
     parser.add_argument("--steps", type=int_arg(1, 1000), default=50, help="DDIM steps")
     parser.add_argument("--guidance-scale", type=float_arg(0.0, 100.0), default=DEFAULT_GUIDANCE)
+    parser.add_argument("--scales", type=float_arg(0.0, 100.0), nargs="*", default=[3.0],
+                        help="more guidance scales sampled on the same prompts and noise, for the trade-off "
+                             "between fidelity and faithfulness (w = 1 and --guidance-scale always are)")
     parser.add_argument("--seed", type=int_arg(0, 2**31), default=0)
     parser.add_argument("--out", type=out_dir_arg, default=str(REPO / "benchmarks" / "results"))
     args = parser.parse_args(argv)
@@ -121,6 +125,11 @@ def main(argv: list[str] | None = None) -> dict:
                                    args.batch_size)
     # the same prompts and noise without guidance: what the scale changes, sample by sample
     unguided = sample_with_prompts(model, prompts, 1.0, args.steps, args.seed + 10**5, args.batch_size)
+    scales = sorted({1.0, args.guidance_scale, *args.scales})
+    by_scale = {args.guidance_scale: prompted, 1.0: unguided}
+    for w in scales:
+        if w not in by_scale:
+            by_scale[w] = sample_with_prompts(model, prompts, w, args.steps, args.seed + 10**5, args.batch_size)
     seconds = time.perf_counter() - start
 
     right, per_factor, by_count = faithfulness(prompts, read_factors(prompted, readout))
@@ -141,6 +150,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     errors = {"unconditional": rerender_error(unconditional, readout), "prompted": rerender_error(prompted, readout),
               "prompted_unguided": rerender_error(unguided, readout)}
+
+    scale_errors = {w: rerender_error(by_scale[w], readout) for w in scales}
+    scale_right = {w: faithfulness(prompts, read_factors(by_scale[w], readout))[0] for w in scales}
 
     def paired(a, b) -> dict:
         """a − b on the same samples, 0/1 each: mean, 95% interval, Wilcoxon p."""
@@ -173,6 +185,11 @@ def main(argv: list[str] | None = None) -> dict:
                      "within_minus_unguided": paired(errors["prompted"] <= threshold,
                                                      errors["prompted_unguided"] <= threshold),
                      "faithful_minus_unguided": paired(right, right_unguided)},
+        # fidelity against faithfulness along w, on the same prompts and noise
+        "by_scale": {f"{w:g}": {"within": share(scale_errors[w] <= threshold),
+                                "within_ci95": interval(scale_errors[w] <= threshold),
+                                "faithful": share(scale_right[w]), "faithful_ci95": interval(scale_right[w]),
+                                "rerender_median": round(scale_errors[w].median().item(), 4)} for w in scales},
         "vae": {"reconstruction_rmse_median": round(recon_rmse.median().item(), 4),
                 "reconstruction_rmse_p99": round(torch.quantile(recon_rmse, 0.99).item(), 4),
                 "rerender_error_median_reconstructions": round(recon_error.median().item(), 4),
@@ -180,7 +197,10 @@ def main(argv: list[str] | None = None) -> dict:
                 "reconstructions_share_within": share(recon_error <= threshold)},
         "per_sample": {"prompts": prompts, "prompted_all_named_right": [bool(r) for r in right],
                        "prompted_unguided_all_named_right": [bool(r) for r in right_unguided],
-                       **{f"{kind}_rerender_error": [round(x, 5) for x in e.tolist()] for kind, e in errors.items()}},
+                       **{f"{kind}_rerender_error": [round(x, 5) for x in e.tolist()] for kind, e in errors.items()},
+                       "by_scale": {f"{w:g}": {"rerender_error": [round(x, 5) for x in scale_errors[w].tolist()],
+                                               "all_named_right": [bool(r) for r in scale_right[w]]}
+                                    for w in scales if w not in (1.0, args.guidance_scale)}},
     }
     path = Path(args.out) / "sd_quality.json"
     path.write_text(json.dumps(report, indent=1) + "\n")
@@ -197,6 +217,9 @@ def main(argv: list[str] | None = None) -> dict:
           f"{g['faithful_unguided']:.1%}; w = {args.guidance_scale:g} minus w = 1, paired: within "
           f"{within['mean_difference']:+.3f} [{within['low']}, {within['high']}], named right "
           f"{named['mean_difference']:+.3f} [{named['low']}, {named['high']}]")
+    print("guidance scale | within the threshold | every named factor right   (the same prompts and noise)")
+    for w, b in report["by_scale"].items():
+        print(f"{w:>14} | {b['within']:.1%} {b['within_ci95']} | {b['faithful']:.1%} {b['faithful_ci95']}")
     print(f"VAE: reconstruction RMS median {v['reconstruction_rmse_median']}; re-render error of reconstructions "
           f"{v['rerender_error_median_reconstructions']} against the renders' own {v['rerender_error_median_renders']}")
     print(f"{report['timing']['seconds']} s; wrote {path}")

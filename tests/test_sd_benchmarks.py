@@ -37,9 +37,25 @@ def test_sd_quality_reports_rerender_faithfulness_and_the_vae(tmp_path):
     expected = f["share_all_named_right"] - g["faithful_unguided"]
     assert g["faithful_minus_unguided"]["mean_difference"] == pytest.approx(expected, abs=1e-3)
     assert -1 <= g["within_minus_unguided"]["low"] <= g["within_minus_unguided"]["high"] <= 1
+    # along w on the same prompts and noise: w = 1 and the default scale are the runs above
+    scales = report["by_scale"]
+    assert set(scales) == {"1", "3", "7.5"}
+    assert scales["7.5"]["within"] == r["prompted_share_within"]
+    assert scales["1"]["within"] == r["prompted_unguided_share_within"]
+    assert scales["1"]["faithful"] == g["faithful_unguided"]
+    three = per["by_scale"]["3"]
+    assert sum(three["all_named_right"]) / 6 == pytest.approx(scales["3"]["faithful"], abs=1e-4)
+    within = sum(e <= r["threshold_true_p99"] for e in three["rerender_error"]) / 6
+    assert within == pytest.approx(scales["3"]["within"], abs=1e-4)
     naming_some = [ok for ok, p in zip(per["prompted_all_named_right"], per["prompts"]) if p != "an object"]
     if naming_some:
         assert f["share_all_named_right_naming_some"] == pytest.approx(sum(naming_some) / len(naming_some), abs=1e-4)
+
+
+def test_sd_quality_refuses_a_bad_scale(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        sd_quality.main(["--scales", "-1", "--out", str(tmp_path)])
+    assert "--scales" in capsys.readouterr().err
 
 
 def test_the_sd15_shaped_basis_runs_with_a_prompt_at_toy_size():
