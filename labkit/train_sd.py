@@ -2,6 +2,7 @@
 
     python -m labkit.train sd --out runs/shapes-sd                    # both stages, resumable
     python -m labkit.train sd --out runs/shapes-sd --stage vae        # the VAE only
+    python -m labkit.train sd --out runs/wide --stage diffusion --unet-widths 64 128  # on runs/wide's VAE
 
 Two stages, as latent diffusion is trained (Rombach et al., 2022):
 
@@ -47,12 +48,14 @@ from labkit.checks import (
     check_bool,
     check_choice,
     check_float,
+    check_instance,
     check_int,
     check_path,
     device_arg,
     float_arg,
     int_arg,
     out_dir_arg,
+    show,
 )
 from labkit.files import complete_folder, write_manifest
 from labkit.models import resolve_device
@@ -61,7 +64,9 @@ from labkit.train import MAX_BATCH, MAX_STEPS
 STAGES = ("vae", "diffusion", "all")
 MAX_TOKENS = 24  # a caption has at most 18 words; with the start and end tokens, 20
 # a resumed stage continues the same run: these options must be the checkpoint's
-SAME_ON_RESUME = ("batch_size", "vae_lr", "lr", "warmup", "ema_decay", "kl_weight", "empty", "seed", "tiny")
+SAME_ON_RESUME = ("batch_size", "vae_lr", "lr", "warmup", "ema_decay", "kl_weight", "empty", "seed", "tiny",
+                  "unet_widths")
+UNET_WIDTHS = (48, 96)  # the shipped miniature's; a checkpoint from before the option was trained with these
 
 
 def vae_config(tiny: bool = False) -> dict:
@@ -83,19 +88,32 @@ def text_config(vocab_size: int, tiny: bool = False) -> dict:
                 max_position_embeddings=MAX_TOKENS, bos_token_id=0, eos_token_id=1, pad_token_id=1)
 
 
-def unet_config(cross_attention_dim: int, tiny: bool = False) -> dict:
-    """UNet2DConditionModel on 8×8×4 latents: two levels (48, 96 channels; tiny 8, 16), cross-attention
-    in the first level and the mid-block, which runs at 4×4: h has 96·4·4 = 1,536 numbers, z has 256.
-    1.78 M parameters (7 MB in float32): widths 64, 128 (3.15 M) took 0.48 s per step against 0.40 s
-    on 2 CPU cores and would make the folder 17 MB."""
+def unet_config(cross_attention_dim: int, tiny: bool = False, widths: tuple[int, int] = UNET_WIDTHS) -> dict:
+    """UNet2DConditionModel on 8×8×4 latents: two levels of ``widths`` channels (default 48, 96; tiny
+    8, 16 whatever ``widths``), cross-attention in the first level and the mid-block, which runs at
+    4×4: h has widths[1]·4·4 numbers (1,536 by default), z has 256. At 48, 96: 1.78 M parameters
+    (7 MB in float32); 64, 128 (3.15 M) took 0.48 s per step against 0.40 s on 2 CPU cores and
+    makes the folder 17 MB."""
     check_int("cross_attention_dim", cross_attention_dim, 1, 4096, hint="the text encoder's hidden_size")
     check_bool("tiny", tiny)
-    channels = (8, 16) if tiny else (48, 96)
+    _check_widths(widths)
+    channels = (8, 16) if tiny else tuple(widths)
     return dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=channels,
                 down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
                 cross_attention_dim=cross_attention_dim, attention_head_dim=4 if tiny else 8,
                 norm_num_groups=4 if tiny else 16)
+
+
+def _check_widths(widths: object) -> None:
+    hint = f"two channel counts, multiples of 16 (the U-Net's group norm has 16 groups); the miniature's: {UNET_WIDTHS}"
+    if isinstance(widths, list):
+        widths = tuple(widths)
+    if len(check_instance("unet_widths", widths, tuple, hint)) != 2:
+        raise ValueError(f"unet_widths must hold 2 widths, one per level, got {show(widths)}; {hint}")
+    for i, width in enumerate(widths):
+        if check_int(f"unet_widths[{i}]", width, 16, 1024, hint) % 16:
+            raise ValueError(f"unet_widths[{i}] must be a multiple of 16, got {width}; try {16 * round(width / 16)}")
 
 
 def noise_schedule() -> DDIMScheduler:
@@ -123,6 +141,7 @@ class SDConfig:
     checkpoint_every: int = 250
     precision: str = "fp32"  # "bf16": the networks' forward and backward under bfloat16 autocast
     tiny: bool = False  # tiny networks (tests and smoke runs)
+    unet_widths: tuple[int, int] = UNET_WIDTHS  # the U-Net's two levels' channels
 
     def check(self) -> None:
         """Every field checked before any work, naming the field, the value and the fix."""
@@ -139,6 +158,7 @@ class SDConfig:
         check_int("seed", self.seed, 0, 2**63 - 1)
         check_choice("precision", self.precision, ("fp32", "bf16"))
         check_bool("tiny", self.tiny)
+        _check_widths(self.unet_widths)
         resolve_device(self.device)
 
 
@@ -182,7 +202,9 @@ def _train(stage: str, config: SDConfig, nets: dict, steps: int, lr: float, loss
     start, before = 0, 0.0
     if complete_folder(folder, CHECKPOINT_FILES) is not None:
         saved = json.loads((folder / "state.json").read_text())["config"]
-        changed = {k: (saved.get(k), v) for k, v in asdict(config).items() if k in SAME_ON_RESUME and saved.get(k) != v}
+        asked = json.loads(json.dumps(asdict(config)))  # as the checkpoint saved it (a tuple becomes a list)
+        saved.setdefault("unet_widths", list(UNET_WIDTHS))  # checkpoints from before the option
+        changed = {k: (saved.get(k), v) for k, v in asked.items() if k in SAME_ON_RESUME and saved.get(k) != v}
         if changed:
             raise ValueError(f"the checkpoint in {folder} was trained with other options {changed} (saved, asked): "
                              "pass the saved ones to resume it, or train into a new --out")
@@ -257,7 +279,8 @@ def train_diffusion(config: SDConfig, vae: AutoencoderKL, tokenizer_dir: Path, d
     tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(config.seed + 1)
     text_encoder = CLIPTextModel(CLIPTextConfig(**text_config(len(tokenizer), config.tiny))).to(device)
-    unet = UNet2DConditionModel(**unet_config(text_encoder.config.hidden_size, config.tiny)).to(device)
+    unet = UNet2DConditionModel(**unet_config(text_encoder.config.hidden_size, config.tiny,
+                                              tuple(config.unet_widths))).to(device)
     vae.requires_grad_(False)
     schedule = DDPMScheduler.from_config(noise_schedule().config)
     abar_all = schedule.alphas_cumprod.to(device)
@@ -380,7 +403,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", type=_device_arg, default="cpu", help="cpu or cuda")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     parser.add_argument("--tiny", action="store_true", help="tiny networks, for a smoke run")
+    parser.add_argument("--unet-widths", type=int_arg(16, 1024), nargs=2, default=list(UNET_WIDTHS),
+                        metavar=("W1", "W2"), help=f"the U-Net's channels per level, multiples of 16 "
+                        f"(default {UNET_WIDTHS[0]} {UNET_WIDTHS[1]})")
     args = parser.parse_args(argv)
+    if any(w % 16 for w in args.unet_widths):
+        parser.error(f"argument --unet-widths: {args.unet_widths} are not multiples of 16 (the U-Net's group norm "
+                     f"has 16 groups); try {' '.join(str(16 * round(w / 16) or 16) for w in args.unet_widths)}")
+    args.unet_widths = tuple(args.unet_widths)
     print(train_sd(SDConfig(**vars(args))))
 
 

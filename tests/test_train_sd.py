@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from labkit import captions, worlds
+from labkit.checkpoint import CHECKPOINT_FILES
+from labkit.files import write_manifest
 from labkit.latent import LatentDiffusionModel
 from labkit.models import load_model
-from labkit.train_sd import SDConfig, main, train_sd
+from labkit.train_sd import UNET_WIDTHS, SDConfig, main, train_sd, unet_config
 
 
 def test_captions_name_the_factors_they_were_made_from_and_read_back():
@@ -100,11 +102,32 @@ def test_two_stage_training_resumes_and_saves_a_loadable_pipeline(tmp_path):
     assert load_model(out).prediction_type == "v_prediction"
     with pytest.raises(ValueError, match="other options"):
         train_sd(SDConfig(**{**config, "steps": 4, "lr": 5e-4}))
+    with pytest.raises(ValueError, match="unet_widths"):
+        train_sd(SDConfig(**{**config, "steps": 4, "unet_widths": (64, 128)}))
+    # a checkpoint from before --unet-widths was trained at the default widths, and resumes at them
+    state = out / "checkpoint-diffusion" / "state.json"
+    saved = json.loads(state.read_text())
+    del saved["config"]["unet_widths"]
+    state.write_text(json.dumps(saved))
+    write_manifest(state.parent, CHECKPOINT_FILES)  # as the older run wrote it
+    train_sd(SDConfig(**{**config, "steps": 4}))
+    assert json.loads((out / "training_log.json").read_text())["diffusion"]["resumed_from"] == 3
+
+
+def test_the_unet_widths_reach_the_unet_and_bad_ones_are_refused():
+    assert unet_config(64, widths=(64, 128))["block_out_channels"] == (64, 128)
+    assert unet_config(64)["block_out_channels"] == UNET_WIDTHS
+    for bad, match in (((50, 96), "multiple of 16"), ((64,), "2 widths"), ((0, 96), "16..1024"), ("64 128", "tuple")):
+        with pytest.raises((ValueError, TypeError), match=match):
+            SDConfig(out="runs/x", unet_widths=bad).check()
 
 
 def test_the_command_line_refuses_bad_flags(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path), "--steps", "0"])
     assert "--steps" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path), "--unet-widths", "50", "96"])
+    assert "--unet-widths" in (err := capsys.readouterr().err) and "multiples of 16" in err
     with pytest.raises(FileNotFoundError, match="--stage vae"):
         train_sd(SDConfig(out=str(tmp_path / "x"), stage="diffusion", tiny=True))
