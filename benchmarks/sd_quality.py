@@ -133,7 +133,10 @@ def main(argv: list[str] | None = None) -> dict:
     seconds = time.perf_counter() - start
 
     right, per_factor, by_count = faithfulness(prompts, read_factors(prompted, readout))
-    right_unguided, _, _ = faithfulness(prompts, read_factors(unguided, readout))
+    # every scale read once; the default scale's is the run above
+    scale_right = {w: faithfulness(prompts, read_factors(by_scale[w], readout))[0] if w != args.guidance_scale
+                   else right for w in scales}
+    right_unguided = scale_right[1.0]
     naming_some = [ok for ok, prompt in zip(right, prompts) if captions.parse_caption(prompt)]
     # the ceiling: captions of the true renders' own factors, checked on what the read-out reads in the renders
     true_prompts = captions.random_captions(true_factors, torch.Generator().manual_seed(args.seed), empty=0.0)
@@ -148,11 +151,9 @@ def main(argv: list[str] | None = None) -> dict:
         _, low, high = bootstrap_ci(torch.as_tensor(values, dtype=torch.float64).numpy())
         return [round(low, 4), round(high, 4)]
 
-    errors = {"unconditional": rerender_error(unconditional, readout), "prompted": rerender_error(prompted, readout),
-              "prompted_unguided": rerender_error(unguided, readout)}
-
     scale_errors = {w: rerender_error(by_scale[w], readout) for w in scales}
-    scale_right = {w: faithfulness(prompts, read_factors(by_scale[w], readout))[0] for w in scales}
+    errors = {"unconditional": rerender_error(unconditional, readout), "prompted": scale_errors[args.guidance_scale],
+              "prompted_unguided": scale_errors[1.0]}
 
     def paired(a, b) -> dict:
         """a − b on the same samples, 0/1 each: mean, 95% interval, Wilcoxon p."""

@@ -113,7 +113,8 @@ def _check_widths(widths: object) -> None:
         raise ValueError(f"unet_widths must hold 2 widths, one per level, got {show(widths)}; {hint}")
     for i, width in enumerate(widths):
         if check_int(f"unet_widths[{i}]", width, 16, 1024, hint) % 16:
-            raise ValueError(f"unet_widths[{i}] must be a multiple of 16, got {width}; try {16 * round(width / 16)}")
+            raise ValueError(f"unet_widths[{i}] must be a multiple of 16, got {width}: try {16 * round(width / 16)}; "
+                             f"{hint}")
 
 
 def noise_schedule() -> DDIMScheduler:
@@ -279,8 +280,8 @@ def train_diffusion(config: SDConfig, vae: AutoencoderKL, tokenizer_dir: Path, d
     tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(config.seed + 1)
     text_encoder = CLIPTextModel(CLIPTextConfig(**text_config(len(tokenizer), config.tiny))).to(device)
-    unet = UNet2DConditionModel(**unet_config(text_encoder.config.hidden_size, config.tiny,
-                                              tuple(config.unet_widths))).to(device)
+    unet_args = unet_config(text_encoder.config.hidden_size, config.tiny, config.unet_widths)
+    unet = UNet2DConditionModel(**unet_args).to(device)
     vae.requires_grad_(False)
     schedule = DDPMScheduler.from_config(noise_schedule().config)
     abar_all = schedule.alphas_cumprod.to(device)
@@ -407,10 +408,11 @@ def main(argv: list[str] | None = None) -> None:
                         metavar=("W1", "W2"), help=f"the U-Net's channels per level, multiples of 16 "
                         f"(default {UNET_WIDTHS[0]} {UNET_WIDTHS[1]})")
     args = parser.parse_args(argv)
-    if any(w % 16 for w in args.unet_widths):
-        parser.error(f"argument --unet-widths: {args.unet_widths} are not multiples of 16 (the U-Net's group norm "
-                     f"has 16 groups); try {' '.join(str(16 * round(w / 16) or 16) for w in args.unet_widths)}")
     args.unet_widths = tuple(args.unet_widths)
+    try:
+        _check_widths(args.unet_widths)  # the rule SDConfig.check applies, as a usage error
+    except ValueError as error:
+        parser.error(f"argument --unet-widths: {error}")
     print(train_sd(SDConfig(**vars(args))))
 
 
