@@ -33,6 +33,7 @@ from labkit import captions
 from labkit.checks import out_dir_arg
 from labkit.diffusion import ddim_sample, h_space, sample_noise, timestep_at
 from labkit.editing import Sample, edit, sample_basis
+from labkit.files import write_json
 from labkit.latent import LatentDiffusionModel, from_parts
 from labkit.models import (
     ARCHITECTURES,
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
     report["total_seconds"] = round(time.perf_counter() - start, 1)
     slug = "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
     path = Path(args.out) / f"gpu_check_{slug}{'_quick' if args.quick else ''}.json"
-    path.write_text(json.dumps(report, indent=1) + "\n")
+    write_json(path, report)
     print(f"{report['total_seconds']} s; wrote {path}")
     return report
 

@@ -64,7 +64,7 @@ from labkit.budget import match_budget
 from labkit.cache import weights_fingerprint
 from labkit.diffusion import QUALITY_BOOST, h_space, posterior_mean, sample_at, timestep_at
 from labkit.editing import finish, global_directions, sample_basis
-from labkit.files import atomic_write
+from labkit.files import write_json
 from labkit.hspace import h_principal_components, h_shape
 from labkit.linearity import breaking_step
 from labkit.models import DiffusionModel, load_model, set_fp32_precision
@@ -344,8 +344,7 @@ def main(argv: list[str] | None = None) -> dict:
             if fraction not in shared:
                 shared[fraction] = shared_directions(model, fraction, args)
             record = score_unit(model, shared[fraction], i, args, readout, instrument)
-            with atomic_write(path) as tmp:
-                tmp.write_text(json.dumps(_rounded({"key": key, **record})))
+            write_json(path, _rounded({"key": key, **record}), compact=True)
             print(f"sample {args.seed + i}, t = {fraction} T ({record['t']}): {record['seconds']:.0f} s "
                   f"(load {record['load_average']})", flush=True)
     # per t, the samples that have its unit (all of them after a full run; the first n after a stopped one);
@@ -372,8 +371,7 @@ def main(argv: list[str] | None = None) -> dict:
         # the report that every merge rewrites
         "units_folder": units_dir.name,
     }
-    with atomic_write(out) as tmp:
-        tmp.write_text(json.dumps(report, indent=None, separators=(",", ":")) + "\n")
+    write_json(out, report, compact=True)
     print_tables(report)
     print(f"\nsamples per t (of {args.samples}): {merged}; {len(units)} units, {seconds:.0f} s of unit time; "
           f"wrote {out}")

@@ -23,7 +23,6 @@ Every move is repeated ``--repeats`` times; the table gives the median and the r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -41,6 +40,7 @@ from browser_support import chromium, find_chromium, static_server  # noqa: E402
 from live_support import LIVE, edit_config, harness, interpolation_config  # noqa: E402
 
 from labkit.checks import int_arg, out_dir_arg  # noqa: E402
+from labkit.files import write_json  # noqa: E402
 
 WAIT_MS = 300_000
 EXPLORER_NAMES = ("MNIST edit (ch. 05)", "MNIST interpolation (ch. 06)", "shapes edit (ch. 08)")
@@ -182,9 +182,7 @@ def main(argv: list[str] | None = None) -> int:
               "loadavg_after": load_after, "live": shown_path(args.live), "num_steps": steps,
               "network_workers": workers, "repeats": args.repeats,
               "results": {name: {what: values for what, values in rows.items()} for name, rows in results.items()}}
-    out = args.out / "live_explorers.json"
-    out.write_text(json.dumps(record, indent=1))
-    print(f"written: {out}")
+    print(f"written: {write_json(args.out / 'live_explorers.json', record)}")
     return 0
 
 

@@ -20,7 +20,6 @@ strengths. Prints a table and writes JSON (--out).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -37,7 +36,7 @@ from scipy.sparse.linalg import LinearOperator, svds
 from labkit.checks import check_out_dir, device_arg, float_arg, int_arg
 from labkit.diffusion import h_space, sample_at, sample_noise, timestep_at
 from labkit.editing import edit
-from labkit.files import atomic_write
+from labkit.files import write_json
 from labkit.models import ARCHITECTURES, DiffusionModel, from_unet, load_model, set_fp32_precision
 from labkit.spectral import jvps, local_basis, principal_angles, vjps
 
@@ -299,11 +298,7 @@ def main(argv: list[str] | None = None) -> None:
         print_table(report["scale"], list(report["scale"][0]))
     # other work on the machine slows every timing alike; the load average says whether there was any
     report["load_average_after"] = round(os.getloadavg()[0], 2)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out) as tmp:  # a kill never leaves half a record
-        tmp.write_text(json.dumps(report, indent=1))
-    print(f"wrote {out}")
+    print(f"wrote {write_json(args.out, report)}")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ Writes ``--out`` (JSON: every estimate, the spectra at every 16th index and in f
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import time
@@ -46,6 +45,7 @@ from labkit.cache import weights_fingerprint
 from labkit.checks import int_arg
 from labkit.diffusion import ddim_sample, sample_noise
 from labkit.dimension import drops, estimate_dimension, score_matrix, singular_values
+from labkit.files import write_json
 from labkit.models import load_model, resolve_device, set_fp32_precision
 
 REPO = Path(__file__).resolve().parents[1]
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
         "summary": summary,
         "rows": rows,
     }
-    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    write_json(args.out, report)
 
     print(f"\nD = {D}, true dimension {TRUE_DIMENSION}; {args.draws} draws per (point, t); "
           f"d̂ = D − k, k the position of the largest drop σ_k → σ_(k+1)")

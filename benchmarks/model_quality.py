@@ -45,7 +45,7 @@ from labkit.checks import int_arg, out_dir_arg  # noqa: E402
 from labkit.classifier import EMBEDDED_CLASSIFIER, classify, load_classifier  # noqa: E402
 from labkit.data import load_digits, to_pixel_range  # noqa: E402
 from labkit.diffusion import QUALITY_BOOST  # noqa: E402
-from labkit.files import atomic_write  # noqa: E402
+from labkit.files import write_json  # noqa: E402
 from labkit.measures import digit_measures  # noqa: E402
 from labkit.models import ModelUnavailableError, load_model  # noqa: E402
 
@@ -207,8 +207,7 @@ def main(argv: list[str] | None = None) -> dict:
             for name in sample_measures
         },
     }
-    with atomic_write(out / "quality.json") as tmp:  # a kill never leaves half a record
-        tmp.write_text(json.dumps(report, indent=1))
+    write_json(out / "quality.json", report)
     save_grid(samples[:64], out / "samples.png")
     closest = sample_nn.argsort()[:8]
     pairs = torch.stack([samples[closest], train[sample_nn_index[closest]]], dim=1).flatten(0, 1)

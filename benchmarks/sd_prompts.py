@@ -73,7 +73,7 @@ from labkit.cache import weights_fingerprint
 from labkit.checks import device_arg, float_arg, int_arg
 from labkit.diffusion import h_space, sample_at, timestep_at
 from labkit.editing import sample_basis
-from labkit.files import atomic_write
+from labkit.files import write_json
 from labkit.latent import DEFAULT_GUIDANCE, LatentDiffusionModel
 from labkit.models import EMBEDDED_MODELS, HUB_ID, ModelUnavailableError, load_model
 from labkit.readout import load_readout, read_factors
@@ -452,8 +452,7 @@ def main(argv: list[str] | None = None) -> dict:
                               **run[experiment](fraction, seed)}
                     record.update(seconds=round(time.perf_counter() - begun, 2),
                                   load_average=round(os.getloadavg()[0], 2))
-                    with atomic_write(path) as tmp:
-                        tmp.write_text(json.dumps(record))
+                    write_json(path, record, compact=True)
                     print(f"{experiment}, sample {seed}, t = {fraction} T: {record['seconds']:.0f} s "
                           f"(load {record['load_average']})", flush=True)
                 units.setdefault(experiment, []).append(json.loads(path.read_text()))
@@ -468,8 +467,7 @@ def main(argv: list[str] | None = None) -> dict:
         "units": units,
     }
     report = _strict(report)
-    with atomic_write(out) as tmp:
-        tmp.write_text(json.dumps(report, separators=(",", ":")) + "\n")
+    write_json(out, report, compact=True)
     print_tables(report)
     print(f"\n{args.samples} samples, {len(seconds)} units, {sum(seconds):.0f} s of unit time; wrote {out}")
     return report

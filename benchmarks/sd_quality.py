@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ from labkit import captions, worlds
 from labkit.cache import weights_fingerprint
 from labkit.checks import float_arg, int_arg, out_dir_arg
 from labkit.diffusion import QUALITY_BOOST, ddim_sample, sample_noise
+from labkit.files import write_json
 from labkit.latent import DEFAULT_GUIDANCE, LatentDiffusionModel
 from labkit.models import load_model
 from labkit.readout import load_readout, read_factors
@@ -203,8 +203,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                "all_named_right": [bool(r) for r in scale_right[w]]}
                                     for w in scales if w not in (1.0, args.guidance_scale)}},
     }
-    path = Path(args.out) / "sd_quality.json"
-    path.write_text(json.dumps(report, indent=1) + "\n")
+    path = write_json(Path(args.out) / "sd_quality.json", report)
     r, f, v = report["rerender"], report["faithfulness"], report["vae"]
     print(f"true renders' re-render error: median {r['true_median']}, 99% within {r['threshold_true_p99']}")
     print(f"within it: unconditional {r['unconditional_share_within']:.1%}, prompted (w = {args.guidance_scale:g}) "

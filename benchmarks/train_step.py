@@ -13,7 +13,6 @@ is reported, with the range. Prints a table and writes JSON (--out).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -24,7 +23,7 @@ from pathlib import Path
 import torch
 
 from labkit.checks import check_out_dir, device_arg, int_arg
-from labkit.files import atomic_write
+from labkit.files import write_json
 from labkit.train import PRECISIONS, TrainConfig, train_ddpm
 
 MIN_GAP = 10  # --long − --short: a slope over fewer steps is within the timing noise of one run
@@ -98,11 +97,7 @@ def main(argv: list[str] | None = None) -> None:
                     "torch": torch.__version__,
                     "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)]},
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out) as tmp:  # a kill never leaves half a record
-        tmp.write_text(json.dumps(report, indent=1))
-    print(f"wrote {out}")
+    print(f"wrote {write_json(args.out, report)}")
 
 
 if __name__ == "__main__":

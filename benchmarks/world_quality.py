@@ -22,7 +22,6 @@ prints a table. The chapter book/part2-diffusion/08_known_factors.ipynb shows it
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ from labkit import worlds
 from labkit.cache import weights_fingerprint
 from labkit.checks import int_arg, out_dir_arg
 from labkit.diffusion import QUALITY_BOOST, ddim_sample, sample_noise
-from labkit.files import atomic_write
+from labkit.files import write_json
 from labkit.models import EMBEDDED_MODELS, ModelUnavailableError, load_model
 from labkit.readout import load_readout, read_factors
 from labkit.scoring import rerender_error, world_instrument
@@ -114,8 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
         "histograms": {"bins": BINS, "samples": histograms(read), "true": histograms(true_factors)},
         "ranges": {name: [f.low, f.high] for name, f in worlds.FACTORS.items()},
     }
-    with atomic_write(out / "quality.json") as tmp:  # a kill never leaves half a record
-        tmp.write_text(json.dumps(report, indent=1) + "\n")
+    write_json(out / "quality.json", report)
 
     r = report["rerender"]
     print(f"re-render error of true renders: median {r['true_median']}, 99% within {r['threshold_true_p99']}")

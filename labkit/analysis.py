@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 from labkit.cache import content_key
 from labkit.checks import check_nonzero, check_tensor, show
 from labkit.diffusion import h_space, posterior_mean, sample_at, timestep_at
-from labkit.files import atomic_write
+from labkit.files import atomic_write, write_json
 from labkit.latent import with_prompt
 from labkit.models import DiffusionModel, load_model
 from labkit.spectral import local_basis, principal_angles
@@ -244,8 +244,7 @@ def merge(job: Job, key: str) -> dict:
                                "frequency_shares": "share of ‖v_i‖² per integer radial DFT frequency ring"},
                "units": records,
                "cross_sample": [{"fraction": f, **cross_sample_similarity(vs)} for f, vs in bases.items()]}
-    with atomic_write(job.out / "results.json") as tmp:
-        tmp.write_text(json.dumps(results, indent=1))
+    write_json(job.out / "results.json", results)
     return results
 
 

@@ -14,6 +14,8 @@
   ``unet/`` or Stable Diffusion pipeline folder, ``load_classifier``, ``load_readout``), whose
   message names its parameter and its own fix; the folders shipped in labkit/embedded must have a
   manifest.
+- ``write_json(path, value)``: a JSON record (a benchmark's report, a training log) written through
+  ``atomic_write``, one line per key or compact, ending in a newline.
 - ``write_manifest(folder, names)``: the manifest alone, over files that may lie in subfolders (a
   Stable Diffusion pipeline's components), for a folder that cannot be swapped as one unit.
 
@@ -35,7 +37,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from labkit.checks import check_folder, check_path, show
+from labkit.checks import check_bool, check_folder, check_path, show
 
 MANIFEST = "manifest.json"
 
@@ -53,6 +55,14 @@ def _check_folder(folder: object, required: object, name: str = "folder",
     return folder, tuple(required)
 
 
+def _check_file_path(path: object) -> Path:
+    """``path`` as a Path that is not a folder (before any work)."""
+    path = check_path("path", path)
+    if path.is_dir():
+        raise IsADirectoryError(f"path: {str(path)!r} is a folder; give the path of a file")
+    return path
+
+
 @contextmanager
 def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` to write to; on success it replaces ``path`` atomically.
@@ -60,9 +70,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     ``with atomic_write(out / "results.json") as tmp: tmp.write_text(text)``. The folder is created
     if missing. On an error inside the block the temporary file is removed and the error re-raised.
     """
-    path = check_path("path", path)
-    if path.is_dir():
-        raise IsADirectoryError(f"path: {str(path)!r} is a folder; give the path of a file")
+    path = _check_file_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # os.open with mode 0o666 lets the umask decide the permissions, as for any new file; mkstemp
     # would make every written file readable by its owner only (0600)
@@ -73,6 +81,24 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_json(path: str | os.PathLike, value: object, compact: bool = False) -> Path:
+    """Write ``value`` as JSON to ``path`` through ``atomic_write``; returns the path.
+
+    compact=False: indented by one space (a record a reader opens); True: no whitespace at all (the
+    many unit files of a resumable benchmark). The text ends in a newline. A value that JSON cannot
+    hold raises TypeError, and a folder in place of ``path`` IsADirectoryError, before ``path`` is touched.
+    """
+    path, compact = _check_file_path(path), check_bool("compact", compact)
+    try:
+        text = json.dumps(value, separators=(",", ":")) if compact else json.dumps(value, indent=1)
+    except (TypeError, ValueError) as err:  # ValueError: a circular reference (NaN is written as NaN)
+        raise TypeError(f"value: cannot be written as JSON ({err}); give dicts, lists, str, numbers, "
+                        "bools and None (convert tensors and arrays with .tolist())") from err
+    with atomic_write(path) as tmp:
+        tmp.write_text(text + "\n")
+    return path
 
 
 def _sha256(path: Path) -> str:

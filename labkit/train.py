@@ -55,7 +55,7 @@ from labkit.checkpoint import CHECKPOINT_FILES, check_resume, load_checkpoint, s
 from labkit.checks import check_choice, check_float, check_int, check_own_folder, device_arg, float_arg, int_arg, show
 from labkit.classifier import CLASSIFIER_FILES, DigitClassifier
 from labkit.data import IMAGE_SIZE, batches, load_digits
-from labkit.files import atomic_folder, atomic_write, complete_folder
+from labkit.files import atomic_folder, atomic_write, complete_folder, write_json
 from labkit.models import UNET_FILES, resolve_device
 
 
@@ -268,8 +268,7 @@ def train_ddpm(config: TrainConfig) -> Path:
     log = {"steps": config.steps, "resumed_from": start, "seconds": round(elapsed, 1), "device": str(device),
            "parameters": sum(p.numel() for p in model.parameters()), "images": n_images,
            "torch": torch.__version__, "config": asdict(config)}
-    with atomic_write(out / "training_log.json") as tmp:
-        tmp.write_text(json.dumps(log, indent=1))
+    write_json(out / "training_log.json", log)
     return out
 
 

@@ -434,6 +434,7 @@ def build(out: Path, force: bool = False) -> bool:
     key = content_key()
     if not force and up_to_date(out, key):
         return False
+    from labkit.files import write_json
     from labkit.readout import load_readout
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -448,7 +449,7 @@ def build(out: Path, force: bool = False) -> bool:
         from labkit.models import load_model
 
         manifest["miniature"] = export_miniature(load_model(MINIATURE[0]), out)
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    write_json(out / "manifest.json", manifest)
     return True
 
 

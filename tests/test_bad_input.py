@@ -58,6 +58,7 @@ from labkit.files import (
     complete_folder,
     manifest_problem,
     verified_folder,
+    write_json,
     write_manifest,
 )
 from labkit.hspace import h_offset, h_principal_components, h_shape, h_space_edit
@@ -1244,6 +1245,12 @@ CASES = [
     # ------------------------------------------------------------------ files
     ("atomic-write-int", lambda e: _enter(atomic_write(3)), TypeError, "path"),
     ("atomic-write-dir", lambda e: _enter(atomic_write(e.files.empty_dir)), IsADirectoryError, "path"),
+    ("write-json-int", lambda e: write_json(3, {}), TypeError, "path"),
+    ("write-json-dir", lambda e: write_json(e.files.empty_dir, {}), IsADirectoryError, "path"),
+    ("write-json-compact-str", lambda e: write_json(e.files.root / "wj.json", {}, compact="yes"), TypeError,
+     "compact"),
+    ("write-json-tensor", lambda e: write_json(e.files.root / "wj.json", {"x": torch.zeros(2)}), TypeError,
+     "value"),
     ("atomic-folder-file", lambda e: _enter(atomic_folder(e.files.a_file)), NotADirectoryError, "folder"),
     ("atomic-folder-required-str", lambda e: _enter(atomic_folder(e.files.root / "af", "model.safetensors")),
      TypeError, "required"),

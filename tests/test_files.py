@@ -1,6 +1,7 @@
 """labkit.files: a kill at any step of an atomic write leaves the old complete version or the new one; the
 loaders refuse a shipped folder whose files differ from its manifest."""
 
+import json
 import os
 import shutil
 import stat
@@ -10,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from labkit import classifier, files, models, readout
-from labkit.files import IncompleteFolderError, atomic_folder, atomic_write, complete_folder, verified_folder
+from labkit.files import (
+    IncompleteFolderError,
+    atomic_folder,
+    atomic_write,
+    complete_folder,
+    verified_folder,
+    write_json,
+)
 
 
 class Killed(BaseException):
@@ -26,6 +34,18 @@ def test_atomic_write_replaces_the_file_or_leaves_it(tmp_path):
         tmp.write_text("half of the sec")
         raise Killed
     assert path.read_text() == "first" and sorted(p.name for p in path.parent.iterdir()) == ["a.txt"]
+
+
+def test_write_json_round_trips_indented_or_compact_and_never_leaves_half_a_record(tmp_path):
+    record = {"a": [1, 2.5, None], "b": {"c": "é", "d": True}}
+    path = write_json(tmp_path / "sub" / "r.json", record)
+    text = path.read_text()
+    assert json.loads(text) == record and text.endswith("}\n") and '\n "a": [' in text
+    compact = write_json(tmp_path / "c.json", record, compact=True).read_text()
+    assert json.loads(compact) == record and compact == json.dumps(record, separators=(",", ":")) + "\n"
+    with pytest.raises(TypeError, match="value"):  # a tensor left in a report: the old record stays
+        write_json(path, {"a": object()})
+    assert path.read_text() == text and sorted(p.name for p in path.parent.iterdir()) == ["r.json"]
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077])
