@@ -163,6 +163,19 @@ def _method_record(scores, rows: range, main_budgets: list[float], budgets: list
     return out
 
 
+def _ceiling_above_floor(rows: list[dict], ceiling: str, floor: str) -> str | None:
+    """None where the ceiling is detectably above the floor in the paired comparisons ``rows``
+    (compare_all's, corrected as every other pair), else why the floor-to-ceiling scale is undefined."""
+    for r in rows:
+        if {r["a"], r["b"]} == {ceiling, floor}:
+            higher = r["mean_difference"] > 0 if r["a"] == ceiling else r["mean_difference"] < 0
+            if r["detected"] and higher:
+                return None
+            return (f"no scale: {ceiling} is not detectably above {floor} (paired, corrected: "
+                    f"{'+' if higher else '-'}{abs(r['mean_difference']):.3f}, p_holm {r['p_holm']:.2g})")
+    return f"no scale: {ceiling} and {floor} were not compared (too few samples with a value)"
+
+
 UNIT_CODE = (orthonormal, shared_directions, unit_directions, score_unit, _method_record)
 
 
@@ -216,14 +229,14 @@ def merge(units: list[dict], args) -> dict:
             for m in ("disentanglement", "dci_d", "top_two_gap"):
                 base = [cells[floor][fraction][m].get(s, math.nan) for s in seeds]
                 top = [cells[ceiling][fraction][m].get(s, math.nan) for s in seeds]
+                scale = _ceiling_above_floor(comparisons[fraction][m], ceiling, floor)
                 for key in cells:
                     if not key.endswith(f"/{how}") or fraction not in cells[key]:
                         continue
                     values = [cells[key][fraction][m].get(s, math.nan) for s in seeds]
-                    try:
-                        est = floor_to_ceiling(values, base, top)
-                    except ValueError as err:  # ceiling no better than the floor on average: no scale
-                        est = {"error": str(err)}
+                    # a fraction of a span that may be zero or negative has no scale: its sign and size
+                    # would be the noise's (an oracle below the floor flips every method's sign)
+                    est = floor_to_ceiling(values, base, top) if scale is None else {"error": scale}
                     progress.setdefault(key, {}).setdefault(fraction, {})[m] = est
     dose: dict = {}
     for u in units:

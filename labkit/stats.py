@@ -127,6 +127,9 @@ def floor_to_ceiling(method: Values, floor: Values, ceiling: Values, level: floa
 
     0: no better than random directions; 1: as good as the oracle. The three are per-sample values
     on the same samples (n,), resampled jointly; a sample with a NaN in any of them is dropped.
+    f has a scale only where the ceiling is above the floor: where mean(ceiling) < mean(floor) every
+    method's sign flips, and where the two are close f is the noise's. Test the ceiling against the
+    floor first (``paired_difference`` or ``compare_all``), as benchmarks/known_factors.py does.
 
     Explained in: book/part2-diffusion/08_known_factors.ipynb
     """

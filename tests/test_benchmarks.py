@@ -8,11 +8,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from labkit.cache import weights_fingerprint
 from labkit.models import load_model
 from labkit.readout import load_readout
+from labkit.stats import compare_all
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -156,3 +158,22 @@ def test_known_factors_code_key_ignores_docstrings_and_comments_not_code():
     assert tree(base) == tree('def f(x):\n    """Another doc."""\n    return x + 1  # a comment\n')
     assert tree(base) == tree("def f(x):\n    return x + 1\n")
     assert tree(base) != tree('def f(x):\n    """Doc."""\n    return x + 2\n')
+
+
+def test_known_factors_gives_a_floor_to_ceiling_scale_only_where_the_oracle_is_detectably_above_random():
+    # an oracle below the floor makes the span negative and flips every method's fraction: no number then
+    spec = importlib.util.spec_from_file_location("known_factors", REPO / "benchmarks" / "known_factors.py")
+    known_factors = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(known_factors)
+    rng = np.random.default_rng(0)
+    floor = rng.normal(0.45, 0.05, 40)
+    cases = {"above": floor + 0.1 + rng.normal(0, 0.02, 40), "below": floor - 0.03 + rng.normal(0, 0.02, 40),
+             "level": floor + rng.normal(0, 0.02, 40)}
+    for name, ceiling in cases.items():
+        rows = compare_all({"oracle/guidance": ceiling.tolist(), "random/guidance": floor.tolist(),
+                            "park-local/guidance": (floor + 0.01).tolist()}, n_resamples=500)
+        why = known_factors._ceiling_above_floor(rows, "oracle/guidance", "random/guidance")
+        assert (why is None) == (name == "above"), (name, why)
+        if why is not None:
+            assert why.startswith("no scale") and "oracle/guidance" in why
+    assert "not compared" in known_factors._ceiling_above_floor([], "oracle/naive", "random/naive")
