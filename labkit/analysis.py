@@ -40,6 +40,7 @@ import signal
 import time
 import warnings
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -62,6 +63,10 @@ RANK_ENERGY = 0.99  # rank: fewest singular values holding this share of Σσ²
 # Fault injection for the tests: the rank named here kills itself (SIGKILL) after writing this
 # many units, as a crashed node would, e.g. LABKIT_ANALYZE_KILL="1:1" for rank 1 after one unit.
 KILL_ENV = "LABKIT_ANALYZE_KILL"
+# How long a rank that has finished its units waits at the barrier for the others. torch's default
+# (30 min for gloo, 10 for NCCL) is shorter than a resumed run's spread: a rerun after a crash leaves
+# the ranks unequal work (finished units are skipped), and one rank may still have hours to go.
+BARRIER_TIMEOUT = timedelta(hours=48)
 
 
 @dataclass(frozen=True)
@@ -261,7 +266,7 @@ def run(job: Job) -> Path | None:
         if cuda:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if cuda else "gloo")
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=BARRIER_TIMEOUT)
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     try:
         model = with_prompt(load_model(job.model, device=device), job.prompt, job.guidance_scale)
