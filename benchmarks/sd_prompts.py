@@ -22,15 +22,15 @@ Diffusion pipeline folder), for N samples (noise seeds) and timesteps t (fractio
    σ_1..σ_{k+1} under A, and two measures of how much B_j changes the map itself, free of any gap:
    the relative change of h, ‖h_B − h_A‖ / ‖h_A‖, and of the Jacobian on random probes r,
    (Σ_r ‖(J_B − J_A) r‖² / Σ_r ‖J_A r‖²)^½, whose square estimates ‖J_B − J_A‖²_F / ‖J_A‖²_F.
-2. **free**: under a prompt naming m factors (the first m of the sample's order), do the top-k
+2. **free**: under a prompt naming q factors (the first q of the sample's order), do the top-k
    directions move the factors the prompt leaves free? Each direction and k random ones are
    edited (``--edit``) and matched to ``--budgets`` (labkit.budget.match_budget), the edits are
    decoded to pixels and scored by chapter 14's scorer (labkit.scoring.score_edits with the
    world's read-out): the response R (directions × factors). The share of a direction's response
    on the free factors, Σ_free R / Σ R, averaged over directions, against the random directions'
    share on the same sample (paired difference). A direction blind to the prompt gets about the
-   random share; m = 0 leaves everything free (share 1). The named factors are a fresh random
-   subset for each sample, so (7 − m)/7 is what a direction blind to the prompt puts on the free
+   random share; q = 0 leaves everything free (share 1). The named factors are a fresh random
+   subset for each sample, so (7 − q)/7 is what a direction blind to the prompt puts on the free
    factors on average over samples. The RMS pixel change is recorded for top and random edits apart.
 3. **guidance**: under a prompt naming ``--guidance-named`` factors, the sample and its basis at
    each guidance scale w (``--scales``): the similarity of the bases between scales, and the
