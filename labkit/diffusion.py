@@ -122,7 +122,7 @@ def posterior_mean(model: DiffusionModel, t: int) -> Callable[[Tensor], Tensor]:
     x̂₀ = √ᾱ_t x_t − √(1 − ᾱ_t) v_θ(x_t, t), with no division. x: (B, C, H, W) → x̂₀: (B, C, H, W). Its
     Jacobian ∂x̂₀/∂x_t is the one LOCO-Edit (Chen et al., 2024) takes singular vectors of.
 
-    Explained in: book/part2-diffusion/04_h_space.ipynb
+    Explained in: book/part2-diffusion/03_diffusion.ipynb (the formula); 04_h_space.ipynb (its Jacobian)
     """
     t = check_timestep(model, t)
     prediction = model.prediction_type
