@@ -3,8 +3,9 @@
     python -m labkit.train sd --out runs/shapes-sd                    # both stages, resumable
     python -m labkit.train sd --out runs/shapes-sd --stage vae        # the VAE only
     python -m labkit.train sd --out runs/wide --stage diffusion --unet-widths 64 128  # on runs/wide's VAE
+    python -m labkit.train sd --out runs/shapes-sd --stage decoder --decoder-steps 3000  # sharpen D after
 
-Two stages, as latent diffusion is trained (Rombach et al., 2022):
+Two stages, as latent diffusion is trained (Rombach et al., 2022), and an optional third:
 
 1. **vae**: an ``AutoencoderKL`` (32×32×3 → 8×8×4) on fresh renders of ``labkit.worlds``, loss
    ‖D(z) − x‖² + β·KL(q(z|x) ‖ N(0, I)) with z ~ q(z|x) and a small β (the KL only keeps the latent
@@ -15,6 +16,11 @@ Two stages, as latent diffusion is trained (Rombach et al., 2022):
    random subset of the factors in words; 10% empty, the classifier-free-guidance dropout). Loss
    ‖v − v_θ(z_t, t, c)‖², v = √ᾱ ε − √(1−ᾱ) z₀ (v-prediction, as SD 2.x), SD's scaled-linear β
    schedule. EMA of both networks.
+3. **decoder** (``--decoder-steps N``, 0 by default: none): the VAE's decoder fine-tuned alone, the
+   encoder frozen, with stage 1's loss ‖D(z) − x‖², z ~ q(z|x). The latent space is the frozen
+   encoder's, so the scaling factor and a U-Net trained on it stay valid; only the images D draws
+   from the latents change (as Stable Diffusion's VAE decoder was fine-tuned after its release).
+   Written to OUT/checkpoint-decoder/finished, and the pipeline in OUT is saved again with it.
 
 Each stage checkpoints under OUT/checkpoint-STAGE (safetensors + state.json, written atomically, as
 ``labkit.train``), and rerunning the command resumes. At the end, the EMA weights are saved with
@@ -61,11 +67,11 @@ from labkit.files import complete_folder, write_json, write_manifest
 from labkit.models import resolve_device
 from labkit.train import MAX_BATCH, MAX_STEPS
 
-STAGES = ("vae", "diffusion", "all")
+STAGES = ("vae", "diffusion", "decoder", "all")  # "all": vae, diffusion, then decoder if decoder_steps > 0
 MAX_TOKENS = 24  # a caption has at most 18 words; with the start and end tokens, 20
 # a resumed stage continues the same run: these options must be the checkpoint's
 SAME_ON_RESUME = ("batch_size", "vae_lr", "lr", "warmup", "ema_decay", "kl_weight", "empty", "seed", "tiny",
-                  "unet_widths")
+                  "unet_widths", "decoder_lr")
 UNET_WIDTHS = (48, 96)  # the shipped miniature's; a checkpoint from before the option was trained with these
 
 
@@ -143,6 +149,8 @@ class SDConfig:
     precision: str = "fp32"  # "bf16": the networks' forward and backward under bfloat16 autocast
     tiny: bool = False  # tiny networks (tests and smoke runs)
     unet_widths: tuple[int, int] = UNET_WIDTHS  # the U-Net's two levels' channels
+    decoder_steps: int = 0  # stage 3, the decoder's fine-tuning (0: none)
+    decoder_lr: float = 3e-4
 
     def check(self) -> None:
         """Every field checked before any work, naming the field, the value and the fix."""
@@ -151,7 +159,11 @@ class SDConfig:
         for name in ("vae_steps", "steps", "warmup", "checkpoint_every"):
             check_int(name, getattr(self, name), 1 if name != "warmup" else 0, MAX_STEPS)
         check_int("batch_size", self.batch_size, 1, MAX_BATCH, hint="64 trains the miniature")
-        for name in ("vae_lr", "lr"):
+        check_int("decoder_steps", self.decoder_steps, 0, MAX_STEPS)
+        if self.stage == "decoder" and self.decoder_steps == 0:
+            raise ValueError("decoder_steps: 0 with stage 'decoder' would train nothing; pass --decoder-steps N "
+                             "(3000 for the miniature)")
+        for name in ("vae_lr", "lr", "decoder_lr"):
             check_float(name, getattr(self, name), 0.0, 1.0, low_open=True)
         check_float("ema_decay", self.ema_decay, 0.0, 1.0, high_open=True)
         check_float("kl_weight", self.kl_weight, 0.0, 1.0)
@@ -205,6 +217,7 @@ def _train(stage: str, config: SDConfig, nets: dict, steps: int, lr: float, loss
         saved = json.loads((folder / "state.json").read_text())["config"]
         asked = json.loads(json.dumps(asdict(config)))  # as the checkpoint saved it (a tuple becomes a list)
         saved.setdefault("unet_widths", list(UNET_WIDTHS))  # checkpoints from before the option
+        saved.setdefault("decoder_lr", SDConfig.decoder_lr)  # checkpoints from before the decoder stage
         changed = {k: (saved.get(k), v) for k, v in asked.items() if k in SAME_ON_RESUME and saved.get(k) != v}
         if changed:
             raise ValueError(f"the checkpoint in {folder} was trained with other options {changed} (saved, asked): "
@@ -256,15 +269,52 @@ def train_vae(config: SDConfig, device: torch.device, gen: torch.Generator) -> t
     ema, record = _train("vae", config, {"vae": vae}, config.vae_steps, config.vae_lr, loss_fn, gen, device)
     ema.copy_to(vae.parameters())
     vae.eval()
+    z, heldout = _heldout_reconstruction(vae, config, device)
+    scale = float(1 / z.std())
+    vae.register_to_config(scaling_factor=scale)
+    record.update(scaling_factor=round(scale, 5), **heldout)
+    return vae, record
+
+
+def _heldout_reconstruction(vae: AutoencoderKL, config: SDConfig, device: torch.device) -> tuple[torch.Tensor, dict]:
+    """The latent means z (N, 4, 8, 8) of held-out renders (2,000, seeded apart from training; 64 when tiny)
+    and the RMS error of D(mean z) − x over them: its median and p99, as the training log records them."""
     with torch.no_grad():
         x = worlds.render(worlds.sample_factors(2000 if not config.tiny else 64, seed=10**6 + 1)).to(device)
         z = torch.cat([vae.encode(chunk).latent_dist.mean for chunk in x.split(250)])
-        error = torch.cat([(vae.decode(vae.encode(c).latent_dist.mean).sample - c).pow(2).mean((1, 2, 3)).sqrt()
-                           for c in x.split(250)])
-    scale = float(1 / z.std())
-    vae.register_to_config(scaling_factor=scale)
-    record.update(scaling_factor=round(scale, 5), reconstruction_rmse_median=round(float(error.median()), 5),
-                  reconstruction_rmse_p99=round(float(torch.quantile(error, 0.99)), 5), heldout_renders=len(x))
+        error = torch.cat([(vae.decode(zc).sample - c).pow(2).mean((1, 2, 3)).sqrt()
+                           for zc, c in zip(z.split(250), x.split(250))])
+    return z, {"reconstruction_rmse_median": round(float(error.median()), 5),
+               "reconstruction_rmse_p99": round(float(torch.quantile(error, 0.99)), 5), "heldout_renders": len(x)}
+
+
+def train_decoder(config: SDConfig, vae: AutoencoderKL, device: torch.device,
+                  gen: torch.Generator) -> tuple[AutoencoderKL, dict]:
+    """Stage 3 (module docstring): the decoder (and the 1×1 convolution before it) fine-tuned on fresh
+    renders with the encoder frozen, loss ‖D(z) − x‖², z ~ q(z|x). Returns the VAE, its encoder and
+    scaling factor unchanged, and the stage record with the held-out reconstruction error before and after."""
+    _check_run(config, device, gen)
+    if not isinstance(vae, AutoencoderKL):
+        raise TypeError(f"vae must be the diffusers AutoencoderKL of the vae stage, got {type(vae).__name__}")
+    vae.eval()
+    before = _heldout_reconstruction(vae, config, device)[1]
+    vae.requires_grad_(False)
+    nets = {"decoder": vae.decoder, "post_quant_conv": vae.post_quant_conv}  # trained in place, inside vae
+    for net in nets.values():
+        net.requires_grad_(True)
+
+    def loss_fn() -> torch.Tensor:
+        x = _renders(config.batch_size, gen)[1].to(device)
+        with torch.no_grad():
+            posterior = vae.encode(x).latent_dist
+            z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen).to(device)
+        return torch.nn.functional.mse_loss(vae.decode(z).sample.float(), x)
+
+    ema, record = _train("decoder", config, nets, config.decoder_steps, config.decoder_lr, loss_fn, gen, device)
+    ema.copy_to([p for net in nets.values() for p in net.parameters()])
+    vae.requires_grad_(False)
+    record.update(_heldout_reconstruction(vae, config, device)[1],
+                  before={k: v for k, v in before.items() if k != "heldout_renders"})
     return vae, record
 
 
@@ -359,6 +409,7 @@ def train_sd(config: SDConfig) -> Path:
     if not (tokenizer_dir / "vocab.json").is_file():
         captions.tokenizer_files(tokenizer_dir, max_length=MAX_TOKENS)
     vae_dir = out / "checkpoint-vae" / "finished"
+    decoder_dir = out / "checkpoint-decoder" / "finished"
     finished = (vae_dir / "config.json").exists() and log.get("vae", {}).get("steps") == config.vae_steps
     if config.stage in ("vae", "all") and not finished:  # a finished VAE keeps its record; more --vae-steps resume it
         vae, log["vae"] = train_vae(config, device, torch.Generator().manual_seed(config.seed))
@@ -372,12 +423,37 @@ def train_sd(config: SDConfig) -> Path:
         unet, text_encoder, log["diffusion"] = train_diffusion(config, vae, tokenizer_dir, device,
                                                                torch.Generator().manual_seed(config.seed + 1))
         log.setdefault("history", []).append({"stage": "diffusion", **log["diffusion"]})
+        if (decoder_dir / "config.json").exists():  # a fine-tuned decoder reads this encoder's latents too
+            vae = AutoencoderKL.from_pretrained(decoder_dir, use_safetensors=True, low_cpu_mem_usage=False)
         save_pipeline(out, unet, vae, text_encoder, tokenizer_dir)
         log["parameters"] = {name: sum(p.numel() for p in net.parameters())
                              for name, net in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder))}
+        write_json(log_file, log)
+    if config.stage == "decoder" or (config.stage == "all" and config.decoder_steps > 0):
+        _decoder_stage(config, out, log, vae_dir, decoder_dir, tokenizer_dir, device)
     log.update(torch=torch.__version__, device=str(device), config=asdict(config))
     write_json(log_file, log)
     return out
+
+
+def _decoder_stage(config: SDConfig, out: Path, log: dict, vae_dir: Path, decoder_dir: Path, tokenizer_dir: Path,
+                   device: torch.device) -> None:
+    """Stage 3 in OUT: fine-tune (or resume, or keep a finished) decoder, then save OUT's pipeline again with it."""
+    from transformers import CLIPTextModel
+
+    if not (vae_dir / "config.json").exists() or not (out / "model_index.json").is_file():
+        raise FileNotFoundError(f"{out} holds no trained VAE and pipeline to fine-tune the decoder of: run the vae "
+                                "and diffusion stages first (--stage all without --decoder-steps)")
+    done = (decoder_dir / "config.json").exists() and log.get("decoder", {}).get("steps") == config.decoder_steps
+    if not done:  # a finished decoder keeps its record; more --decoder-steps resume it
+        vae = AutoencoderKL.from_pretrained(vae_dir, use_safetensors=True, low_cpu_mem_usage=False).to(device)
+        vae, log["decoder"] = train_decoder(config, vae, device, torch.Generator().manual_seed(config.seed + 2))
+        log.setdefault("history", []).append({"stage": "decoder", **log["decoder"]})
+        vae.save_pretrained(decoder_dir, safe_serialization=True)
+        write_json(out / "training_log.json", log)
+    save_pipeline(out, UNet2DConditionModel.from_pretrained(out / "unet", use_safetensors=True),
+                  AutoencoderKL.from_pretrained(decoder_dir, use_safetensors=True, low_cpu_mem_usage=False),
+                  CLIPTextModel.from_pretrained(out / "text_encoder", use_safetensors=True), tokenizer_dir)
 
 
 def _out_arg(text: str) -> str:
@@ -392,12 +468,15 @@ def _device_arg(text: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m labkit.train sd", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=_out_arg, required=True, help="output folder (rerun the same command to resume)")
-    parser.add_argument("--stage", default="all", choices=STAGES, help="vae, diffusion, or all (default)")
+    parser.add_argument("--stage", default="all", choices=STAGES,
+                        help="vae, diffusion, decoder (fine-tune the VAE's decoder of a trained run), or all (default)")
     for field, kind in (("vae_steps", int_arg(1, MAX_STEPS)), ("steps", int_arg(1, MAX_STEPS)),
+                        ("decoder_steps", int_arg(0, MAX_STEPS)),
                         ("batch_size", int_arg(1, MAX_BATCH)), ("warmup", int_arg(0, MAX_STEPS)),
                         ("seed", int_arg(0, 2**63 - 1)), ("checkpoint_every", int_arg(1, MAX_STEPS))):
         parser.add_argument("--" + field.replace("_", "-"), type=kind, default=getattr(SDConfig, field))
     for field, kind in (("vae_lr", float_arg(0.0, 1.0, low_open=True)), ("lr", float_arg(0.0, 1.0, low_open=True)),
+                        ("decoder_lr", float_arg(0.0, 1.0, low_open=True)),
                         ("ema_decay", float_arg(0.0, 1.0, high_open=True)), ("kl_weight", float_arg(0.0, 1.0)),
                         ("empty", float_arg(0.0, 1.0))):
         parser.add_argument("--" + field.replace("_", "-"), type=kind, default=getattr(SDConfig, field))

@@ -1,4 +1,4 @@
-"""labkit.train_sd and labkit.captions: the miniature's captions, tokenizer and resumable two-stage training."""
+"""labkit.train_sd and labkit.captions: the miniature's captions, tokenizer and resumable staged training."""
 
 import json
 
@@ -112,6 +112,38 @@ def test_two_stage_training_resumes_and_saves_a_loadable_pipeline(tmp_path):
     write_manifest(state.parent, CHECKPOINT_FILES)  # as the older run wrote it
     train_sd(SDConfig(**{**config, "steps": 4}))
     assert json.loads((out / "training_log.json").read_text())["diffusion"]["resumed_from"] == 3
+
+
+def test_the_decoder_stage_changes_the_decoder_only_and_survives_a_later_diffusion_resume(tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "sd"
+    config = dict(out=str(out), vae_steps=2, steps=2, batch_size=4, checkpoint_every=1, tiny=True, warmup=0)
+    with pytest.raises(FileNotFoundError, match="run the vae and diffusion stages first"):
+        train_sd(SDConfig(**config, stage="decoder", decoder_steps=2))
+    train_sd(SDConfig(**config))
+    weights = "vae/diffusion_pytorch_model.safetensors"
+    first = load_file(out / weights)
+    unet_weights = out / "unet" / "diffusion_pytorch_model.safetensors"
+    unet = load_file(unet_weights)
+    train_sd(SDConfig(**config, stage="decoder", decoder_steps=2, decoder_lr=1e-2))
+    tuned = load_file(out / weights)
+    assert set(tuned) == set(first)
+    for name in first:  # the encoder (and so the latent space) is kept; the decoder has moved
+        same = torch.equal(tuned[name], first[name])
+        assert same == (not name.startswith(("decoder.", "post_quant_conv."))), name
+    assert all(torch.equal(w, unet[n]) for n, w in load_file(unet_weights).items())
+    log = json.loads((out / "training_log.json").read_text())
+    assert log["decoder"]["steps"] == 2 and "reconstruction_rmse_median" in log["decoder"]["before"]
+    assert [run["stage"] for run in log["history"]] == ["vae", "diffusion", "decoder"]
+    assert round(load_model(out).vae.config.scaling_factor, 5) == log["vae"]["scaling_factor"]  # the latent scale kept
+    train_sd(SDConfig(**{**config, "steps": 3}))  # resuming the diffusion stage keeps the fine-tuned decoder
+    assert all(torch.equal(w, tuned[n]) for n, w in load_file(out / weights).items())
+    assert json.loads((out / "training_log.json").read_text())["diffusion"]["resumed_from"] == 2
+    with pytest.raises(ValueError, match="decoder_steps: 0"):
+        SDConfig(out=str(out), stage="decoder").check()
+    with pytest.raises(ValueError, match="decoder_lr"):
+        SDConfig(out=str(out), decoder_lr=0.0).check()
 
 
 def test_the_unet_widths_reach_the_unet_and_bad_ones_are_refused():
