@@ -438,9 +438,7 @@ def train_sd(config: SDConfig) -> Path:
 
 def _decoder_stage(config: SDConfig, out: Path, log: dict, vae_dir: Path, decoder_dir: Path, tokenizer_dir: Path,
                    device: torch.device) -> None:
-    """Stage 3 in OUT: fine-tune (or resume, or keep a finished) decoder, then save OUT's pipeline again with it."""
-    from transformers import CLIPTextModel
-
+    """Stage 3 in OUT: fine-tune (or resume, or keep a finished) decoder, then put it in OUT's pipeline."""
     if not (vae_dir / "config.json").exists() or not (out / "model_index.json").is_file():
         raise FileNotFoundError(f"{out} holds no trained VAE and pipeline to fine-tune the decoder of: run the vae "
                                 "and diffusion stages first (--stage all without --decoder-steps)")
@@ -451,9 +449,10 @@ def _decoder_stage(config: SDConfig, out: Path, log: dict, vae_dir: Path, decode
         log.setdefault("history", []).append({"stage": "decoder", **log["decoder"]})
         vae.save_pretrained(decoder_dir, safe_serialization=True)
         write_json(out / "training_log.json", log)
-    save_pipeline(out, UNet2DConditionModel.from_pretrained(out / "unet", use_safetensors=True),
-                  AutoencoderKL.from_pretrained(decoder_dir, use_safetensors=True, low_cpu_mem_usage=False),
-                  CLIPTextModel.from_pretrained(out / "text_encoder", use_safetensors=True), tokenizer_dir)
+    # only vae/ changes: the U-Net, text encoder and tokenizer files stay byte for byte; the manifest comes last
+    vae = AutoencoderKL.from_pretrained(decoder_dir, use_safetensors=True)
+    vae.save_pretrained(out / "vae", safe_serialization=True)
+    pipeline_manifest(out)
 
 
 def _out_arg(text: str) -> str:
