@@ -126,6 +126,8 @@ def test_the_decoder_stage_changes_the_decoder_only_and_survives_a_later_diffusi
     first = load_file(out / weights)
     unet_weights = out / "unet" / "diffusion_pytorch_model.safetensors"
     unet = load_file(unet_weights)
+    untouched = {name: (out / name).read_bytes() for name in ("unet/config.json", "text_encoder/config.json",
+                                                               "tokenizer/vocab.json", "model_index.json")}
     train_sd(SDConfig(**config, stage="decoder", decoder_steps=2, decoder_lr=1e-2))
     tuned = load_file(out / weights)
     assert set(tuned) == set(first)
@@ -133,6 +135,7 @@ def test_the_decoder_stage_changes_the_decoder_only_and_survives_a_later_diffusi
         same = torch.equal(tuned[name], first[name])
         assert same == (not name.startswith(("decoder.", "post_quant_conv."))), name
     assert all(torch.equal(w, unet[n]) for n, w in load_file(unet_weights).items())
+    assert all((out / name).read_bytes() == content for name, content in untouched.items())
     log = json.loads((out / "training_log.json").read_text())
     assert log["decoder"]["steps"] == 2 and "reconstruction_rmse_median" in log["decoder"]["before"]
     assert [run["stage"] for run in log["history"]] == ["vae", "diffusion", "decoder"]
