@@ -24,6 +24,7 @@ One module per idea, named as in the book:
 - ``labkit.train``      training the embedded model, its digit classifier, and the shapes model
 - ``labkit.checkpoint`` resumable training state, written as one unit and resumed only by the same run
 - ``labkit.train_sd``   training the shapes miniature of Stable Diffusion (VAE, text encoder, conditional U-Net)
+- ``labkit.sd_layout``  the miniature's parts and the folder they are saved in, a real SD checkpoint's layout
 - ``labkit.worlds``     a world with known factors: RGB scenes rendered from seven numbers
 - ``labkit.readout``    the factor read-out, a small CNN that reads a scene's factors back
 - ``labkit.captions``   the shapes world in words: captions from factors, read back, and their tokenizer
@@ -52,8 +53,8 @@ from labkit.spectral import LocalBasis, local_basis
 
 _SUBMODULES = ("analysis", "budget", "cache", "captions", "checkpoint", "checks", "classifier", "data", "diffusion",
                "editing", "files", "hspace", "hub", "latent", "measures", "models", "notebook", "plot", "readout",
-               "scoring", "train", "train_sd", "widgets", "worlds", "dimension", "disentanglement", "linearity",
-               "oracle", "stats")
+               "scoring", "sd_layout", "train", "train_sd", "widgets", "worlds", "dimension", "disentanglement",
+               "linearity", "oracle", "stats")
 _SHORTCUTS = {"load_model": "models", "h_space": "diffusion"}
 
 __all__ = ["geometry", "spectral", *_SUBMODULES, *_SHORTCUTS, "lerp", "slerp", "pullback_metric", "LocalBasis",

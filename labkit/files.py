@@ -117,7 +117,7 @@ def write_manifest(folder: str | os.PathLike, names: tuple[str, ...]) -> Path:
     """Write FOLDER/manifest.json over ``names``: each file's size and SHA-256; returns its path.
 
     names: paths relative to FOLDER, in subfolders too ("unet/config.json"). The manifest itself is
-    written atomically. ``atomic_folder`` ends with it; ``labkit.train_sd.save_pipeline`` writes a
+    written atomically. ``atomic_folder`` ends with it; ``labkit.sd_layout.save_pipeline`` writes a
     pipeline's this way, whose folder also holds the training checkpoints and is not swapped whole.
     """
     folder, names = _check_folder(folder, names, files="names")

@@ -267,7 +267,7 @@ def _verify(folder: Path, fix: str | None = None, shipped: bool = False) -> None
     a Stable Diffusion pipeline's (it has text_encoder/) at its root, over every part; a DDPM's in unet/."""
     if (folder / "text_encoder").is_dir():
         where, files = folder, PIPELINE_FILES
-        fix = fix or "save it again (labkit.train_sd.save_pipeline) or train it: python -m labkit.train sd --out DIR"
+        fix = fix or "save it again (labkit.sd_layout.save_pipeline) or train it: python -m labkit.train sd --out DIR"
     else:
         where, files = folder / "unet", UNET_FILES
         fix = fix or "save or train the model again"

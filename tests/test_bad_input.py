@@ -95,19 +95,21 @@ from labkit.scoring import (
     select,
     world_instrument,
 )
+from labkit.sd_layout import (
+    pipeline_manifest,
+    save_pipeline,
+    text_config,
+    unet_config,
+    vae_config,
+)
 from labkit.spectral import jvps, local_basis, principal_angles, subspace_distance, vjps
 from labkit.stats import bootstrap_ci, compare_all, floor_to_ceiling, holm, paired_difference, ratio_ci
 from labkit.train import ClassifierConfig, TrainConfig, train_classifier
 from labkit.train_sd import (
     SDConfig,
-    pipeline_manifest,
-    save_pipeline,
-    text_config,
     train_diffusion,
     train_sd,
     train_vae,
-    unet_config,
-    vae_config,
 )
 from labkit.widgets import EditExplorer, InterpolationExplorer
 from labkit.widgets.player import static_player, to_png

@@ -26,23 +26,24 @@ PROMPT = "a small red square tilted left on the right, on a blue wall above a gr
 
 
 def save_tiny_pipeline(folder, prediction_type="v_prediction", seed=0):
-    """A random tiny StableDiffusionPipeline folder, saved as labkit.train_sd saves the miniature."""
+    """A random tiny StableDiffusionPipeline folder, saved as labkit.sd_layout saves the miniature."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from labkit import train_sd
+    from labkit import sd_layout
 
     torch.manual_seed(seed)
-    tokenizer_dir = captions.tokenizer_files(folder.parent / f"{folder.name}-tokenizer", max_length=train_sd.MAX_TOKENS)
-    text = CLIPTextModel(CLIPTextConfig(**train_sd.text_config(len(json.loads((tokenizer_dir / "vocab.json")
+    tokenizer_dir = captions.tokenizer_files(folder.parent / f"{folder.name}-tokenizer",
+                                             max_length=sd_layout.MAX_TOKENS)
+    text = CLIPTextModel(CLIPTextConfig(**sd_layout.text_config(len(json.loads((tokenizer_dir / "vocab.json")
                                                                              .read_text())), tiny=True)))
-    unet = UNet2DConditionModel(**train_sd.unet_config(text.config.hidden_size, tiny=True))
-    vae = AutoencoderKL(**train_sd.vae_config(tiny=True))
-    train_sd.save_pipeline(folder, unet, vae, text, tokenizer_dir)
+    unet = UNet2DConditionModel(**sd_layout.unet_config(text.config.hidden_size, tiny=True))
+    vae = AutoencoderKL(**sd_layout.vae_config(tiny=True))
+    sd_layout.save_pipeline(folder, unet, vae, text, tokenizer_dir)
     if prediction_type != "v_prediction":
         config_file = folder / "scheduler" / "scheduler_config.json"
         config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "prediction_type": prediction_type}))
-        train_sd.pipeline_manifest(folder)  # as if saved so
+        sd_layout.pipeline_manifest(folder)  # as if saved so
     return folder
 
 
@@ -110,7 +111,7 @@ def test_an_epsilon_pipeline_loads_as_epsilon(tmp_path):
 def test_a_saved_pipeline_has_a_manifest_over_every_part_and_round_trips(sd_dir, sd, tmp_path):
     from safetensors.torch import load_file
 
-    from labkit.train_sd import save_pipeline
+    from labkit.sd_layout import save_pipeline
 
     files = json.loads((sd_dir / "manifest.json").read_text())["files"]
     on_disk = {str(p.relative_to(sd_dir)) for p in sd_dir.rglob("*") if p.is_file() and p.name != "manifest.json"}
@@ -373,11 +374,11 @@ def test_an_sd2_shaped_unet_linear_projections_and_upcast_attention_differentiat
     """SD 2.x's U-Net differs from 1.x in linear projections around attention and (2.1) attention upcast."""
     from diffusers import UNet2DConditionModel
 
-    from labkit import train_sd
+    from labkit import sd_layout
     from labkit.latent import from_parts
 
     torch.manual_seed(1)
-    unet = UNet2DConditionModel(**train_sd.unet_config(16, tiny=True), use_linear_projection=True,
+    unet = UNet2DConditionModel(**sd_layout.unet_config(16, tiny=True), use_linear_projection=True,
                                 upcast_attention=True).double()
     model = from_parts(unet, sd64.vae, sd64.text_encoder, sd64.tokenizer, sd64.schedule, "sd2-shaped")
     model = model.conditioned("a large red triangle", guidance_scale=7.5)

@@ -10,7 +10,8 @@ from labkit.checkpoint import CHECKPOINT_FILES
 from labkit.files import write_manifest
 from labkit.latent import LatentDiffusionModel
 from labkit.models import load_model
-from labkit.train_sd import UNET_WIDTHS, SDConfig, main, train_sd, unet_config
+from labkit.sd_layout import UNET_WIDTHS, unet_config
+from labkit.train_sd import SDConfig, main, train_sd
 
 
 def test_captions_name_the_factors_they_were_made_from_and_read_back():
