@@ -96,6 +96,8 @@ from labkit.scoring import (
     world_instrument,
 )
 from labkit.sd_layout import (
+    check_tokenizer_dir,
+    check_widths,
     pipeline_manifest,
     save_pipeline,
     text_config,
@@ -107,6 +109,7 @@ from labkit.stats import bootstrap_ci, compare_all, floor_to_ceiling, holm, pair
 from labkit.train import ClassifierConfig, TrainConfig, train_classifier
 from labkit.train_sd import (
     SDConfig,
+    train_decoder,
     train_diffusion,
     train_sd,
     train_vae,
@@ -1212,6 +1215,15 @@ CASES = [
                                                    torch.Generator()), TypeError, "vae"),
     ("sd-diffusion-gen", lambda e: train_diffusion(_sd_config(e), e.sd.vae, e.latest.tokenizer, torch.device("cpu"),
                                                    0), TypeError, "gen"),
+    ("sd-decoder-vae", lambda e: train_decoder(_sd_config(e), "vae", torch.device("cpu"), torch.Generator()),
+     TypeError, "vae"),
+    ("sd-decoder-lr-0", lambda e: train_decoder(_sd_config(e, decoder_lr=0.0), e.sd.vae, torch.device("cpu"),
+                                                torch.Generator()), ValueError, "decoder_lr"),
+    ("sd-decoder-stage-no-steps", _sd(stage="decoder"), ValueError, "decoder_steps"),
+    ("sd-decoder-steps-neg", _sd(decoder_steps=-1), ValueError, "decoder_steps"),
+    ("sd-decoder-empty-run", _sd(stage="decoder", decoder_steps=2), FileNotFoundError, "vae and diffusion stages"),
+    ("sd-widths-odd", lambda e: check_widths((50, 96)), ValueError, "multiple of 16"),
+    ("sd-tokenizer-dir-empty", lambda e: check_tokenizer_dir(e.files.empty_dir), FileNotFoundError, "tokenizer_dir"),
     ("sd-save-unet", lambda e: save_pipeline(e.files.root / "p", "unet", e.sd.vae, e.sd.text_encoder,
                                              e.latest.tokenizer), TypeError, "unet"),
     ("sd-save-tokenizer", lambda e: save_pipeline(e.files.root / "p", e.sd.unet, e.sd.vae, e.sd.text_encoder,
@@ -1226,6 +1238,8 @@ CASES = [
     ("sd-cli-batch-huge", _sd_cli("--batch-size", "100000"), SystemExit, "--batch-size"),
     ("sd-cli-seed-neg", _sd_cli("--seed", "-1"), SystemExit, "--seed"),
     ("sd-cli-stage", _sd_cli("--stage", "unet"), SystemExit, "--stage"),
+    ("sd-cli-decoder-steps-neg", _sd_cli("--decoder-steps", "-1"), SystemExit, "--decoder-steps"),
+    ("sd-cli-decoder-lr-0", _sd_cli("--decoder-lr", "0"), SystemExit, "--decoder-lr"),
     ("sd-cli-ema-1", _sd_cli("--ema-decay", "1"), SystemExit, "--ema-decay"),
     ("sd-cli-out-under-file", lambda e: _train_main(["sd", "--out", str(e.files.a_file / "sub")]), SystemExit,
      "--out"),
