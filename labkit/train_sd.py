@@ -197,6 +197,11 @@ def _renders(batch_size: int, gen: torch.Generator) -> tuple[dict, torch.Tensor]
     return factors, worlds.render(factors)
 
 
+def _draw(posterior, gen: torch.Generator) -> torch.Tensor:
+    """z ~ q(z|x) = N(mean, std²), its noise from ``gen`` (on the CPU, so runs repeat on any device)."""
+    return posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen).to(posterior.mean.device)
+
+
 def train_vae(config: SDConfig, device: torch.device, gen: torch.Generator) -> tuple[AutoencoderKL, dict]:
     """Stage 1 (module docstring); returns the EMA VAE with its scaling factor and the stage record."""
     _check_run(config, device, gen)
@@ -206,7 +211,7 @@ def train_vae(config: SDConfig, device: torch.device, gen: torch.Generator) -> t
     def loss_fn() -> torch.Tensor:
         x = _renders(config.batch_size, gen)[1].to(device)
         posterior = vae.encode(x).latent_dist
-        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen).to(device)
+        z = _draw(posterior, gen)
         recon = vae.decode(z).sample
         return torch.nn.functional.mse_loss(recon.float(), x) + config.kl_weight * posterior.kl().mean() / x[0].numel()
 
@@ -250,8 +255,7 @@ def train_decoder(config: SDConfig, vae: AutoencoderKL, device: torch.device,
     def loss_fn() -> torch.Tensor:
         x = _renders(config.batch_size, gen)[1].to(device)
         with torch.no_grad():
-            posterior = vae.encode(x).latent_dist
-            z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen).to(device)
+            z = _draw(vae.encode(x).latent_dist, gen)
         return torch.nn.functional.mse_loss(vae.decode(z).sample.float(), x)
 
     ema, record = _train("decoder", config, nets, config.decoder_steps, config.decoder_lr, loss_fn, gen, device)
@@ -286,8 +290,7 @@ def train_diffusion(config: SDConfig, vae: AutoencoderKL, tokenizer_dir: Path, d
         ids = tokenizer(captions.random_captions(factors, gen, config.empty), padding="max_length",
                         max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
         with torch.no_grad():
-            posterior = vae.encode(x.to(device)).latent_dist
-            z0 = scale * (posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen).to(device))
+            z0 = scale * _draw(vae.encode(x.to(device)).latent_dist, gen)
         noise = torch.randn(z0.shape, generator=gen).to(device)
         t = torch.randint(0, schedule.config.num_train_timesteps, (len(z0),), generator=gen).to(device)
         abar = abar_all[t].view(-1, 1, 1, 1).float()
