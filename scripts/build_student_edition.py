@@ -10,12 +10,19 @@ outputs of its cached execution, and builds that copy with execution off and sph
 ``hide_solutions: true`` (same strict flags as `make book`). If a notebook has no execution for
 the current contents (its code or anything it reads changed), the full edition is built first; a
 change to prose only, e.g. to a solution, needs no re-run.
+
+``hide_solutions`` removes a ``{solution}`` directive, but of a *gated* solution (sphinx-exercise's
+``{solution-start}`` … ``{solution-end}``, whose code runs in cells of its own) it removes only the
+start: the cells in between, with the solution's code and outputs, would stay on the page. So the
+student edition also drops those cells from each notebook before building (`without_solutions`).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
+import re
 import shutil
 import subprocess
 import sys
@@ -29,6 +36,9 @@ from jupyter_cache import get_cache
 
 REPO = Path(__file__).resolve().parent.parent
 STRICT = ["--warningiserror", "--nitpick", "--keep-going"]
+# The opening line of a gated solution's directives (backtick or colon fence, as MyST allows).
+SOLUTION_START = re.compile(r"^\s*(`{3,}|:{3,})\{solution-start\}", re.M)
+SOLUTION_END = re.compile(r"^\s*(`{3,}|:{3,})\{solution-end\}", re.M)
 
 
 def jupyter_book() -> str:
@@ -65,6 +75,45 @@ def executed_notebooks(root: Path) -> dict[str, object] | None:
     return merged
 
 
+def without_solutions(notebook, name: str = "notebook"):
+    """``notebook`` without its gated solutions: the cells from each markdown cell that opens with a
+    ``{solution-start}`` directive through the markdown cell holding its ``{solution-end}`` (the
+    same cell if it holds both), whatever their type; every other cell is kept, in order.
+
+    The solution's cells are removed whole, so a start cell must hold nothing before the directive
+    and an end cell nothing after it (that text would be lost); a start without its end (or before
+    it), and an end without a start, are refused too. ``name`` names the notebook in those errors.
+    Returns a copy; ``notebook`` is unchanged.
+    """
+    kept, opened = [], None
+    for index, cell in enumerate(notebook.cells):
+        text = cell.source if cell.cell_type == "markdown" else ""
+        start, end = SOLUTION_START.search(text), SOLUTION_END.search(text)
+        where = f"{name}, cell {index}"
+        if start:
+            if opened is not None:
+                raise ValueError(f"{where}: a solution-start before the solution-end of the solution opened in "
+                                 f"cell {opened}")
+            if text[:start.start()].strip():
+                raise ValueError(f"{where}: text before {{solution-start}} would be removed with the solution; "
+                                 "give the directive a cell of its own")
+            opened = index
+        if opened is None:
+            if end:
+                raise ValueError(f"{where}: a solution-end without a solution-start before it")
+            kept.append(cell)
+        elif end:
+            if not re.fullmatch(r"[^\n]*\n\s*" + re.escape(end.group(1)) + r"\s*", text[end.end():]):
+                raise ValueError(f"{where}: text after {{solution-end}} would be removed with the solution; "
+                                 "give the directive a cell of its own")
+            opened = None
+    if opened is not None:
+        raise ValueError(f"{name}, cell {opened}: a solution-start without its solution-end")
+    stripped = copy.copy(notebook)  # a new notebook node, sharing the kept cells
+    stripped.cells = kept
+    return stripped
+
+
 def student_config(root: Path) -> dict:
     config = yaml.safe_load((root / "_config.yml").read_text())
     config["title"] = f"{config.get('title', 'Book')} (student edition)"
@@ -82,10 +131,12 @@ def build_full_edition(root: Path) -> None:
     subprocess.run([jupyter_book(), "build", str(root), *STRICT], check=True)
 
 
-def build_from_executed(root: Path, out: Path, config: dict, builder: str = "html") -> Path:
+def build_from_executed(root: Path, out: Path, config: dict, builder: str = "html",
+                        keep_solutions: bool = True) -> Path:
     """Build the book at ``root`` into ``out`` with ``config`` and execution off, from the full
     edition's executed notebooks (building the full edition first if they are missing or stale).
-    Returns the built folder, ``out/_build/<builder>``."""
+    With ``keep_solutions=False`` (the student edition) every notebook loses its gated solutions'
+    cells first (`without_solutions`). Returns the built folder, ``out/_build/<builder>``."""
     notebooks = executed_notebooks(root)
     if notebooks is None:
         build_full_edition(root)
@@ -100,7 +151,7 @@ def build_from_executed(root: Path, out: Path, config: dict, builder: str = "htm
     config.setdefault("execute", {})["execute_notebooks"] = "off"
     (source / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     for name, notebook in notebooks.items():
-        nbformat.write(notebook, source / f"{name}.ipynb")
+        nbformat.write(notebook if keep_solutions else without_solutions(notebook, name), source / f"{name}.ipynb")
     print(f"reusing the outputs of {len(notebooks)} executed notebooks; building {builder} …", flush=True)
     subprocess.run([jupyter_book(), "build", str(source), "--builder", builder, "--path-output", str(out), *STRICT],
                    check=True)
@@ -112,7 +163,7 @@ def main() -> int:
     parser.add_argument("--book", type=Path, default=REPO, help="the book's root folder (default: this repository)")
     root = parser.parse_args().book.resolve()
     started = time.monotonic()
-    built = build_from_executed(root, root / "_build" / "student", student_config(root))
+    built = build_from_executed(root, root / "_build" / "student", student_config(root), keep_solutions=False)
     print(f"student edition: {built / 'index.html'} ({time.monotonic() - started:.0f} s)")
     return 0
 
