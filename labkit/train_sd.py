@@ -3,7 +3,7 @@
     python -m labkit.train sd --out runs/shapes-sd                    # both stages, resumable
     python -m labkit.train sd --out runs/shapes-sd --stage vae        # the VAE only
     python -m labkit.train sd --out runs/wide --stage diffusion --unet-widths 64 128  # on runs/wide's VAE
-    python -m labkit.train sd --out runs/shapes-sd --stage decoder --decoder-steps 3000  # sharpen D after
+    python -m labkit.train sd --out runs/shapes-sd --stage decoder --decoder-steps 9000  # sharpen D after
 
 Two stages, as latent diffusion is trained (Rombach et al., 2022), and an optional third:
 
