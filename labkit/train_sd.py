@@ -197,11 +197,6 @@ def _renders(batch_size: int, gen: torch.Generator) -> tuple[dict, torch.Tensor]
     return factors, worlds.render(factors)
 
 
-def _draw(posterior, gen: torch.Generator) -> torch.Tensor:
-    """z ~ q(z|x) = N(mean, std²), its noise from ``gen`` (on the CPU, so runs repeat on any device)."""
-    return posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen).to(posterior.mean.device)
-
-
 def train_vae(config: SDConfig, device: torch.device, gen: torch.Generator) -> tuple[AutoencoderKL, dict]:
     """Stage 1 (module docstring); returns the EMA VAE with its scaling factor and the stage record."""
     _check_run(config, device, gen)
@@ -211,7 +206,7 @@ def train_vae(config: SDConfig, device: torch.device, gen: torch.Generator) -> t
     def loss_fn() -> torch.Tensor:
         x = _renders(config.batch_size, gen)[1].to(device)
         posterior = vae.encode(x).latent_dist
-        z = _draw(posterior, gen)
+        z = posterior.sample(generator=gen)  # z ~ q(z|x), noise from gen (CPU: repeats on any device)
         recon = vae.decode(z).sample
         return torch.nn.functional.mse_loss(recon.float(), x) + config.kl_weight * posterior.kl().mean() / x[0].numel()
 
@@ -255,7 +250,7 @@ def train_decoder(config: SDConfig, vae: AutoencoderKL, device: torch.device,
     def loss_fn() -> torch.Tensor:
         x = _renders(config.batch_size, gen)[1].to(device)
         with torch.no_grad():
-            z = _draw(vae.encode(x).latent_dist, gen)
+            z = vae.encode(x).latent_dist.sample(generator=gen)
         return torch.nn.functional.mse_loss(vae.decode(z).sample.float(), x)
 
     ema, record = _train("decoder", config, nets, config.decoder_steps, config.decoder_lr, loss_fn, gen, device)
@@ -290,7 +285,7 @@ def train_diffusion(config: SDConfig, vae: AutoencoderKL, tokenizer_dir: Path, d
         ids = tokenizer(captions.random_captions(factors, gen, config.empty), padding="max_length",
                         max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
         with torch.no_grad():
-            z0 = scale * _draw(vae.encode(x.to(device)).latent_dist, gen)
+            z0 = scale * vae.encode(x.to(device)).latent_dist.sample(generator=gen)
         noise = torch.randn(z0.shape, generator=gen).to(device)
         t = torch.randint(0, schedule.config.num_train_timesteps, (len(z0),), generator=gen).to(device)
         abar = abar_all[t].view(-1, 1, 1, 1).float()
