@@ -14,7 +14,8 @@ change to prose only, e.g. to a solution, needs no re-run.
 ``hide_solutions`` removes a ``{solution}`` directive, but of a *gated* solution (sphinx-exercise's
 ``{solution-start}`` … ``{solution-end}``, whose code runs in cells of its own) it removes only the
 start: the cells in between, with the solution's code and outputs, would stay on the page. So the
-student edition also drops those cells from each notebook before building (`without_solutions`).
+student edition also drops those cells from each notebook before building (`without_solutions`),
+and the lines from start to end from each markdown page (`page_without_solutions`).
 """
 
 from __future__ import annotations
@@ -114,6 +115,36 @@ def without_solutions(notebook, name: str = "notebook"):
     return stripped
 
 
+def page_without_solutions(text: str, name: str = "page") -> str:
+    """A markdown page's ``text`` without its gated solutions: each from the line that opens its
+    ``{solution-start}`` directive through the closing fence of its ``{solution-end}`` directive
+    (the page counterpart of `without_solutions`; the lines in between, prose or ``{code-cell}``,
+    go with it). A start without its end (or before it), and an end without a start, are refused;
+    ``name`` names the page in those errors."""
+    def line(found: re.Match) -> int:  # the line number of a directive's opening fence
+        return text.count("\n", 0, found.start(1)) + 1
+
+    kept, position = [], 0
+    while True:
+        start, end = SOLUTION_START.search(text, position), SOLUTION_END.search(text, position)
+        if end and (not start or end.start(1) < start.start(1)):
+            raise ValueError(f"{name}, line {line(end)}: a solution-end without a solution-start before it")
+        if not start:
+            kept.append(text[position:])
+            return "".join(kept)
+        if not end:
+            raise ValueError(f"{name}, line {line(start)}: a solution-start without its solution-end")
+        following = SOLUTION_START.search(text, start.end())
+        if following and following.start(1) < end.start(1):
+            raise ValueError(f"{name}, line {line(following)}: a solution-start before the solution-end of the "
+                             f"solution opened on line {line(start)}")
+        closing = re.compile(r"^[ \t]*" + re.escape(end.group(1)) + r"[ \t]*(\n|\Z)", re.M).search(text, end.end())
+        if not closing:
+            raise ValueError(f"{name}, line {line(end)}: a solution-end directive without its closing fence")
+        kept.append(text[position:text.rfind("\n", 0, start.start(1)) + 1])
+        position = closing.end()
+
+
 def student_config(root: Path) -> dict:
     config = yaml.safe_load((root / "_config.yml").read_text())
     config["title"] = f"{config.get('title', 'Book')} (student edition)"
@@ -136,7 +167,8 @@ def build_from_executed(root: Path, out: Path, config: dict, builder: str = "htm
     """Build the book at ``root`` into ``out`` with ``config`` and execution off, from the full
     edition's executed notebooks (building the full edition first if they are missing or stale).
     With ``keep_solutions=False`` (the student edition) every notebook loses its gated solutions'
-    cells first (`without_solutions`). Returns the built folder, ``out/_build/<builder>``."""
+    cells first (`without_solutions`), and every markdown page its gated solutions' lines
+    (`page_without_solutions`). Returns the built folder, ``out/_build/<builder>``."""
     notebooks = executed_notebooks(root)
     if notebooks is None:
         build_full_edition(root)
@@ -152,6 +184,10 @@ def build_from_executed(root: Path, out: Path, config: dict, builder: str = "htm
     (source / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     for name, notebook in notebooks.items():
         nbformat.write(notebook if keep_solutions else without_solutions(notebook, name), source / f"{name}.ipynb")
+    for name in ([] if keep_solutions else toc_pages(root / "_toc.yml")):
+        page = source / f"{name}.md"
+        if page.is_file():
+            page.write_text(page_without_solutions(page.read_text(), f"{name}.md"))
     print(f"reusing the outputs of {len(notebooks)} executed notebooks; building {builder} …", flush=True)
     subprocess.run([jupyter_book(), "build", str(source), "--builder", builder, "--path-output", str(out), *STRICT],
                    check=True)

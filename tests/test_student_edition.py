@@ -2,7 +2,8 @@
 (gated ones, with their code cells, included), and no notebook executed a second time.
 
 The build tests (marked slow) need the full edition (`make book` -> _build/html; `make test` builds
-it first); the tests of `without_solutions`, which drops the gated solutions' cells, need nothing.
+it first); the tests of `without_solutions` and `page_without_solutions`, which drop the gated solutions from
+notebooks and markdown pages, need nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import nbformat
 import pytest
 from book_toc import toc_pages
 from bs4 import BeautifulSoup
-from build_student_edition import without_solutions
+from build_student_edition import page_without_solutions, without_solutions
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 BOOK = Path(os.environ.get("CURVED_LATENTS_BOOK", Path(__file__).resolve().parent.parent))
@@ -84,6 +85,54 @@ def test_without_solutions_drops_every_solution_also_one_in_a_single_cell_or_col
 def test_without_solutions_refuses_what_it_cannot_remove_whole(sources, error):
     with pytest.raises(ValueError, match=re.escape(f"chapter.ipynb, {error}")):
         without_solutions(notebook(*sources), "chapter.ipynb")
+
+
+PAGE = """# Appendix
+
+```{exercise} Add
+:label: ex-add
+What is 1 + 1?
+```
+
+```{solution-start} ex-add
+:class: dropdown
+```
+The cell below prints it.
+
+```{code-cell} python
+print(1 + 1)
+```
+
+```{solution-end}
+```
+
+Text after.
+
+:::{solution-start} ex-two
+:::
+Gone.
+:::{solution-end}
+:::
+The end.
+"""
+
+
+def test_page_without_solutions_drops_each_gated_solution_from_its_start_line_to_its_closing_fence():
+    stripped = page_without_solutions(PAGE)
+    assert stripped == PAGE.split("```{solution-start}")[0] + "\nText after.\n\nThe end.\n"
+    assert page_without_solutions("No solutions here.\n") == "No solutions here.\n"
+
+
+@pytest.mark.parametrize("text, error", [
+    ("A\n```{solution-start} ex\n```\nB\n", "line 2: a solution-start without its solution-end"),
+    ("A\n```{solution-end}\n```\n", "line 2: a solution-end without a solution-start"),
+    ("```{solution-start} a\n```\n```{solution-start} b\n```\n```{solution-end}\n```\n",
+     "line 3: a solution-start before the solution-end of the solution opened on line 1"),
+    ("```{solution-start} a\n```\nB\n```{solution-end}", "line 4: a solution-end directive without its closing"),
+])
+def test_page_without_solutions_refuses_what_it_cannot_remove_whole(text, error):
+    with pytest.raises(ValueError, match=re.escape(f"appendix.md, {error}")):
+        page_without_solutions(text, "appendix.md")
 
 
 @pytest.fixture(scope="module")
