@@ -128,19 +128,22 @@ def page_without_solutions(text: str, name: str = "page") -> str:
     while True:
         start, end = SOLUTION_START.search(text, position), SOLUTION_END.search(text, position)
         if end and (not start or end.start(1) < start.start(1)):
-            raise ValueError(f"{name}, line {line(end)}: a solution-end without a solution-start before it")
+            raise ValueError(f"{name}, line {line(end)}: a solution-end without a solution-start before it; "
+                             "open the solution with {solution-start} or remove the end")
         if not start:
             kept.append(text[position:])
             return "".join(kept)
         if not end:
-            raise ValueError(f"{name}, line {line(start)}: a solution-start without its solution-end")
+            raise ValueError(f"{name}, line {line(start)}: a solution-start without its solution-end; "
+                             "close the solution with a {solution-end} directive")
         following = SOLUTION_START.search(text, start.end())
         if following and following.start(1) < end.start(1):
             raise ValueError(f"{name}, line {line(following)}: a solution-start before the solution-end of the "
-                             f"solution opened on line {line(start)}")
+                             f"solution opened on line {line(start)}; close that one first")
         closing = re.compile(r"^[ \t]*" + re.escape(end.group(1)) + r"[ \t]*(\n|\Z)", re.M).search(text, end.end())
         if not closing:
-            raise ValueError(f"{name}, line {line(end)}: a solution-end directive without its closing fence")
+            raise ValueError(f"{name}, line {line(end)}: a solution-end directive without its closing fence; "
+                             f"add a line {end.group(1)} after it")
         kept.append(text[position:text.rfind("\n", 0, start.start(1)) + 1])
         position = closing.end()
 
