@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import torch
 from diffusers import DDIMInverseScheduler
 from torch import Tensor
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
 from labkit.checks import check_bool, check_float, check_int, check_tensor, show
@@ -103,12 +102,11 @@ def h_space(model: DiffusionModel, t: int, layer: str = "mid") -> Callable[[Tens
     def f(x: Tensor) -> Tensor:
         _check_input(model, x)
         e = emb.expand(x.shape[0], -1)
-        with sdpa_kernel([SDPBackend.MATH]):
-            h = unet.conv_in(2 * x - 1 if unet.config.center_input_sample else x)
-            for block in unet.down_blocks[:stop]:
-                h, _ = block(hidden_states=h, temb=e, **model.block_inputs(block, x.shape[0]))  # the prompt, if any
-            if layer == "mid":
-                h = unet.mid_block(h, e, **model.block_inputs(unet.mid_block, x.shape[0]))
+        h = unet.conv_in(2 * x - 1 if unet.config.center_input_sample else x)
+        for block in unet.down_blocks[:stop]:
+            h, _ = block(hidden_states=h, temb=e, **model.block_inputs(block, x.shape[0]))  # the prompt, if any
+        if layer == "mid":
+            h = unet.mid_block(h, e, **model.block_inputs(unet.mid_block, x.shape[0]))
         return h
 
     return f

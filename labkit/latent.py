@@ -35,7 +35,6 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from diffusers.models.attention_processor import Attention
 from torch import Tensor
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from labkit import captions
 from labkit.cache import content_key, weights_fingerprint
@@ -97,13 +96,12 @@ class LatentDiffusionModel(DiffusionModel):
         Two U-Net passes (one when w is 0 or 1); each pass sees a batch of len(x), so a hook on the
         mid-block (``labkit.hspace.h_offset``) acts on both branches alike."""
         w = self.guidance_scale
-        with sdpa_kernel([SDPBackend.MATH]):
-            if w == 1.0:
-                return self.unet(x, t, encoder_hidden_states=self._batch(self.prompt_embeds, x)).sample
-            uncond = self.unet(x, t, encoder_hidden_states=self._batch(self.negative_embeds, x)).sample
-            if w == 0.0:
-                return uncond
-            cond = self.unet(x, t, encoder_hidden_states=self._batch(self.prompt_embeds, x)).sample
+        if w == 1.0:
+            return self.unet(x, t, encoder_hidden_states=self._batch(self.prompt_embeds, x)).sample
+        uncond = self.unet(x, t, encoder_hidden_states=self._batch(self.negative_embeds, x)).sample
+        if w == 0.0:
+            return uncond
+        cond = self.unet(x, t, encoder_hidden_states=self._batch(self.prompt_embeds, x)).sample
         return uncond + w * (cond - uncond)
 
     def block_inputs(self, block: torch.nn.Module, batch: int) -> dict:

@@ -7,8 +7,9 @@ random weights). Both prepare the U-Net for torch.func, which needs two fixes fo
 (torch.func.jvp) through diffusers' U-Nets:
 
 - attention: fused scaled-dot-product kernels have no forward-mode derivative, so every
-  attention module gets diffusers' plain ``AttnProcessor`` (matmul + softmax), and h-space
-  evaluations also run under the math SDPA backend;
+  attention module gets diffusers' plain ``AttnProcessor`` (matmul + softmax), which calls no
+  SDPA kernel at all (so no ``sdpa_kernel`` switch is needed: it would set process-wide flags,
+  which another thread, such as an explorer's, would see mid-call);
 - GroupNorm: some attention blocks hand GroupNorm a non-contiguous tensor, which ``group_norm``
   rejects under jvp; a forward pre-hook makes its input contiguous.
 
@@ -31,7 +32,6 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from diffusers.models.attention_processor import Attention, AttnProcessor
 from torch import Tensor
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from labkit.cache import weights_fingerprint
 from labkit.checks import check_int, check_weights, show
@@ -118,8 +118,7 @@ class DiffusionModel:
 
     def output(self, x: Tensor, t: int) -> Tensor:
         """The U-Net's raw output at (x_t, t): ε, v or x₀ as ``prediction_type`` says; shaped like x."""
-        with sdpa_kernel([SDPBackend.MATH]):
-            return self.unet(x, t).sample
+        return self.unet(x, t).sample
 
     def block_inputs(self, block: torch.nn.Module, batch: int) -> dict:
         """Inputs a U-Net block takes besides (h, t's embedding): none here; a text-conditioned model

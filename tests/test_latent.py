@@ -10,6 +10,7 @@ import shutil
 
 import pytest
 import torch
+from diffusers.models.attention_processor import Attention
 
 from labkit import captions
 from labkit.diffusion import ddim_invert, ddim_sample, h_space, posterior_mean, sample_noise
@@ -244,6 +245,37 @@ def test_the_basis_cache_keeps_prompts_apart(sd, tmp_path):
     assert len(list(tmp_path.glob("*.safetensors"))) == 2
     assert not torch.allclose(basis_a.sigma, basis_b.sigma)
     assert torch.equal(sample_basis(a, sample, 2, cache_dir=tmp_path).v, basis_a.v)
+
+
+@pytest.mark.parametrize("which", ["unconditional", "prompted"])
+def test_no_sdpa_kernel_runs_and_the_process_wide_backend_flags_stay_as_they_were(which, request, monkeypatch):
+    """Forward-mode AD needs attention without fused SDPA kernels; labkit gets it from the plain
+    AttnProcessor alone. A ``sdpa_kernel`` switch around the U-Net would set process-wide flags
+    that another thread (an explorer's) sees mid-call, so inside the U-Net they must be untouched."""
+    if which == "prompted":
+        model = request.getfixturevalue("sd").conditioned(PROMPT, guidance_scale=3.0)
+    else:
+        model = request.getfixturevalue("tiny")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a fused SDPA kernel ran inside the U-Net")
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", refuse)
+    before = (torch.backends.cuda.flash_sdp_enabled(), torch.backends.cuda.mem_efficient_sdp_enabled())
+    seen = []
+    attention = [m for m in model.unet.modules() if isinstance(m, Attention)]
+    assert attention, "the test needs a U-Net with attention"
+    handles = [m.register_forward_hook(lambda *_: seen.append((torch.backends.cuda.flash_sdp_enabled(),
+                                                                torch.backends.cuda.mem_efficient_sdp_enabled())))
+               for m in attention]
+    try:
+        x = sample_noise(model, 1, seed=0)
+        model.output(x, 500)
+        torch.func.jvp(h_space(model, 500), (x,), (torch.ones_like(x),))
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert seen and all(flags == before for flags in seen)
 
 
 # ---------------------------------------------------------------------------------------- sampling and editing
