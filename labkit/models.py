@@ -190,8 +190,10 @@ def set_fp32_precision(device: str | torch.device, tf32: bool) -> None:
     Sets global torch flags (the ``fp32_precision`` API of torch ≥ 2.9), so call it where your
     program starts. torch's default lets cuDNN convolutions use TF32 (inputs rounded to 10 mantissa
     bits, about 1e-3 relative error per layer), which breaks the book's 1e-4 agreement checks;
-    ``tf32=False`` gives true float32, as in Park et al.'s code; ``tf32=True`` is faster on Ampere
-    and later GPUs. Does nothing on other devices.
+    ``tf32=False`` gives IEEE float32 in both; ``tf32=True`` is faster on Ampere and later GPUs.
+    Park et al.'s code (torch 2.1) sets neither flag, so it ran on torch's defaults: TF32 allowed
+    in cuDNN convolutions (``torch.backends.cudnn.allow_tf32``, default True), not in matmuls
+    (``torch.backends.cuda.matmul.allow_tf32``, default False). Does nothing on other devices.
 
     Explained in: book/part2-diffusion/10_scaling.ipynb
     """
