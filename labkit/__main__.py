@@ -45,7 +45,7 @@ from labkit.plot import image_grid  # noqa: E402
 
 
 def directions(args: argparse.Namespace, model: DiffusionModel, image: torch.Tensor | None) -> Path:
-    set_fp32_precision(args.device, tf32=False)  # true float32 on a GPU too, as in Park et al.'s code
+    set_fp32_precision(args.device, tf32=False)  # IEEE float32 on a GPU too (not torch's default TF32 convs)
     t = timestep_at(model, args.fraction, args.steps)  # the integer timestep, as everywhere in labkit
     if image is None:
         sample = sample_at(model, args.seed, t, args.steps, progress=True)
@@ -186,7 +186,7 @@ def analyze(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         check_out(args.out)
     except FileExistsError as err:
         parser.error(f"argument --out: {err}")
-    set_fp32_precision(args.device, tf32=False)  # true float32 on a GPU, as `directions` and Park et al.'s code
+    set_fp32_precision(args.device, tf32=False)  # IEEE float32 on a GPU, as `directions`
     try:  # the model is loaded first of all, before any unit is computed
         path = run(Job(args.model, args.samples, tuple(args.fraction), args.k, Path(args.out), args.steps, args.tol,
                        str(args.device), args.prompt, args.guidance_scale))
