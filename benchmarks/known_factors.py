@@ -16,7 +16,8 @@ where the linearisation of h along v₁ breaks (10%). The methods, on the same s
     park-local    Park et al.: top-k right singular vectors of J = ∂h/∂x_t at the sample
     park-global   Park et al.: the Grassmann (chordal) mean of all N samples' local bases at t
     loco          the posterior mean's Jacobian ∂x̂₀/∂x_t, top-k right singular vectors (no mask)
-    loco-mask     LOCO-Edit as published: masked to the object, null space of the rest projected out
+    loco-mask     LOCO-Edit's construction with this benchmark's choices (object mask grown one pixel, r = 5):
+                  masked to the object, null space of the rest projected out
     random        random orthonormal directions in X: the floor
     oracle        per factor, the difference of two DDIM-inverted renders differing in it: the ceiling
     h-park-u      an edit in H along Park's left singular vectors u_i
@@ -84,6 +85,7 @@ X_METHODS = ("park-local", "park-global", "loco", "loco-mask", "random", "oracle
 H_METHODS = ("h-park-u", "h-pca", "h-random")
 MEASURES = ("disentanglement", "top_two_gap", "coverage", "dci_d", "dci_c", "side_effect", "on_manifold",
             "consistency", "change", "moved")
+ALPHA = 0.05  # the family-wise error rate of every family of comparisons (one per measure and t)
 
 
 def orthonormal(k: int, shape: tuple[int, ...], seed: int) -> torch.Tensor:
@@ -207,7 +209,7 @@ def merge(units: list[dict], args) -> dict:
             cell = cells.setdefault(key, {}).setdefault(str(u["fraction"]), {m: {} for m in MEASURES})
             for m in MEASURES:
                 cell[m][u["sample"]] = rec["summary"][m]
-    summary, comparisons, progress = {}, {}, {}
+    summary, comparisons, progress, resamples = {}, {}, {}, {}
     for key, per_t in cells.items():
         for fraction, per_measure in per_t.items():
             out = summary.setdefault(key, {}).setdefault(fraction, {})
@@ -220,7 +222,8 @@ def merge(units: list[dict], args) -> dict:
             per = {key: [cells[key][fraction][m].get(s, math.nan) for s in seeds]
                    for key in cells if fraction in cells[key]}
             per = {k: v for k, v in per.items() if sum(math.isfinite(x) for x in v) >= 5}
-            comparisons.setdefault(fraction, {})[m] = compare_all(per, n_resamples=args.resamples) if len(per) > 1 \
+            n = resamples.setdefault(fraction, {})[m] = comparison_resamples(len(per), args.resamples)
+            comparisons.setdefault(fraction, {})[m] = compare_all(per, alpha=ALPHA, n_resamples=n) if len(per) > 1 \
                 else []
         for how in ("guidance", "naive"):
             floor, ceiling = f"random/{how}", f"oracle/{how}"
@@ -253,12 +256,27 @@ def merge(units: list[dict], args) -> dict:
                  for key in cells}
     matched = {key: sum(u["methods"][key]["summary"]["matched"] for u in units if key in u["methods"])
                for key in cells}
-    return {"summary": summary, "floor_to_ceiling": progress, "comparisons": comparisons, "dose_response": dose,
+    return {"summary": summary, "floor_to_ceiling": progress, "comparisons": comparisons,
+            "comparison_resamples": resamples, "dose_response": dose,
             "edits": {"matched": matched, "unmatched": unmatched},
             "linearity": {str(u["fraction"]) + "/" + str(u["sample"]): {
                 "epsilon_star": u["epsilon_star"], "x_t_norm": u["x_t_norm"],
                 "moved": {k: r["summary"]["moved"] for k, r in u["methods"].items() if not k.endswith("/h")}}
                 for u in units}}
+
+
+def comparison_resamples(methods: int, given: int | None = None) -> int:
+    """Bootstrap resamples for one family of paired comparisons among ``methods`` methods.
+
+    ``given`` (--resamples) where set; else compare_all's rule for its corrected intervals: with
+    m = methods (methods − 1)/2 pairs, each end of an interval is the alpha/(2m) quantile of the
+    resamples, so about 10 resamples lie beyond it when n ≥ 20 m / alpha (42,000 for the 105 pairs
+    of 15 methods), and never fewer than 2,000.
+    """
+    if given is not None:
+        return given
+    pairs = methods * (methods - 1) // 2
+    return min(stats.MAX_RESAMPLES, max(2000, math.ceil(20 * pairs / ALPHA)))
 
 
 def _mean_ci(values: list) -> dict:
@@ -288,7 +306,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-rounds", type=int, default=5, help="edits tried per budget before it counts unmatched")
     parser.add_argument("--pca-samples", type=int, default=64, help="samples for h-space PCA at each t")
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps (20, as the book's Part II chapters)")
-    parser.add_argument("--resamples", type=int, default=20000, help="bootstrap resamples of the comparisons")
+    parser.add_argument("--resamples", type=int, default=None,
+                        help="bootstrap resamples of each family of comparisons (default: 20 m / alpha for its m "
+                             "pairs, labkit.stats.compare_all's rule; 42,000 for 15 methods)")
     parser.add_argument("--seed", type=int, default=0, help="the first noise seed")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--precision", default="bf16", choices=("bf16", "fp32"),
@@ -312,7 +332,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                      f"got {args.budgets} and {args.dose_budgets}")
     if not 0 <= args.dose_samples <= args.samples:
         parser.error(f"--dose-samples must be in [0, --samples], got {args.dose_samples}")
-    if not 100 <= args.resamples <= 10**6 or args.seed < 0:
+    if args.resamples is not None and not 100 <= args.resamples <= 10**6 or args.seed < 0:
         parser.error(f"--resamples must be in [100, 10^6] and --seed ≥ 0, got {args.resamples}, {args.seed}")
     if "random" not in args.methods:
         parser.error("--methods must include random: it is the floor every method is read against")

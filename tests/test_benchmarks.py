@@ -133,6 +133,20 @@ def test_known_factors_checks_its_flags_before_work(tmp_path, capsys):
         assert exit_.value.code == 2 and word in capsys.readouterr().err, bad
 
 
+def test_known_factors_resamples_follow_compare_alls_rule():
+    """Each family of m pairs gets 20 m / alpha resamples unless --resamples is given; the report records them."""
+    spec = importlib.util.spec_from_file_location("known_factors", REPO / "benchmarks" / "known_factors.py")
+    known_factors = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(known_factors)
+    assert known_factors.comparison_resamples(15) == 42_000 and known_factors.comparison_resamples(12) == 26_400
+    assert known_factors.comparison_resamples(2) == 2000 and known_factors.comparison_resamples(15, 500) == 500
+    assert known_factors.parse([]).resamples is None
+    report = json.loads((REPO / "benchmarks/results/known_factors_cpu.json").read_text())
+    for fraction, families in report["comparisons"].items():
+        for measure, rows in families.items():
+            assert report["comparison_resamples"][fraction][measure] >= 20 * len(rows) / 0.05, (fraction, measure)
+
+
 def test_model_quality_quality_boost_adds_eta_noise_only_when_asked(tmp_path):
     """10 DDIM steps put t = 200 and 100 at or below 0.2 T: with --quality-boost those steps get η = 1 noise."""
     reports = {}
