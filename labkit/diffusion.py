@@ -24,7 +24,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from labkit.checks import check_bool, check_float, check_int, check_tensor, show
-from labkit.models import DiffusionModel
+from labkit.models import DiffusionModel, attention_for_forward_ad
 
 # The paper's "quality boosting": the last DDIM steps, t ≤ QUALITY_BOOST · T, run with η = 1.
 QUALITY_BOOST = 0.2
@@ -102,11 +102,12 @@ def h_space(model: DiffusionModel, t: int, layer: str = "mid") -> Callable[[Tens
     def f(x: Tensor) -> Tensor:
         _check_input(model, x)
         e = emb.expand(x.shape[0], -1)
-        h = unet.conv_in(2 * x - 1 if unet.config.center_input_sample else x)
-        for block in unet.down_blocks[:stop]:
-            h, _ = block(hidden_states=h, temb=e, **model.block_inputs(block, x.shape[0]))  # the prompt, if any
-        if layer == "mid":
-            h = unet.mid_block(h, e, **model.block_inputs(unet.mid_block, x.shape[0]))
+        with attention_for_forward_ad(unet):  # a null context unless a fused processor was put back
+            h = unet.conv_in(2 * x - 1 if unet.config.center_input_sample else x)
+            for block in unet.down_blocks[:stop]:
+                h, _ = block(hidden_states=h, temb=e, **model.block_inputs(block, x.shape[0]))  # the prompt, if any
+            if layer == "mid":
+                h = unet.mid_block(h, e, **model.block_inputs(unet.mid_block, x.shape[0]))
         return h
 
     return f

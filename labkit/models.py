@@ -8,12 +8,13 @@ random weights). Both prepare the U-Net for torch.func, which needs two fixes fo
 
 - attention: fused scaled-dot-product kernels have no forward-mode derivative, so every
   attention module gets diffusers' plain ``AttnProcessor`` (matmul + softmax), which calls no
-  SDPA kernel at all (so no ``sdpa_kernel`` switch is needed: it would set process-wide flags,
-  which another thread, such as an explorer's, would see mid-call);
+  SDPA kernel at all. Only if a fused processor is put back later do labkit's maps select the
+  math SDPA backend (``attention_for_forward_ad``): a process-wide switch, which another thread,
+  such as an explorer's, sees while it is on, so it is not entered otherwise;
 - GroupNorm: some attention blocks hand GroupNorm a non-contiguous tensor, which ``group_norm``
   rejects under jvp; a forward pre-hook makes its input contiguous.
 
-Nothing here changes process-wide state: on a GPU, call ``set_fp32_precision`` yourself (the
+Nothing here changes process-wide state (but for that one case): on a GPU, call ``set_fp32_precision`` yourself (the
 CLI, the benchmarks and the notebooks do, in their first lines).
 
 Explained in: book/part2-diffusion/03_diffusion.ipynb and 10_scaling.ipynb
@@ -21,6 +22,7 @@ Explained in: book/part2-diffusion/03_diffusion.ipynb and 10_scaling.ipynb
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import warnings
@@ -32,6 +34,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from diffusers.models.attention_processor import Attention, AttnProcessor
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from labkit.cache import weights_fingerprint
 from labkit.checks import check_int, check_weights, show
@@ -118,7 +121,8 @@ class DiffusionModel:
 
     def output(self, x: Tensor, t: int) -> Tensor:
         """The U-Net's raw output at (x_t, t): ε, v or x₀ as ``prediction_type`` says; shaped like x."""
-        return self.unet(x, t).sample
+        with attention_for_forward_ad(self.unet):
+            return self.unet(x, t).sample
 
     def block_inputs(self, block: torch.nn.Module, batch: int) -> dict:
         """Inputs a U-Net block takes besides (h, t's embedding): none here; a text-conditioned model
@@ -205,6 +209,21 @@ def set_fp32_precision(device: str | torch.device, tf32: bool) -> None:
 
 def _contiguous_input(module: torch.nn.Module, args: tuple) -> tuple:
     return tuple(a.contiguous() if torch.is_tensor(a) else a for a in args)
+
+
+def attention_for_forward_ad(unet: torch.nn.Module) -> contextlib.AbstractContextManager:
+    """The context to run ``unet`` in so that forward-mode AD works through its attention.
+
+    A null context when every ``Attention`` has the plain ``AttnProcessor`` (as
+    ``prepare_for_forward_ad`` leaves them). If a fused processor was put back (e.g. diffusers'
+    ``AttnProcessor2_0``, which calls ``scaled_dot_product_attention``, whose fused kernels have no
+    forward-mode rule), the math SDPA backend: a process-wide switch, seen by other threads while
+    it is on. Explained in: book/part2-diffusion/02_attention.ipynb
+    """
+    if not isinstance(unet, torch.nn.Module):
+        raise TypeError(f"unet must be a torch.nn.Module (a diffusers U-Net), got {show(unet)}")
+    fused = any(isinstance(m, Attention) and not isinstance(m.processor, AttnProcessor) for m in unet.modules())
+    return sdpa_kernel([SDPBackend.MATH]) if fused else contextlib.nullcontext()
 
 
 def prepare_for_forward_ad(unet: UNet2DModel) -> UNet2DModel:

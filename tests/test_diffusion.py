@@ -17,7 +17,13 @@ from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
 from labkit import spectral
 from labkit.diffusion import check_timestep, ddim_invert, ddim_sample, h_space, sample_noise
-from labkit.models import ModelUnavailableError, load_model, prepare_for_forward_ad, set_fp32_precision
+from labkit.models import (
+    ModelUnavailableError,
+    attention_for_forward_ad,
+    load_model,
+    prepare_for_forward_ad,
+    set_fp32_precision,
+)
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +123,19 @@ def test_jvp_works_with_fused_processor_under_math_backend(tiny_dir):
     plain = load_model(tiny_dir)
     _, jv_plain = torch.func.jvp(h_space(plain, 300), (x,), (v,))
     torch.testing.assert_close(jv_fused, jv_plain, rtol=1e-4, atol=1e-5)
+    assert torch.backends.cuda.flash_sdp_enabled()  # the process-wide switch is off again afterwards
+
+
+def test_attention_for_forward_ad_switches_backends_only_for_fused_processors(tiny_dir):
+    model = load_model(tiny_dir)
+    with attention_for_forward_ad(model.unet):  # labkit's plain processors: no process-wide switch
+        assert torch.backends.cuda.flash_sdp_enabled()
+    next(m for m in model.unet.modules() if isinstance(m, Attention)).set_processor(AttnProcessor2_0())
+    with attention_for_forward_ad(model.unet):
+        assert not torch.backends.cuda.flash_sdp_enabled()
+    assert torch.backends.cuda.flash_sdp_enabled()
+    with pytest.raises(TypeError, match="unet must be a torch.nn.Module"):
+        attention_for_forward_ad(model)
 
 
 def test_group_norm_gets_contiguous_input_under_jvp():
