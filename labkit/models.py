@@ -221,7 +221,8 @@ def attention_for_forward_ad(unet: torch.nn.Module) -> contextlib.AbstractContex
     it is on. Explained in: book/part2-diffusion/02_attention.ipynb
     """
     if not isinstance(unet, torch.nn.Module):
-        raise TypeError(f"unet must be a torch.nn.Module (a diffusers U-Net), got {show(unet)}")
+        raise TypeError(f"unet must be a torch.nn.Module (a diffusers U-Net), got {show(unet)}; "
+                        "pass the U-Net itself, e.g. model.unet")
     fused = any(isinstance(m, Attention) and not isinstance(m.processor, AttnProcessor) for m in unet.modules())
     return sdpa_kernel([SDPBackend.MATH]) if fused else contextlib.nullcontext()
 
